@@ -1,0 +1,71 @@
+"""Devices stage: which device one job uses, with GPU slots claimed by file locks across processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+
+
+def slot_order(num_gpus: int, jobs_per_gpu: int) -> list[tuple[int, int]]:
+    """(gpu, slot) pairs in the order jobs take them: one job per GPU first, then the second, ..."""
+    return [(gpu, slot) for slot in range(jobs_per_gpu) for gpu in range(num_gpus)]
+
+
+@contextmanager
+def claim_gpu_slot(
+    lock_dir: str | Path, num_gpus: int, jobs_per_gpu: int, poll_s: float = 0.5
+) -> Iterator[int]:
+    """Hold a free (gpu, slot) lock for the duration of the block and yield the GPU index.
+
+    The kernel drops a flock when its process dies, so a killed job never keeps a slot. Whatever
+    launched the job, no two jobs hold the same slot, and a job waits only while every slot is held.
+    """
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for gpu, slot in slot_order(num_gpus, jobs_per_gpu):
+            lock = FileLock(lock_dir / f"gpu{gpu}-slot{slot}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield gpu
+            finally:
+                lock.release()
+            return
+        time.sleep(poll_s)
+
+
+@contextmanager
+def job_device(request: str, jobs_per_gpu: int, lock_dir: Path) -> Iterator[torch.device]:
+    """The device for this job: `cpu`, `cuda:N` as asked, or for `auto`/`cuda` the only visible GPU
+    or a free GPU slot. Lightning is then given exactly this one device."""
+    if request == "cpu" or (request == "auto" and not torch.cuda.is_available()):
+        yield torch.device("cpu")
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device={request} asked for a GPU but torch sees none")
+    if request.startswith("cuda:"):
+        yield torch.device(request)
+        return
+    count = torch.cuda.device_count()
+    if count == 1:
+        yield torch.device("cuda:0")
+        return
+    with claim_gpu_slot(lock_dir, count, jobs_per_gpu) as gpu:
+        yield torch.device(f"cuda:{gpu}")
+
+
+def set_threads(threads: int, concurrent_jobs: int = 1) -> int:
+    """Torch CPU threads for this job: `threads`, or the cores shared evenly among concurrent jobs."""
+    if threads <= 0:
+        threads = max(1, (os.cpu_count() or 1) // max(1, concurrent_jobs))
+    torch.set_num_threads(threads)
+    return threads

@@ -1,0 +1,109 @@
+"""Attack-evaluation stage: a Lightning module that attacks the target class batch by batch."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from imbadv.attack import Direction, Method, bim, fgsm_from_gradient, input_gradient
+from imbadv.train import TensorBatches, to_unit
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack setting; `alpha`/`steps` are BIM's (None = Kurakin defaults)."""
+
+    method: Method
+    eps: float
+    direction: Direction = Direction.ASCENT
+    alpha: float | None = None
+    steps: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/eps={self.eps:g}/{self.direction}"
+
+
+class AttackEvaluation(L.LightningModule):
+    """Attacks `target` with adversarial images made from each gradient source in `sources`.
+
+    `sources` maps a source name ("same", "balanced") to the model whose input gradient makes
+    the images; the images are always classified by `target`. One input gradient per source
+    and batch serves every FGSM eps. Needs `Trainer(inference_mode=False)`: test steps
+    otherwise run under inference mode, where no input gradient exists.
+    """
+
+    def __init__(self, target: nn.Module, sources: dict[str, nn.Module], specs: list[AttackSpec]):
+        super().__init__()
+        self.target, self.specs = target, specs
+        self.sources = nn.ModuleDict(sources)
+        self.preds: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.labels: list[torch.Tensor] = []
+        self.max_delta: dict[str, float] = defaultdict(float)
+        self.zero_grads: dict[str, int] = defaultdict(int)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = to_unit(batch[0]), batch[1]
+        self.labels.append(y.cpu())
+        self._record("clean", x, x)
+        for source_name, source in self.sources.items():
+            grad = input_gradient(source, x, y)
+            self.zero_grads[source_name] += int((grad.flatten(1).abs().amax(1) == 0).sum())
+            for spec in self.specs:
+                if spec.method is Method.FGSM:
+                    adv = fgsm_from_gradient(x, grad, spec.eps, spec.direction)
+                else:
+                    adv = bim(source, x, y, spec.eps, spec.alpha, spec.steps, spec.direction)
+                self._record(f"{source_name}|{spec.name}", x, adv)
+
+    def _record(self, key: str, x: torch.Tensor, adv: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.preds[key].append(self.target(adv).argmax(1).cpu())
+        delta = float((adv - x).abs().max()) if adv.numel() else 0.0
+        self.max_delta[key] = max(self.max_delta[key], delta)
+
+    def collected(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Labels and, per "clean" or "source|attack" key, the target model's predictions."""
+        labels = torch.cat(self.labels).numpy()
+        return labels, {k: torch.cat(v).numpy() for k, v in self.preds.items()}
+
+
+def evaluate_attacks(
+    target: nn.Module,
+    sources: dict[str, nn.Module],
+    specs: list[AttackSpec],
+    images: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    batch_size: int,
+) -> AttackEvaluation:
+    """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer."""
+    module = AttackEvaluation(target, sources, specs)
+    on_gpu = device.type == "cuda"
+    trainer = L.Trainer(
+        accelerator="gpu" if on_gpu else "cpu",
+        devices=[device.index or 0] if on_gpu else 1,
+        inference_mode=False,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.test(module, TensorBatches(*images, batch_size, shuffle=False), verbose=False)
+    return module
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """Predicted labels for uint8 images `x` (on the model's device), in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [
+        model(to_unit(x[i : i + batch_size])).argmax(1).cpu() for i in range(0, len(x), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(out).numpy()

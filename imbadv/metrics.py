@@ -1,0 +1,85 @@
+"""Metrics stage: accuracies, relative drop, confusion rows and intervals from predictions (pure numpy)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+    flat = np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of predictions equal to the labels (NaN for no samples)."""
+    y_true = np.asarray(y_true)
+    return float(np.mean(y_true == np.asarray(y_pred))) if y_true.size else math.nan
+
+
+def per_class_accuracy(cm: np.ndarray) -> list[float]:
+    """Recall of each class from a confusion matrix (NaN for a class with no samples)."""
+    totals = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [float(v) for v in np.diag(cm) / totals]
+
+
+def relative_drop(clean: float, adversarial: float) -> float:
+    """(clean - adversarial) / clean: the share of the clean accuracy an attack removes (Fig. 5)."""
+    return (clean - adversarial) / clean if clean > 0 else math.nan
+
+
+def success_rate(y_true: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray) -> float:
+    """Among the images classified correctly before the attack, the fraction misclassified after."""
+    right = np.asarray(clean_pred) == np.asarray(y_true)
+    if not right.any():
+        return math.nan
+    return float(np.mean(np.asarray(adv_pred)[right] != np.asarray(y_true)[right]))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (better than +/- 1.96 sd near 0 and 1)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def prediction_row(y_pred: np.ndarray, num_classes: int) -> list[int]:
+    """How many of a class's images went to each predicted class (one row of the confusion matrix)."""
+    return np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=num_classes).tolist()
+
+
+def model_summary(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
+    """Clean accuracy of a model on the whole test set: overall, per class and the confusion matrix."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    return {
+        "acc": accuracy(y_true, y_pred),
+        "per_class_acc": per_class_accuracy(cm),
+        "confusion": cm.tolist(),
+    }
+
+
+def attack_summary(
+    y_true: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, num_classes: int
+) -> dict:
+    """Target-class numbers for one attack: accuracies with intervals, drop, success, where images go."""
+    n = int(np.asarray(y_true).size)
+    clean, adv = accuracy(y_true, clean_pred), accuracy(y_true, adv_pred)
+    adv_right = int(np.sum(np.asarray(adv_pred) == np.asarray(y_true)))
+    clean_right = int(np.sum(np.asarray(clean_pred) == np.asarray(y_true)))
+    return {
+        "n": n,
+        "clean_acc": clean,
+        "clean_acc_ci95": wilson_interval(clean_right, n),
+        "adv_acc": adv,
+        "adv_acc_ci95": wilson_interval(adv_right, n),
+        "relative_drop": relative_drop(clean, adv),
+        "success_rate": success_rate(y_true, clean_pred, adv_pred),
+        "clean_row": prediction_row(clean_pred, num_classes),
+        "adv_row": prediction_row(adv_pred, num_classes),
+    }

@@ -1,0 +1,132 @@
+"""Store stage: content-addressed trained models and results, trained and computed once, shared by all jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# Bump when the meaning of a stored model or result changes, so old files are never reused.
+FORMAT_VERSION = 1
+
+
+def content_key(spec: dict) -> str:
+    """Stable 16-hex-digit key of everything that defines a model or a result."""
+    blob = json.dumps({"format": FORMAT_VERSION, **spec}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through `write(tmp)` then rename into place: a killed job leaves no file under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    """JSON written to a temporary name and renamed into place."""
+    atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str)))
+
+
+def read_json(path: Path) -> dict | None:
+    """The parsed file, or None (with a warning) when it is missing or does not parse."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(f"ignoring unreadable {path}: {err}", stacklevel=2)
+        return None
+
+
+class Store:
+    """Models under `root/models/<key>.safetensors` with a `<key>.json` record (written last, with the
+    weights' size and sha256), results under `root/results/<key>.json`, locks under `root/locks/`.
+
+    File locks (flock) make concurrent jobs train a model once; on NFS mounted without lock
+    support they do not exclude each other (see docs/sweep.md).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        for sub in ("models", "results", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def lock(self, key: str) -> FileLock:
+        return FileLock(self.root / "locks" / f"{key}.lock")
+
+    def load_model(self, key: str, model: nn.Module) -> dict | None:
+        """Fill `model` with the stored weights and return the record, or None if absent or corrupt."""
+        record = read_json(self.root / "models" / f"{key}.json")
+        weights = self.root / "models" / f"{key}.safetensors"
+        if record is None or not weights.exists():
+            return None
+        if weights.stat().st_size != record.get("size") or file_sha256(weights) != record.get(
+            "sha256"
+        ):
+            warnings.warn(
+                f"model {key} in {self.root} is corrupt (size/sha256); retraining", stacklevel=2
+            )
+            return None
+        model.load_state_dict(load_file(weights, device="cpu"))
+        return record
+
+    def save_model(self, key: str, model: nn.Module, record: dict) -> dict:
+        """Weights first, then the record that vouches for them: a record always means a whole file."""
+        weights = self.root / "models" / f"{key}.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write_bytes(weights, lambda tmp: save_file(state, str(tmp)))
+        record = {
+            **record,
+            "key": key,
+            "size": weights.stat().st_size,
+            "sha256": file_sha256(weights),
+        }
+        atomic_write_json(self.root / "models" / f"{key}.json", record)
+        with open(self.root / "trainings.jsonl", "a") as log:
+            log.write(json.dumps({"key": key, "time": time.time(), "pid": os.getpid()}) + "\n")
+        return record
+
+    def model(
+        self, key: str, model: nn.Module, train: Callable[[nn.Module], dict]
+    ) -> tuple[dict, bool]:
+        """Load the model `key` into `model`, or train it once: (record, whether this call trained it)."""
+        record = self.load_model(key, model)
+        if record is not None:
+            return record, False
+        with self.lock(key):
+            record = self.load_model(key, model)  # another job may have finished it meanwhile
+            if record is not None:
+                return record, False
+            return self.save_model(key, model, train(model)), True
+
+    def result_path(self, key: str) -> Path:
+        return self.root / "results" / f"{key}.json"
+
+    def trainings(self) -> list[dict]:
+        """Every training this store has recorded, in order (a test's way to count them)."""
+        path = self.root / "trainings.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -1,0 +1,66 @@
+"""Devices: GPU slots claimed by file locks, checked with a faked GPU count (no GPU needed)."""
+
+import multiprocessing as mp
+import time
+
+import torch
+
+from imbadv.devices import claim_gpu_slot, job_device, slot_order
+
+
+def test_slot_order_spreads_over_gpus_first():
+    assert slot_order(2, 2) == [(0, 0), (1, 0), (0, 1), (1, 1)]
+
+
+def test_nested_claims_get_distinct_slots_and_release(tmp_path):
+    with claim_gpu_slot(tmp_path, 2, 1) as a, claim_gpu_slot(tmp_path, 2, 1) as b:
+        assert {a, b} == {0, 1}
+    with claim_gpu_slot(tmp_path, 2, 1) as c:
+        assert c == 0  # released slots are free again
+
+
+def _hold(lock_dir, n_gpus, per_gpu, seconds, queue):
+    with claim_gpu_slot(lock_dir, n_gpus, per_gpu, poll_s=0.05) as gpu:
+        queue.put(("start", gpu, time.time()))
+        time.sleep(seconds)
+        queue.put(("end", gpu, time.time()))
+
+
+def test_processes_never_share_a_slot_and_never_wait_while_one_is_free(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_hold, args=(str(tmp_path), 2, 2, 0.8, queue)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    events = sorted((queue.get(timeout=120) for _ in range(12)), key=lambda e: e[2])
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    running = {0: 0, 1: 0}
+    peak = 0
+    for kind, gpu, _ in events:
+        running[gpu] += 1 if kind == "start" else -1
+        assert running[gpu] <= 2  # k = 2 jobs per GPU at most
+        peak = max(peak, sum(running.values()))
+    assert peak == 4  # all four slots were used at once: nobody waited while a slot was free
+
+
+def test_cpu_when_no_gpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with job_device("auto", 1, tmp_path) as device:
+        assert device.type == "cpu"
+
+
+def test_one_visible_gpu_is_used_without_locks(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with job_device("auto", 1, tmp_path) as device:
+        assert str(device) == "cuda:0"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_gpus_take_a_slot(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    with job_device("auto", 1, tmp_path) as a, job_device("auto", 1, tmp_path) as b:
+        assert {str(a), str(b)} == {"cuda:0", "cuda:1"}

@@ -1,0 +1,81 @@
+"""Store: content keys, atomic writes, checksums, and one training however many processes ask."""
+
+import json
+import multiprocessing as mp
+import time
+
+import pytest
+import torch
+
+from imbadv.model import VGG
+from imbadv.store import Store, content_key
+
+
+def small():
+    return VGG(width=0.125)
+
+
+def fake_train(seconds=0.0):
+    def train(model):
+        time.sleep(seconds)
+        model.reset_parameters(torch.Generator().manual_seed(7))
+        return {"epochs": 1}
+
+    return train
+
+
+def test_key_is_stable_and_sensitive():
+    assert content_key({"a": 1, "b": [1, 2]}) == content_key({"b": [1, 2], "a": 1})
+    assert content_key({"a": 1}) != content_key({"a": 2})
+
+
+def test_train_once_then_load(tmp_path):
+    store = Store(tmp_path)
+    a, b = small(), small()
+    record, trained = store.model("k1", a, fake_train())
+    assert trained and record["size"] > 0 and len(record["sha256"]) == 64
+    record2, trained2 = store.model("k1", b, fake_train())
+    assert not trained2 and record2["sha256"] == record["sha256"]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert len(store.trainings()) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_weights_are_retrained_not_loaded(tmp_path, damage):
+    store = Store(tmp_path)
+    store.model("k", small(), fake_train())
+    weights = tmp_path / "models" / "k.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(
+        data[: len(data) // 2] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1])
+    )
+    with pytest.warns(UserWarning, match="corrupt"):
+        _, trained = store.model("k", small(), fake_train())
+    assert trained and len(store.trainings()) == 2
+
+
+def test_no_partial_file_under_the_final_name(tmp_path):
+    store = Store(tmp_path)
+
+    def crash(model):
+        raise KeyboardInterrupt  # a job killed while training
+
+    with pytest.raises(KeyboardInterrupt):
+        store.model("k", small(), crash)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def _worker(root, key, seconds):
+    Store(root).model(key, small(), fake_train(seconds))
+
+
+def test_concurrent_processes_train_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), "shared", 1.0)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    lines = (tmp_path / "trainings.jsonl").read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["shared"]
