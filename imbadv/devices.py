@@ -69,3 +69,19 @@ def set_threads(threads: int, concurrent_jobs: int = 1) -> int:
         threads = max(1, (os.cpu_count() or 1) // max(1, concurrent_jobs))
     torch.set_num_threads(threads)
     return threads
+
+
+def gpu_count() -> int:
+    """GPUs this process sees (0 without CUDA); asks NVML, so no CUDA context is created."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parallel_slots(jobs_per_gpu: int) -> int:
+    """How many jobs a one-machine launcher should run at once: every GPU slot, else every core."""
+    gpus = gpu_count()
+    return gpus * int(jobs_per_gpu) if gpus else (os.cpu_count() or 1)
+
+
+def gpu_share(jobs_per_gpu: int) -> float:
+    """The fraction of a GPU one job asks a scheduler (Ray) for; 0 where there is no GPU."""
+    return 1.0 / int(jobs_per_gpu) if gpu_count() else 0.0

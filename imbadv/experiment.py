@@ -22,6 +22,7 @@ from imbadv.metrics import attack_summary, model_summary
 from imbadv.model import VGG
 from imbadv.settings import Settings, Source, from_config, parse_target
 from imbadv.store import FORMAT_VERSION, Store, atomic_write_json, content_key, read_json
+from imbadv.tracking import log_job
 from imbadv.train import fit
 
 
@@ -155,11 +156,14 @@ def resolve_class(target: int | str, data: Dataset) -> int:
     return int(parse_target(target, data.classes))
 
 
-def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """One experiment from a composed config: writes `output_dir/results.json`, prints a table."""
+def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str, Any]:
+    """One experiment from a composed config: writes `output_dir/results.json`, prints a table.
+
+    `concurrent_jobs` is how many jobs share this machine's cores (`threads: 0` splits them).
+    """
     s = from_config(cfg)
     started = time.perf_counter()
-    set_threads(s.threads)
+    threads = set_threads(s.threads, concurrent_jobs)
     data = load_dataset(**s.dataset, cache_dir=s.cache_dir)
     target = resolve_class(s.target, data)
     store = Store(s.store_dir)
@@ -168,7 +172,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     meta = {
         "dataset": data.name, "dataset_source": data.source, "class": target,
         "class_name": data.classes[target], "imbalance": s.imbalance.value, "seed": s.seed,
-        "eps_space": EPS_SPACE, "device": str(device), "trained_here": trained,
+        "eps_space": EPS_SPACE, "device": str(device), "threads": threads, "trained_here": trained,
         "wall_seconds": time.perf_counter() - started, "versions": versions(),
     }  # fmt: skip
     full = {"format": FORMAT_VERSION, "meta": meta, **result,
@@ -176,6 +180,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "results.json", full)
     print(format_table(full))
+    log_job(cfg, full, output_dir)
     return full
 
 

@@ -15,15 +15,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from imbadv import experiment
+from imbadv.devices import gpu_share, parallel_slots
 from imbadv.errors import ConfigError, ImbadvError
 from imbadv.settings import from_config
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-RANGE = re.compile(r"^(?P<key>[^=]+)=(?P<a>[^=]*)\.\.(?P<b>[^=]*)$")
+# A..B with no path characters on either side, so `dataset.root=../data` is left alone.
+RANGE = re.compile(r"^(?P<key>[\w.]+)=\s*(?P<a>[+-]?[\w.]*\w)\s*\.\.\s*(?P<b>[+-]?\w[\w.]*)\s*$")
 MAX_CHECKED_JOBS = 2000  # past this many combinations the up-front check would take too long
+
+# Launcher presets size themselves to the machine (conf/launcher/gpus.yaml, ray.yaml).
+OmegaConf.register_new_resolver("imbadv_slots", parallel_slots, replace=True)
+OmegaConf.register_new_resolver("imbadv_gpu_share", gpu_share, replace=True)
 
 
 def expand_ranges(args: list[str]) -> list[str]:
@@ -88,8 +94,9 @@ def _hydra_problem(err: HydraException, overrides: list[str]) -> tuple[str, str,
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    concurrent = int(hydra_cfg.launcher.get("n_jobs", 1) or 1)  # joblib's; 1 for the others
     try:
-        experiment.run(cfg, Path(hydra_cfg.runtime.output_dir))
+        experiment.run(cfg, Path(hydra_cfg.runtime.output_dir), concurrent)
     except ImbadvError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job, runs the others and exits non-zero at the end

@@ -114,7 +114,8 @@ class KeepBest(Callback):
         self.best_loss, self.best_epoch, self.state = math.inf, -1, None
         self.history: list[dict[str, float]] = []
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Runs after the epoch's validation, when both train/* and val/* metrics are in.
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         loss = metrics.get("val/loss", math.inf)

@@ -1,0 +1,45 @@
+# imbadv: `make help` lists the targets. Every target uses the virtual environment in .venv.
+PY ?= .venv/bin/python
+SWEEP ?=
+DATA ?= ../shared/data/cifar10-jpeg.tar.gz
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## Create .venv and install imbadv with its test tools (CPU or GPU torch)
+	python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -e ".[dev]"
+
+test: ## Run the test suite (CPU, no network, a few minutes)
+	$(PY) -m pytest -q
+
+lint: ## ruff: lint and formatting
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: ## ruff: fix what can be fixed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+smoke: ## One experiment on synthetic data (seconds)
+	$(PY) -m imbadv.run experiment=smoke class=3 imbalance=under
+
+quick: ## One quick experiment on the real CIFAR-10 copy (DATA=path/to/cifar10-jpeg.tar.gz)
+	$(PY) -m imbadv.run experiment=quick dataset=folder dataset.root=$(DATA) class=3 imbalance=under
+
+reproduce: ## All 50 combinations of the paper (EXTRA="experiment=quick dataset=folder dataset.root=...")
+	$(PY) -m imbadv.run -m class=0..9 imbalance=balanced,under,over $(EXTRA)
+
+report: ## Table 1 and figures for a sweep (SWEEP=multirun/<date>/<time>; default: the newest)
+	$(PY) -m imbadv.report $(SWEEP)
+
+bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
+	$(PY) -m imbadv.bench --json bench.json
+
+clean: ## Remove outputs and caches (keeps data/ and the model store)
+	rm -rf outputs .pytest_cache .ruff_cache
+
+.PHONY: help install test lint format smoke quick reproduce report bench clean

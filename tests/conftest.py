@@ -1,0 +1,51 @@
+"""Shared fixtures: the command line run as a user runs it, and one small real sweep per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A smoke run shrunk further so a 6-job sweep takes well under a minute on 2 cores.
+TINY = [
+    "experiment=smoke",
+    "dataset.train_per_class=120",
+    "dataset.test_per_class=30",
+    "counts.majority=120",
+    "counts.minority=24",
+    "trainer.max_epochs=3",
+]
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python -m imbadv.run ARGS` in `cwd`, as a user would type it; output captured."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "imbadv.run", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory) -> dict[str, Path]:
+    """A real multirun: classes 0 and 1 x balanced, under, over on tiny synthetic data."""
+    base = tmp_path_factory.mktemp("sweep")
+    store, sweep = base / "store", base / "multirun"
+    proc = run_cli(
+        ["-m", *TINY, "class=0..1", "imbalance=balanced,under,over",
+         f"paths.store_dir={store}", f"hydra.sweep.dir={sweep}"],
+        cwd=base,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"base": base, "store": store, "sweep": sweep, "stdout": proc.stdout}

@@ -1,0 +1,84 @@
+"""The command line: A..B ranges, one-line refusals of bad input, and one smoke experiment end to end."""
+
+import json
+
+import pytest
+
+from imbadv.errors import ConfigError
+from imbadv.run import expand_ranges, job_overrides
+from conftest import TINY, run_cli
+
+
+def test_ranges_are_inclusive_and_hydra_forms_untouched():
+    assert expand_ranges(["class=0..9"]) == ["class=range(0,10)"]
+    assert expand_ranges(["class=3..3"]) == ["class=range(3,4)"]
+    assert expand_ranges(["seed=0,1", "class=range(0,3)", "dataset.root=../data/x.tar.gz"]) == [
+        "seed=0,1",
+        "class=range(0,3)",
+        "dataset.root=../data/x.tar.gz",
+    ]
+    assert len(job_overrides(expand_ranges(["class=0..9", "imbalance=under,over"]))) == 20
+    assert job_overrides(expand_ranges(["class=3..3"])) == [["class=3"]]
+
+
+@pytest.mark.parametrize("bad", ["class=5..3", "class=a..b", "class=1.5..3"])
+def test_bad_ranges_are_refused(bad):
+    with pytest.raises(ConfigError, match="class="):
+        expand_ranges([bad])
+
+
+BAD = [
+    (["class=12"], "class=12"),
+    (["class=zebra"], "class=zebra"),
+    (["imbalance=sideways"], "imbalance=sideways"),
+    (["attack.eps=-1"], "attack.eps=-1"),
+    (["attack.methods=[pgd]"], "attack.methods=pgd"),
+    (["attack.direction=up"], "attack.direction=up"),
+    (["attack.sources=[other]"], "attack.sources=other"),
+    (["dataset=imagenet"], "dataset=imagenet"),
+    (["dataset=folder", "dataset.root=/no/such/folder"], "/no/such/folder"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0"),
+    (["counts.majority=9000"], "9000"),
+    (["-m", "class=0..2,zebra"], "class="),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_clear_line(tmp_path, args, named):
+    proc = run_cli([*args, "experiment=smoke", f"paths.store_dir={tmp_path}/store"], cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("imbadv: error:"), proc.stderr
+    assert named in lines[0] and "expected" in lines[0]
+    assert not (tmp_path / "store" / "models").exists() or not any(
+        (tmp_path / "store" / "models").iterdir()
+    )
+
+
+def test_a_bad_job_in_a_sweep_stops_it_before_any_job_runs(tmp_path):
+    proc = run_cli(["-m", *TINY, "class=0,1", "imbalance=under,sideways",
+                    f"paths.store_dir={tmp_path}/store", f"hydra.sweep.dir={tmp_path}/mr"],
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "imbalance=sideways" in proc.stderr
+    assert not (tmp_path / "mr").exists()
+
+
+def test_smoke_experiment_end_to_end(tmp_path):
+    proc = run_cli(["experiment=smoke", "class=3", "imbalance=under",
+                    f"paths.store_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/out"],
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    meta = result["meta"]
+    assert (meta["class"], meta["imbalance"], meta["dataset"]) == (3, "under", "synthetic")
+    target = result["models"]["target"]
+    assert target["train_counts"][3] == 36 and target["train_counts"][0] == 180  # 40/200 minus 10 %
+    assert result["models"]["balanced"]["train_counts"] == [180] * 10
+    rows = {(r["source"], r["method"]): r for r in result["attacks"]}
+    assert set(rows) == {(s, m) for s in ("same", "balanced") for m in ("fgsm", "bim")}
+    for r in rows.values():
+        assert r["n"] == 100 and r["eps"] == 0.01 and r["eps_space"] == "pixel [0, 1]"
+        assert r["max_abs_delta"] <= 0.01 + 1e-6 and sum(r["adv_row"]) == 100
+        assert r["adv_acc"] <= r["clean_acc"]
+    assert rows[("same", "fgsm")]["adv_acc"] < rows[("same", "fgsm")]["clean_acc"]
+    assert "same" in proc.stdout and "balanced" in proc.stdout  # the printed table
