@@ -5,26 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imbadv.settings import Direction, Method
+
 # eps, alpha and every image here live in pixel space [0, 1]: the model normalizes inside.
 EPS_SPACE = "pixel [0, 1]"
-
-
-class Method(StrEnum):
-    FGSM = "fgsm"
-    BIM = "bim"
-
-
-class Direction(StrEnum):
-    """`ascent` raises the true label's loss (the attack); `descent` lowers it (Sec. 3.3)."""
-
-    ASCENT = "ascent"
-    DESCENT = "descent"
 
 
 @contextmanager

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
-from imbadv.attack import Direction, Method, bim, fgsm_from_gradient, input_gradient
+from imbadv.attack import bim, fgsm_from_gradient, input_gradient
+from imbadv.settings import AttackSpec, Method
 from imbadv.train import TensorBatches, to_unit
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack setting; `alpha`/`steps` are BIM's (None = Kurakin defaults)."""
-
-    method: Method
-    eps: float
-    direction: Direction = Direction.ASCENT
-    alpha: float | None = None
-    steps: int | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}/eps={self.eps:g}/{self.direction}"
 
 
 class AttackEvaluation(L.LightningModule):

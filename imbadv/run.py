@@ -17,8 +17,6 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from imbadv import experiment
-from imbadv.devices import gpu_share, parallel_slots
 from imbadv.errors import ConfigError, ImbadvError
 from imbadv.settings import from_config
 
@@ -27,9 +25,22 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 RANGE = re.compile(r"^(?P<key>[\w.]+)=\s*(?P<a>[+-]?[\w.]*\w)\s*\.\.\s*(?P<b>[+-]?\w[\w.]*)\s*$")
 MAX_CHECKED_JOBS = 2000  # past this many combinations the up-front check would take too long
 
+
 # Launcher presets size themselves to the machine (conf/launcher/gpus.yaml, ray.yaml).
-OmegaConf.register_new_resolver("imbadv_slots", parallel_slots, replace=True)
-OmegaConf.register_new_resolver("imbadv_gpu_share", gpu_share, replace=True)
+def _slots(jobs_per_gpu: int) -> int:
+    from imbadv.devices import parallel_slots  # torch only once a launcher needs the number
+
+    return parallel_slots(jobs_per_gpu)
+
+
+def _gpu_share(jobs_per_gpu: int) -> float:
+    from imbadv.devices import gpu_share
+
+    return gpu_share(jobs_per_gpu)
+
+
+OmegaConf.register_new_resolver("imbadv_slots", _slots, replace=True)
+OmegaConf.register_new_resolver("imbadv_gpu_share", _gpu_share, replace=True)
 
 
 def expand_ranges(args: list[str]) -> list[str]:
@@ -93,6 +104,9 @@ def _hydra_problem(err: HydraException, overrides: list[str]) -> tuple[str, str,
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    from imbadv import experiment  # torch and Lightning load here, after every check passed
+
+    quiet_lightning()  # again here: Hydra sets up each job's logging before calling us
     hydra_cfg = HydraConfig.get()
     concurrent = int(hydra_cfg.launcher.get("n_jobs", 1) or 1)  # joblib's; 1 for the others
     try:

@@ -1,4 +1,6 @@
-"""Config stage: the Hydra config turned into typed, validated settings before any work starts."""
+"""Config stage: the Hydra config turned into typed, validated settings before any work starts.
+
+No torch here: a bad value is refused in about a second, before the heavy imports."""
 
 from __future__ import annotations
 
@@ -10,15 +12,54 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from imbadv.attack import Direction, Method
 from imbadv.errors import ConfigError
-from imbadv.evaluate import AttackSpec
 from imbadv.imbalance import Profile, parse_profile
-from imbadv.train import TrainSettings
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
+
+
+class Method(StrEnum):
+    FGSM = "fgsm"
+    BIM = "bim"
+
+
+class Direction(StrEnum):
+    """`ascent` raises the true label's loss (the attack); `descent` lowers it (Sec. 3.3)."""
+
+    ASCENT = "ascent"
+    DESCENT = "descent"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Paper defaults: Keras RMSprop (rho 0.9, eps 1e-7), lr 1e-4, Keras decay 1e-5, batch 32."""
+
+    lr: float = 1e-4
+    decay: float = 1e-5
+    rho: float = 0.9
+    eps: float = 1e-7
+    batch_size: int = 32
+    max_epochs: int = 100
+    patience: int = 5
+    precision: str = "32-true"
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack setting; `alpha`/`steps` are BIM's (None = Kurakin defaults)."""
+
+    method: Method
+    eps: float
+    direction: Direction = Direction.ASCENT
+    alpha: float | None = None
+    steps: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/eps={self.eps:g}/{self.direction}"
 
 
 class Source(StrEnum):
@@ -98,6 +139,15 @@ def parse_target(value: Any, classes: tuple[str, ...] | None) -> int | str:
     return classes.index(name)
 
 
+def known_train_per_class(dataset: dict[str, Any]) -> int | None:
+    """Training images per class known without reading any file (None for class folders)."""
+    if dataset.get("name") == "cifar10":
+        return 5000
+    if dataset.get("name") == "synthetic":
+        return int(dataset.get("train_per_class", 500))
+    return None
+
+
 def known_classes(dataset: dict[str, Any]) -> tuple[str, ...] | None:
     """Class names known without reading any file (None for class folders)."""
     if dataset.get("name") == "cifar10":
@@ -144,6 +194,13 @@ def from_config(cfg: DictConfig) -> Settings:
             "dataset.root",
             dataset.get("root"),
             "an existing folder with train/ and test/, or a .tar.gz of one",
+        )
+    have = known_train_per_class(dataset)
+    if have is not None and cfg.counts.majority > have:
+        raise ConfigError(
+            "counts.majority",
+            cfg.counts.majority,
+            f"at most the {have} training images per class {dataset['name']} has",
         )
     sources = tuple(
         dict.fromkeys(_choice("attack.sources", s, Source) for s in _as_list(cfg.attack.sources))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -14,20 +13,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from imbadv.errors import TrainingError
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Paper defaults: Keras RMSprop (rho 0.9, eps 1e-7), lr 1e-4, Keras decay 1e-5, batch 32."""
-
-    lr: float = 1e-4
-    decay: float = 1e-5
-    rho: float = 0.9
-    eps: float = 1e-7
-    batch_size: int = 32
-    max_epochs: int = 100
-    patience: int = 5
-    precision: str = "32-true"
+from imbadv.settings import TrainSettings
 
 
 def keras_decay(decay: float) -> Callable[[int], float]:
@@ -161,6 +147,9 @@ def fit(
     best weights, in eval mode.
     """
     L.seed_everything(seed, workers=True, verbose=False)
+    if settings.channels_last:  # batches sliced from NHWC tensors stay NHWC: no per-step copies
+        model.to(memory_format=torch.channels_last)
+        train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
     keep = KeepBest()
     stop = EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min")
     trainer = make_trainer(settings, device, [keep, stop], logger)

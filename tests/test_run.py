@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from conftest import TINY, run_cli
 
 from imbadv.errors import ConfigError
 from imbadv.run import expand_ranges, job_overrides
-from conftest import TINY, run_cli
 
 
 def test_ranges_are_inclusive_and_hydra_forms_untouched():

@@ -1,0 +1,214 @@
+"""Report: Table 1 cells against the results files, seeds and eps, partial sweeps, figures, CLI."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imbadv import report
+
+COLUMN = {(imb, src): key for key, _, imb, src in report.COLUMNS}
+
+
+def copy_sweep(smoke_sweep: dict, dest: Path) -> Path:
+    """A private copy of the session's real sweep, so writing a report never touches the shared one."""
+    shutil.copytree(smoke_sweep["sweep"], dest)
+    return dest
+
+
+def read_csv(path: Path) -> dict[tuple[int, str], dict]:
+    with path.open() as f:
+        return {(int(r["class"]), r["column"]): r for r in csv.DictReader(f)}
+
+
+def assert_images(folder: Path, markdown: str) -> list[str]:
+    """Every figure the report links is a valid, non-empty PNG; returns their names."""
+    names = [
+        line.split("](")[1].rstrip(")") for line in markdown.splitlines() if line.startswith("![")
+    ]
+    assert names
+    for name in names:
+        path = folder / name
+        assert path.stat().st_size > 1000
+        with Image.open(path) as image:
+            image.verify()
+            assert image.format == "PNG" and min(image.size) > 100
+    return names
+
+
+@pytest.fixture(scope="module")
+def one_seed(smoke_sweep, tmp_path_factory) -> Path:
+    sweep = copy_sweep(smoke_sweep, tmp_path_factory.mktemp("report") / "sweep")
+    assert report.main([str(sweep)]) == 0
+    return sweep
+
+
+def test_table_cells_are_the_results_files_numbers(one_seed):
+    table = read_csv(one_seed / "table1.csv")
+    assert len(table) == 10 * len(report.COLUMNS)
+    filled = set()
+    for path in one_seed.glob("*/results.json"):
+        for row in json.loads(path.read_text())["attacks"]:
+            if row["method"] != "fgsm":
+                continue
+            cell = table[(row["class"], COLUMN[(row["imbalance"], row["source"])])]
+            assert float(cell["mean"]) == pytest.approx(row["adv_acc"])
+            assert [float(cell["ci_lo"]), float(cell["ci_hi"])] == pytest.approx(
+                row["adv_acc_ci95"]
+            )
+            assert cell["n_seeds"] == "1" and cell["seeds"] == "0"
+            paper = report.PAPER_TABLE1[cell["column"]][row["class"]] / 100
+            assert float(cell["paper"]) == pytest.approx(paper)
+            assert float(cell["diff"]) == pytest.approx(row["adv_acc"] - paper)
+            filled.add((row["class"], cell["column"]))
+    assert len(filled) == 2 * 5  # classes 0 and 1, all five columns
+    assert all(table[k]["n_seeds"] == "0" for k in table if k not in filled)
+    assert float(table[(3, "same_under")]["paper"]) == pytest.approx(0.005)
+
+
+def test_markdown_shows_cells_paper_and_missing(one_seed):
+    md = (one_seed / "table1.md").read_text()
+    assert "FGSM, eps 0.01" in md
+    row0 = next(line for line in md.splitlines() if line.startswith("| 0 - class0"))
+    cell = read_csv(one_seed / "table1.csv")[(0, "same_balanced")]
+    ours = f"{100 * float(cell['mean']):.1f} ({100 * float(cell['ci_lo']):.1f}–{100 * float(cell['ci_hi']):.1f})"
+    assert ours in row0 and "| 36.0 |" in row0  # the paper's balanced same-model airplane
+    row5 = next(line for line in md.splitlines() if line.startswith("| 5 - class5"))
+    assert row5.count("—") == 10 and "| 47.0 |" in row5  # no results, paper still shown
+    full = (one_seed / "report.md").read_text()
+    assert "class 2 (class2): all columns" in full and "class 0 (class0)" not in full.split("### Missing")[1].split("##")[0]  # fmt: skip
+    assert "internally inconsistent" in full and "not CIFAR-10" in full
+    assert "pixel [0, 1]" in full and "Seeds: 0" in full and "git " in full
+
+
+def test_every_figure_is_a_valid_image_and_embedded_in_html(one_seed):
+    md = (one_seed / "report.md").read_text()
+    names = assert_images(one_seed, md)
+    assert {"fig1_confusion_balanced.png", "fig2_clean_accuracy.png", "fig5_relative_drop.png",
+            "fig6_pair_class3_class5.png"} <= set(names)  # fmt: skip
+    page = (one_seed / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(names) and "<table>" in page
+
+
+def test_findings_have_verdicts_and_numbers(one_seed):
+    found = (one_seed / "report.md").read_text().split("checked on this sweep")[1]
+    items = [line for line in found.splitlines() if line.startswith("- **")]
+    assert len(items) == 7
+    for item in items:
+        assert item.split("**")[1] in ("supported", "not supported", "not enough data")
+        assert item.split("**")[1] == "not enough data" or "%" in item
+    assert "not enough data**: class3/class5" in found  # no job targeted class 3 or 5
+
+
+def seed_copies(sweep: Path, shifts: dict[int, float], extra_eps: float | None = None) -> None:
+    """Add copies of every job for more seeds (adv_acc shifted) and, optionally, a second eps."""
+    for path in list(sweep.glob("*/results.json")):
+        full = json.loads(path.read_text())
+        for seed, shift in shifts.items():
+            other = copy.deepcopy(full)
+            other["meta"]["seed"] = other["config"]["seed"] = seed
+            for row in other["attacks"]:
+                row["seed"], row["adv_acc"] = seed, min(1.0, row["adv_acc"] + shift)
+            target = path.parent.with_name(path.parent.name + f",seed={seed}") / "results.json"
+            target.parent.mkdir()
+            target.write_text(json.dumps(other))
+        if extra_eps is not None:
+            full["attacks"] += [
+                {**r, "eps": extra_eps, "adv_acc": r["adv_acc"] / 2} for r in full["attacks"]
+            ]
+            path.write_text(json.dumps(full))
+
+
+def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
+    sweep = copy_sweep(smoke_sweep, tmp_path / "sweep")
+    seed_copies(sweep, {1: 0.1, 2: 0.2}, extra_eps=0.02)
+    assert report.main([str(sweep), "--eps", "0.01"]) == 0
+    table = read_csv(sweep / "table1.csv")
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    for (cls, key), cell in table.items():
+        values = [r["adv_acc"] for f in results for r in f["attacks"] if r["method"] == "fgsm"
+                  and r["eps"] == 0.01 and r["class"] == cls and COLUMN[(r["imbalance"], r["source"])] == key]  # fmt: skip
+        if not values:
+            continue
+        assert len(values) == 3 and cell["n_seeds"] == "3" and cell["seeds"] == "0 1 2"
+        mean, sd = np.mean(values), np.std(values, ddof=1)
+        half = 4.303 * sd / math.sqrt(3)  # Student t, 2 degrees of freedom
+        got = [float(cell[k]) for k in ("mean", "sd", "ci_lo", "ci_hi")]
+        assert got == pytest.approx([mean, sd, mean - half, mean + half], abs=1e-9)
+    md = (sweep / "report.md").read_text()
+    assert "mean ± sd over seeds" in md and "fig_eps.png" in md
+    assert_images(sweep, md)
+    assert report.main([str(sweep), "--eps", "0.02", "--attack", "bim", "--pair", "0,class1"]) == 0
+    assert "BIM, eps 0.02" in (sweep / "table1.md").read_text()
+    assert (sweep / "fig6_pair_class0_class1.png").exists()
+
+
+def test_partial_sweep_names_the_missing_job_and_cells(smoke_sweep, tmp_path):
+    sweep = copy_sweep(smoke_sweep, tmp_path / "sweep")
+    running = next(sweep.glob("class=1,*imbalance=over*"))
+    (running / "results.json").unlink()  # as if the job were still running (or had failed)
+    assert report.main([str(sweep)]) == 0
+    md = (sweep / "report.md").read_text()
+    assert f"job `{running.name}`: no results.json" in md
+    assert "class 1 (class1): Different model: over, Same model: over" in md
+    assert read_csv(sweep / "table1.csv")[(1, "same_over")]["n_seeds"] == "0"
+
+
+def test_cli_newest_sweep_and_one_line_errors(smoke_sweep, tmp_path):
+    older = copy_sweep(smoke_sweep, tmp_path / "multirun" / "2020-01-01" / "00-00-00")
+    newer = copy_sweep(smoke_sweep, tmp_path / "multirun" / "2021-01-01" / "00-00-00")
+    os.utime(older / "multirun.yaml", (1, 1))
+    (tmp_path / "multirun" / "empty").mkdir()
+    (tmp_path / "multirun" / "empty" / "multirun.yaml").write_text("{}")
+    cli = [sys.executable, "-m", "imbadv.report"]
+    ok = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (newer / "report.md").exists() and not (older / "report.md").exists()
+    for args, fragment in (([str(tmp_path / "nope")], "nope"), ([str(newer), "--eps", "0.5"], "--eps 0.5"),
+                           ([str(newer), "--pair", "cat,cat"], "--pair cat,cat")):  # fmt: skip
+        bad = subprocess.run(cli + args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and fragment in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_summaries_and_pair_defaults():
+    one = report.summarize([0.25], [(0.1, 0.5)])
+    assert (one.mean, one.lo, one.hi, one.n) == (0.25, 0.1, 0.5, 1) and math.isnan(one.sd)
+    assert report.summarize([math.nan]) is None
+    assert report.t975(1) == 12.706 and report.t975(1000) == pytest.approx(1.962, abs=1e-3)
+    assert report.parse_pair(None, list(report.PAPER_CLASSES)) == (3, 5)
+    assert report.parse_pair(None, [f"class{i}" for i in range(10)]) == (3, 5)
+    assert report.parse_pair("automobile,truck", list(report.PAPER_CLASSES)) == (1, 9)
+
+
+def test_findings_verdicts_follow_the_numbers():
+    sel = report.Selection("fgsm", 0.01, "ascent", (0.01,))
+    base = {"method": "fgsm", "eps": 0.01, "direction": "ascent", "n": 10, "seed": 0,
+            "clean_row": [0] * 10, "adv_row": [0] * 10}  # fmt: skip
+    rows = [{**base, "class": c, "imbalance": m, "source": "same", "relative_drop": d, "adv_acc": 0.1}
+            for c in range(3) for m, d in (("balanced", 0.5), ("under", 0.8), ("over", 0.6))]  # fmt: skip
+    all_found = report.findings(rows, sel, list(report.PAPER_CLASSES))
+    found = {f.claim.split(" (Sec")[0]: f for f in all_found}
+    under = found["Under-sampled models are more vulnerable than the balanced model"]
+    assert under.verdict == "supported" and "under 80.0% vs balanced 50.0%" in under.evidence
+    assert (
+        found["Over-sampled models are less vulnerable than the balanced model"].verdict
+        == "not supported"
+    )
+    assert (
+        found["Over-sampled models are less vulnerable than under-sampled ones"].verdict
+        == "supported"
+    )
+    transfer = [f for f in all_found if f.claim.startswith("Transfer")]
+    assert [f.verdict for f in transfer] == ["not enough data"] * 2

@@ -1,0 +1,195 @@
+"""W&B tracking: what an offline run really holds, and that W&B can never fail or hang a job."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, run_cli
+from omegaconf import OmegaConf
+
+from imbadv import tracking
+
+
+def wandb_records(path: Path) -> list:
+    """Records of an offline run's binary `run-*.wandb` file (LevelDB-style log of protobufs).
+
+    wandb 0.31 keeps the summary, config and history only here, so reading them back proves what
+    `wandb sync` would upload. Layout: a 7-byte header, then 32 KiB blocks of chunks, each with a
+    7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, parts, out = path.read_bytes(), 7, 32768, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room left for a chunk header: padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            break
+        parts += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(parts)
+            out.append(record)
+            parts = b""
+    return out
+
+
+def read_offline_run(job_dir: Path) -> dict:
+    """Group, name, config, summary and logged history rows of the one W&B run in a job folder."""
+    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
+    (binary,) = run_dir.glob("run-*.wandb")
+    run = {"dir": run_dir, "summary": {}, "history": [], "config": {}}
+    for record in wandb_records(binary):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run["group"], run["name"] = record.run.run_group, record.run.display_name
+            run["config"] |= {u.key: json.loads(u.value_json) for u in record.run.config.update}
+        elif kind == "summary":
+            run["summary"] |= {
+                u.key: json.loads(u.value_json) for u in record.summary.update if u.key
+            }
+        elif kind == "history":
+            run["history"].append({"/".join(i.nested_key) or i.key: i.value_json for i in record.history.item})  # fmt: skip
+    return run
+
+
+@pytest.fixture(scope="module")
+def offline_sweep(smoke_sweep, tmp_path_factory) -> Path:
+    """Two jobs (class 0 and 1, under) logged offline; models come from the smoke sweep's store."""
+    base = tmp_path_factory.mktemp("wandb")
+    sweep = base / "wb-sweep"
+    wandb_home = {k: str(base / "home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}  # fmt: skip
+    proc = run_cli(
+        ["-m", *TINY, "class=0,1", "imbalance=under", "logger=wandb",
+         f"paths.store_dir={smoke_sweep['store']}", f"hydra.sweep.dir={sweep}"],
+        cwd=base, env={"WANDB_MODE": "offline", **wandb_home},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B logging failed" not in proc.stdout + proc.stderr
+    return sweep
+
+
+def test_offline_run_holds_confusion_matrix_summary_and_curves(offline_sweep):
+    jobs = sorted(p.parent for p in offline_sweep.glob("*/results.json"))
+    assert len(jobs) == 2
+    runs = [read_offline_run(job) for job in jobs]
+    assert len({r["dir"].name for r in runs}) == 2  # the second job did not reuse the first run
+    for job, run in zip(jobs, runs, strict=True):
+        full = json.loads((job / "results.json").read_text())
+        assert run["group"] == "wb-sweep" and run["name"] == job.name
+        assert run["config"]["class"] == full["config"]["class"]
+        assert run["config"]["trainer"] == full["config"]["trainer"]
+        assert run["config"]["meta"]["class_name"] == full["meta"]["class_name"]
+
+        fgsm = next(r for r in full["attacks"] if r["method"] == "fgsm" and r["source"] == "same")
+        transfer = next(
+            r for r in full["attacks"] if r["method"] == "bim" and r["source"] == "balanced"
+        )
+        s = run["summary"]
+        assert s["adv/fgsm/same/acc"] == pytest.approx(fgsm["adv_acc"])
+        assert s["clean/acc"] == pytest.approx(fgsm["clean_acc"])
+        assert s["adv/bim/balanced/acc"] == pytest.approx(transfer["adv_acc"])
+        assert s["target/clean/acc"] == pytest.approx(full["models"]["target"]["clean"]["acc"])
+        assert full["meta"]["dataset"] == "synthetic"  # class names class0..class9
+        assert s["adv/fgsm/same/to/class3"] == pytest.approx(fgsm["adv_row"][3] / fgsm["n"])
+
+        # the 10x10 confusion matrix, rebuilt from the logged table, equals the job's counts
+        (table,) = (run["dir"] / "files/media/table/target/clean").glob(
+            "confusion_table*.table.json"
+        )
+        logged = json.loads(table.read_text())
+        assert logged["columns"] == ["Actual", "Predicted", "nPredictions"]
+        names = [f"class{i}" for i in range(10)]
+        cm = np.zeros((10, 10))
+        for actual, predicted, count in logged["data"]:
+            cm[names.index(actual), names.index(predicted)] += count
+        assert np.array_equal(cm, np.array(full["models"]["target"]["clean"]["confusion"]))
+
+        curve = [h for h in run["history"] if "target/val/loss" in h]
+        assert [json.loads(h["epoch"]) for h in curve] == [p["epoch"] for p in full["models"]["target"]["history"]]  # fmt: skip
+
+
+def test_unreachable_online_server_neither_fails_nor_hangs_the_job(smoke_sweep, tmp_path):
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
+           **{k: str(tmp_path / "home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}}  # fmt: skip
+    started = time.monotonic()
+    proc = run_cli(
+        [*TINY, "class=1", "imbalance=under", "logger=wandb", "logger.mode=online",
+         "logger.init_timeout=2", "logger.finish_timeout=2",
+         f"paths.store_dir={smoke_sweep['store']}", f"hydra.run.dir={tmp_path / 'job'}"],
+        cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "job" / "results.json").exists()
+    assert "W&B logging failed" in proc.stdout + proc.stderr
+    assert time.monotonic() - started < 90  # wandb's own default would wait 90 s in init alone
+
+
+def test_no_wandb_files_with_logger_none(smoke_sweep):
+    jobs = list(smoke_sweep["sweep"].glob("*/results.json"))
+    assert jobs and not any((job.parent / "wandb").exists() for job in jobs)
+
+
+def test_mode_is_chosen_from_config_and_env_can_only_switch_it_off():
+    assert tracking.choose_mode("offline", None) == "offline"
+    assert tracking.choose_mode("ONLINE", "offline") == "online"
+    assert tracking.choose_mode("online", "disabled") == "disabled"
+    assert tracking.choose_mode("shared", None) is None
+
+
+def test_any_wandb_error_is_a_warning_and_the_run_is_finished(
+    smoke_sweep, monkeypatch, tmp_path, caplog
+):
+    import wandb
+
+    finished = []
+
+    def broken_init(**kwargs):
+        raise wandb.errors.CommError("network is unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    monkeypatch.setattr(wandb, "finish", lambda *a, **k: finished.append(True))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    job = next(smoke_sweep["sweep"].glob("*imbalance=under*/results.json"))
+    full = json.loads(job.read_text())
+    cfg = OmegaConf.create({**full["config"], "logger": {"name": "wandb", "mode": "online"}})
+    tracking.log_job(cfg, full, tmp_path)  # must not raise
+    assert finished == [True]
+    assert "W&B logging failed" in caplog.text and "network is unreachable" in caplog.text
+
+
+def test_scalar_keys_name_eps_only_when_a_job_has_several():
+    row = {"method": "fgsm", "source": "same", "eps": 0.01, "n": 4, "adv_acc": 0.25,
+           "adv_acc_ci95": [0.1, 0.6], "clean_acc": 0.75, "clean_acc_ci95": [0.3, 0.9],
+           "relative_drop": 2 / 3, "success_rate": 2 / 3, "zero_grad_fraction": 0.0,
+           "clean_row": [3, 1], "adv_row": [1, 3]}  # fmt: skip
+    one = tracking.attack_scalars([row], ["cat", "dog"])
+    assert one["adv/fgsm/same/acc"] == 0.25 and one["adv/fgsm/same/to/dog"] == 0.75
+    assert one["clean/acc"] == 0.75 and one["clean/to/cat"] == 0.75
+    two = tracking.attack_scalars([row, {**row, "eps": 0.02, "adv_acc": 0.0}], ["cat", "dog"])
+    assert two["adv/fgsm/eps=0.01/same/acc"] == 0.25 and two["adv/fgsm/eps=0.02/same/acc"] == 0.0
+
+
+def test_confusion_expansion_and_history_rows():
+    y_true, preds = tracking.expand_confusion([[2, 1], [0, 3]])
+    assert y_true == [0, 0, 0, 1, 1, 1] and preds == [0, 0, 1, 1, 1, 1]
+    models = {
+        "target": {"history": [{"epoch": 0, "train/loss": 2.0, "val/loss": 1.5, "val/acc": 0.4},
+                               {"epoch": 1, "train/loss": 1.0, "val/loss": 1.2, "val/acc": 0.5}]},
+        "balanced": {"history": [{"epoch": 0, "train/loss": 1.8, "val/loss": 1.4, "val/acc": 0.45}]},
+    }  # fmt: skip
+    rows = tracking.history_rows(models)
+    assert rows[0] == {"epoch": 0, "target/train/loss": 2.0, "target/val/loss": 1.5, "target/val/acc": 0.4,
+                       "balanced/train/loss": 1.8, "balanced/val/loss": 1.4, "balanced/val/acc": 0.45}  # fmt: skip
+    assert rows[1] == {"epoch": 1, "target/train/loss": 1.0, "target/val/loss": 1.2, "target/val/acc": 0.5}  # fmt: skip
+    assert tracking.sweep_group("multirun/2026-01-02/03-04-05") == "2026-01-02_03-04-05"
+    assert tracking.sweep_group("/tmp/my-sweep") == "my-sweep"
