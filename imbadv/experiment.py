@@ -16,12 +16,13 @@ from imbadv import __version__
 from imbadv.attack import EPS_SPACE, Method, bim_defaults
 from imbadv.data import Dataset, load_dataset
 from imbadv.devices import job_device, set_threads
+from imbadv.errors import ImbadvError
 from imbadv.evaluate import evaluate_attacks, predict
 from imbadv.imbalance import Profile, class_counts, select
 from imbadv.metrics import attack_summary, model_summary
 from imbadv.model import VGG
 from imbadv.settings import Settings, Source, from_config, parse_target
-from imbadv.store import FORMAT_VERSION, Store, atomic_write_json, content_key, read_json
+from imbadv.store import FORMAT_VERSION, Store, atomic_write_json, content_key
 from imbadv.tracking import log_job
 from imbadv.train import fit
 
@@ -139,15 +140,12 @@ def compute(
     trained = {role: r["trained_here"] for role, r in records.items()}
     key = content_key({"models": {role: r["key"] for role, r in records.items()}, "class": target,
                        "specs": [asdict(x) for x in s.specs], "sources": list(s.sources)})  # fmt: skip
-    result = read_json(store.result_path(key))
-    if result is None:
-        roles = {"target": models["same"], "balanced": models.get("balanced")}
-        result = {
-            "key": key,
-            "models": {r: model_entry(records[r], roles[r], data, device) for r in records},
-            "attacks": attack_rows(data, s, target, models, device),
-        }
-        atomic_write_json(store.result_path(key), result)
+    roles = {"target": models["same"], "balanced": models.get("balanced")}
+    result, _ = store.result(key, lambda: {
+        "key": key,
+        "models": {r: model_entry(records[r], roles[r], data, device) for r in records},
+        "attacks": attack_rows(data, s, target, models, device),
+    })  # fmt: skip
     return result, trained
 
 
@@ -162,6 +160,18 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str
     `concurrent_jobs` is how many jobs share this machine's cores (`threads: 0` splits them).
     """
     s = from_config(cfg)
+    try:
+        return _run_checked(cfg, s, output_dir, concurrent_jobs)
+    except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results
+        record = {"error": str(err), "type": type(err).__name__, "time": time.time(),
+                  "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
+        atomic_write_json(output_dir / "failed.json", record)
+        raise
+
+
+def _run_checked(
+    cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int
+) -> dict[str, Any]:
     started = time.perf_counter()
     threads = set_threads(s.threads, concurrent_jobs)
     data = load_dataset(**s.dataset, cache_dir=s.cache_dir)

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from imbadv.errors import ConfigError, ImbadvError
-from imbadv.settings import from_config
+from imbadv.settings import check_folder, from_config
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # A..B with no path characters on either side, so `dataset.root=../data` is left alone.
@@ -65,7 +65,7 @@ def expand_ranges(args: list[str]) -> list[str]:
 
 def job_overrides(args: list[str]) -> list[list[str]]:
     """Every job's override list that a (multi)run command line describes."""
-    lines = [a for a in args if not a.startswith("-") and not a.startswith("hydra")]
+    lines = [a for a in args if not a.startswith("-")]
     choices = []
     for override in OverridesParser.create().parse_overrides(lines):
         if override.is_sweep_override():
@@ -78,16 +78,23 @@ def job_overrides(args: list[str]) -> list[list[str]]:
 
 def check_jobs(args: list[str]) -> int:
     """Compose and check each job's config before any job starts; returns how many were checked."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
     jobs = job_overrides(args)
     if len(jobs) > MAX_CHECKED_JOBS:
         jobs = jobs[:1]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for overrides in jobs:
             try:
-                cfg = compose("config", overrides=overrides)
+                cfg = compose("config", overrides=overrides, return_hydra_config=True)
             except HydraException as err:
                 raise ConfigError(*_hydra_problem(err, overrides)) from None
             from_config(cfg)
+            out = (
+                ("hydra.sweep.dir", cfg.hydra.sweep.dir)
+                if multirun
+                else ("hydra.run.dir", cfg.hydra.run.dir)
+            )
+            check_folder(*out)
     return len(jobs)
 
 

@@ -5,6 +5,8 @@ No torch here: a bad value is refused in about a second, before the heavy import
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -178,7 +180,7 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
             f"trainer.{sorted(unknown)[0]}", "?", f"a key among {', '.join(sorted(known))}"
         )
     s = TrainSettings(**OmegaConf.to_container(cfg))
-    _number("trainer.lr", s.lr, 1e-12, 10.0)
+    _number("trainer.lr", s.lr, 1e-12)
     _number("trainer.decay", s.decay, 0.0)
     _number("trainer.batch_size", s.batch_size, 1, integer=True)
     _number("trainer.max_epochs", s.max_epochs, 1, integer=True)
@@ -222,9 +224,32 @@ def from_config(cfg: DictConfig) -> Settings:
         device=_device(cfg.device),
         jobs_per_gpu=_number("jobs_per_gpu", cfg.jobs_per_gpu, 1, integer=True),
         threads=_number("threads", cfg.threads, 0, integer=True),
-        cache_dir=Path(cfg.paths.cache_dir),
-        store_dir=Path(cfg.paths.store_dir),
+        cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
+        store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
     )
+
+
+MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work
+
+
+def check_folder(key: str, path: str | Path) -> Path:
+    """A folder this job can write into with room to spare, or a ConfigError naming it.
+
+    Nothing is created: the nearest existing parent is probed, so a refused run leaves no trace.
+    """
+    path = Path(path)
+    parent = next((p for p in (path, *path.absolute().parents) if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise ConfigError(key, path, f"a folder, but {parent} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise ConfigError(key, path, f"a writable folder ({parent}: {err.strerror})") from None
+    free_mb = shutil.disk_usage(parent).free // 2**20
+    if free_mb < MIN_FREE_MB:
+        raise ConfigError(key, path, f"a folder with >= {MIN_FREE_MB} MB free ({free_mb} MB left)")
+    return path
 
 
 def _device(value: Any) -> str:

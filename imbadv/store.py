@@ -106,9 +106,13 @@ class Store:
             "sha256": file_sha256(weights),
         }
         atomic_write_json(self.root / "models" / f"{key}.json", record)
-        with open(self.root / "trainings.jsonl", "a") as log:
-            log.write(json.dumps({"key": key, "time": time.time(), "pid": os.getpid()}) + "\n")
+        self._log("trainings", key)
         return record
+
+    def _log(self, kind: str, key: str) -> None:
+        # One line per piece of work done: how tests and users count that nothing ran twice.
+        with open(self.root / f"{kind}.jsonl", "a") as log:
+            log.write(json.dumps({"key": key, "time": time.time(), "pid": os.getpid()}) + "\n")
 
     def model(
         self, key: str, model: nn.Module, train: Callable[[nn.Module], dict]
@@ -123,10 +127,25 @@ class Store:
                 return record, False
             return self.save_model(key, model, train(model)), True
 
-    def result_path(self, key: str) -> Path:
-        return self.root / "results" / f"{key}.json"
+    def result(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+        """The stored result `key`, or compute and store it once: (result, whether this call computed it).
 
-    def trainings(self) -> list[dict]:
-        """Every training this store has recorded, in order (a test's way to count them)."""
-        path = self.root / "trainings.jsonl"
+        A stored file that does not parse is recomputed (with a warning), never used.
+        """
+        path = self.root / "results" / f"{key}.json"
+        result = read_json(path)
+        if result is not None:
+            return result, False
+        with self.lock(f"result-{key}"):
+            result = read_json(path)
+            if result is not None:
+                return result, False
+            result = compute()
+            atomic_write_json(path, result)
+            self._log("evaluations", key)
+            return result, True
+
+    def trainings(self, kind: str = "trainings") -> list[dict]:
+        """Every training (or, with kind="evaluations", result computation) recorded, in order."""
+        path = self.root / f"{kind}.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

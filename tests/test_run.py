@@ -38,6 +38,10 @@ BAD = [
     (["dataset=imagenet"], "dataset=imagenet"),
     (["dataset=folder", "dataset.root=/no/such/folder"], "/no/such/folder"),
     (["trainer.batch_size=0"], "trainer.batch_size=0"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    (["attack.eps=1.5"], "attack.eps=1.5"),
+    (["paths.store_dir=/proc/imbadv"], "paths.store_dir=/proc/imbadv"),
+    (["hydra.run.dir=/proc/imbadv-out"], "hydra.run.dir=/proc/imbadv-out"),
     (["counts.majority=9000"], "9000"),
     (["-m", "class=0..2,zebra"], "class="),
 ]

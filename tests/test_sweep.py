@@ -51,7 +51,7 @@ def test_second_sweep_trains_nothing_and_reuses_results(smoke_sweep, tmp_path):
     assert all(not any(r["meta"]["trained_here"].values()) for r in results(tmp_path / "again"))
 
 
-def test_killed_sweep_resumes_without_training_twice(tmp_path):
+def test_killed_sweep_resumes_without_training_twice(smoke_sweep, tmp_path):
     store = tmp_path / "store"
     args = ["-m", *TINY, "class=0..1", "imbalance=under,over", f"paths.store_dir={store}"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -70,6 +70,9 @@ def test_killed_sweep_resumes_without_training_twice(tmp_path):
     keys = trained_keys(store)
     assert len(keys) == len(set(keys)) == 5  # 1 balanced + 2 under + 2 over, none twice
     assert len(results(tmp_path / "b")) == 4
+    reference = {r["key"]: r["attacks"] for r in results(smoke_sweep["sweep"])}
+    for r in results(tmp_path / "b"):  # identical to the uninterrupted sweep's numbers
+        assert r["attacks"] == reference[r["key"]]
     assert not list((store / "models").glob(".*.tmp"))
 
 
