@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-import imbadv.data as data
+import imbadv.folders as folders
 from imbadv.data import load_cifar10, load_dataset, load_folder, make_synthetic
 from imbadv.errors import ConfigError, DataError
 
@@ -157,7 +157,7 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     def no_decoding(items):
         raise AssertionError("decoded again although a cache exists")
 
-    monkeypatch.setattr(data, "_decode_images", no_decoding)
+    monkeypatch.setattr(folders, "_decode_images", no_decoding)
     assert_matches(load_folder(tmp_path / "copy", tmp_path / "cache"), expected)
     assert_matches(load_folder(archive, tmp_path / "cache"), expected)
 
@@ -201,14 +201,14 @@ def test_a_cache_write_cut_short_leaves_no_cache_under_the_final_name(tmp_path, 
 
 def test_concurrent_loads_decode_once(tmp_path, monkeypatch):
     expected = write_tree(tmp_path / "copy")
-    calls, real = [], data._decode_images
+    calls, real = [], folders._decode_images
 
     def slow_decode(items):
         calls.append(1)
         time.sleep(0.5)
         return real(items)
 
-    monkeypatch.setattr(data, "_decode_images", slow_decode)
+    monkeypatch.setattr(folders, "_decode_images", slow_decode)
     results = []
 
     def job():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imbadv import report
+from imbadv import report, stats
 
 COLUMN = {(imb, src): key for key, _, imb, src in report.COLUMNS}
 
@@ -186,7 +186,7 @@ def test_summaries_and_pair_defaults():
     one = report.summarize([0.25], [(0.1, 0.5)])
     assert (one.mean, one.lo, one.hi, one.n) == (0.25, 0.1, 0.5, 1) and math.isnan(one.sd)
     assert report.summarize([math.nan]) is None
-    assert report.t975(1) == 12.706 and report.t975(1000) == pytest.approx(1.962, abs=1e-3)
+    assert stats.t975(1) == 12.706 and stats.t975(1000) == pytest.approx(1.962, abs=1e-3)
     assert report.parse_pair(None, list(report.PAPER_CLASSES)) == (3, 5)
     assert report.parse_pair(None, [f"class{i}" for i in range(10)]) == (3, 5)
     assert report.parse_pair("automobile,truck", list(report.PAPER_CLASSES)) == (1, 9)

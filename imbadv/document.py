@@ -1,0 +1,205 @@
+"""Report stage, document: table1.md, report.md and report.html (blocks as Markdown and HTML)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imbadv import figures
+from imbadv import report as rp
+
+# A block of the report: ("h", level, text) | ("p", text) | ("ul", [text]) |
+# ("table", header, rows) | ("img", file name, caption)
+Block = tuple
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    """The report as Markdown; images are referenced by file name next to the report."""
+
+    def one(b: Block) -> str:
+        if b[0] == "h":
+            return "#" * b[1] + " " + b[2]
+        if b[0] == "ul":
+            return "\n".join(f"- {item}" for item in b[1])
+        if b[0] == "table":
+            return "\n".join(
+                "| " + " | ".join(map(str, r)) + " |" for r in [b[1], ["---"] * len(b[1]), *b[2]]
+            )
+        return f"![{b[2]}]({b[1]})\n\n*{b[2]}*" if b[0] == "img" else b[1]
+
+    return "\n\n".join(map(one, blocks)) + "\n"
+
+
+def _inline(text: Any) -> str:
+    """Escaped text with `code` spans and **bold**, the only inline marks the report uses."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+
+
+def to_html(blocks: list[Block], folder: Path) -> str:
+    """The report as one self-contained HTML page (figures embedded, so it can be mailed)."""
+
+    def row(cells: list, tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>"
+
+    def one(b: Block) -> str:
+        if b[0] == "h":
+            return f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>"
+        if b[0] == "ul":
+            return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>"
+        if b[0] == "table":
+            return "<table>" + row(b[1], "th") + "".join(row(r, "td") for r in b[2]) + "</table>"
+        if b[0] == "img":
+            data = base64.b64encode((folder / b[1]).read_bytes()).decode()
+            return f'<figure><img src="data:image/png;base64,{data}"><figcaption>{_inline(b[2])}</figcaption></figure>'
+        return f"<p>{_inline(b[1])}</p>"
+
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")  # fmt: skip
+    head = f"<meta charset='utf-8'><title>imbadv report</title><style>{style}</style>"
+    return (
+        f"<!doctype html><html><head>{head}</head><body>{''.join(map(one, blocks))}</body></html>\n"
+    )
+
+
+def pct(v: float, signed: bool = False) -> str:
+    return "—" if v is None or math.isnan(v) else f"{100 * v:{'+' if signed else ''}.1f}"
+
+
+def cell(rec: dict) -> str:
+    """Ours: one seed `mean (Wilson 95 %)`; several `mean ± sd (t 95 %)`; none `—`."""
+    if rec["n_seeds"] == 0:
+        return "—"
+    spread = f" ± {pct(rec['sd'])}" if rec["n_seeds"] > 1 else ""
+    return f"{pct(rec['mean'])}{spread} ({pct(rec['ci_lo'])}–{pct(rec['ci_hi'])})"
+
+
+def table_blocks(records: list[dict], sel: Any, names: list[str]) -> list[Block]:
+    """Table 1 with the paper's numbers and our difference, a mean row, and the missing cells."""
+    header = ["Class"] + [h for _, label, _, _ in rp.COLUMNS for h in (label, "paper", "Δ")]
+    grid = {(r["class"], r["column"]): r for r in records}
+    rows = [[f"{c} - {name}"] + [v for key, *_ in rp.COLUMNS
+             for v in (cell(grid[(c, key)]), pct(grid[(c, key)]["paper"]), pct(grid[(c, key)]["diff"], True))]
+            for c, name in enumerate(names)]  # fmt: skip
+    mean_row = ["mean (classes with results)"]
+    for key, *_ in rp.COLUMNS:
+        have = [grid[(c, key)] for c in range(len(names)) if grid[(c, key)]["n_seeds"]]
+        ours, paper = (
+            np.mean([r[k] for r in have]) if have else math.nan for k in ("mean", "paper")
+        )
+        mean_row += [pct(ours), pct(paper), pct(ours - paper, True)]
+    seeds = sorted({int(s) for r in records for s in r["seeds"].split()})
+    return [
+        ("h", 2, f"Table 1: adversarial target-class accuracy (%), {sel.method.upper()}, eps {sel.eps:g} "
+                 f"({sel.eps_space}), {sel.direction}"),
+        ("p", "Rows: target class; columns: which model is attacked and whose gradient makes the images "
+              "(different model = the balanced model's gradient, i.e. transfer). Ours: "
+              + ("mean ± sd over seeds (t-based 95 % interval)" if len(seeds) > 1 else
+                 "one seed, with the 95 % Wilson interval of the accuracy") + f"; seeds {seeds}. "
+              "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper."),
+        ("table", header, rows + [mean_row]),
+        ("p", "Table 1 of the paper is internally inconsistent: its text gives 25.8 % as the average of "
+              "the same-model under-sampled attack, but 25.8 % is the mean of the Balanced column (the "
+              "Under column averages 14.2 %). Compare orderings and shapes, not single numbers."),
+    ]  # fmt: skip
+
+
+def missing_items(records: list[dict], names: list[str]) -> list[str]:
+    """Table cells without results, one line per class."""
+    labels = {key: label for key, label, _, _ in rp.COLUMNS}
+    out = []
+    for c, name in enumerate(names):
+        gone = [labels[r["column"]] for r in records if r["class"] == c and r["n_seeds"] == 0]
+        if gone:
+            out.append(
+                f"class {c} ({name}): "
+                + ("all columns" if len(gone) == len(labels) else ", ".join(gone))
+            )
+    return out
+
+
+def distinct(values: Any) -> str:
+    return ", ".join(sorted({str(v) for v in values})) or "—"
+
+
+def varied_settings(results: list[dict]) -> list[str]:
+    """Config keys, other than the table's own axes, whose value differs between jobs."""
+    skip = ("class", "imbalance", "seed", "paths.", "logger.", "device", "jobs_per_gpu", "threads", "attack.eps")  # fmt: skip
+
+    def flat(cfg: dict, prefix: str = "") -> dict[str, str]:
+        out = {}
+        for k, v in cfg.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": str(v)}
+        return out
+
+    configs = [flat(r["config"]) for r in results]
+    keys = sorted({k for c in configs for k in c if not k.startswith(skip)})
+    return [
+        f"{k} ({distinct(c.get(k) for c in configs)})"
+        for k in keys
+        if len({c.get(k) for c in configs}) > 1
+    ]
+
+
+def setup_blocks(sweep: Any, rows: list[dict]) -> list[Block]:
+    """What the numbers come from: data copy, eps space, attacks, seeds, models, code, jobs."""
+    res, meta = sweep.results, [r["meta"] for r in sweep.results]
+    bim = [r for r in rows if r["method"] == "bim"]
+    cfg = [r["config"] for r in res]
+    items = [
+        f"Data set: {distinct(m['dataset'] for m in meta)}; copy: {distinct(m['dataset_source'] for m in meta)}",
+        f"eps space: {distinct(r['eps_space'] for r in rows)}; eps: {distinct(format(r['eps'], 'g') for r in rows)}",
+        f"Attacks: {distinct(r['method'] for r in rows)}; direction: {distinct(r['direction'] for r in rows)}; "
+        f"gradient sources: {distinct(r['source'] for r in rows)}"
+        + (f"; BIM alpha {distinct(format(r['alpha'], '.4g') for r in bim)}, steps {distinct(r['steps'] for r in bim)}" if bim else ""),
+        f"Seeds: {distinct(m['seed'] for m in meta)}",
+        f"Models: VGG width {distinct(c['model']['width'] for c in cfg)}; training {distinct(json.dumps(c['trainer']) for c in cfg)}; "
+        f"counts {distinct(json.dumps(c['counts']) for c in cfg)}",
+        f"Code: imbadv {distinct(m['versions']['imbadv'] for m in meta)} (git {distinct(m['versions']['git'] for m in meta)}), "
+        f"torch {distinct(m['versions']['torch'] for m in meta)}, lightning {distinct(m['versions']['lightning'] for m in meta)}",
+        f"Jobs: {len(res)} with results, {len(sweep.pending)} without (running or failed), {len(sweep.unreadable)} unreadable",
+    ]  # fmt: skip
+    if varied := varied_settings(res):
+        items.append("**Also varied between jobs (the cells pool them):** " + "; ".join(varied))
+    return [("h", 2, "Setup"), ("ul", items)]
+
+
+def finding_blocks(found: list[Any], names: list[str], cifar10: bool) -> list[Block]:
+    """The paper's claims with a verdict and the numbers behind each."""
+    blocks: list[Block] = [("h", 2, "The paper's findings, checked on this sweep")]
+    if not cifar10:
+        blocks.append(("p", f"**The data set here is not CIFAR-10** (classes {', '.join(names)}): the paper's "
+                            "numbers are for reference only; these checks say whether the same pattern "
+                            "appears in this data, not whether the paper is reproduced."))  # fmt: skip
+    blocks.append(("ul", [f"**{f.verdict}**: {f.claim}. {f.evidence}." for f in found]))
+    blocks.append(("p", "Supported = the mean difference has the sign the paper reports. An interval that "
+                        "includes 0 means this sweep cannot tell the difference from noise: one seed on "
+                        "1,000 test images carries about ±3 % (95 %), and seeds move results more."))  # fmt: skip
+    return blocks
+
+
+def write_report(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[int, int],
+                 records: list[dict], found: list[Any]) -> Path:  # fmt: skip
+    """table1.md, the figures, report.md and report.html, all into the sweep folder."""
+    root = sweep.root
+    table = table_blocks(records, sel, names)
+    (root / "table1.md").write_text(to_markdown(table))
+    figs = figures.draw(sweep, rows, sel, names, pair)
+    missing = missing_items(records, names) + [
+        f"job `{j}`: no results.json (running or failed)" for j in sweep.pending
+    ]
+    missing += [f"job `{j}`: results.json unreadable" for j in sweep.unreadable]
+    blocks = [("h", 1, f"imbadv report: {root}"), *setup_blocks(sweep, rows), *table, ("h", 3, "Missing"),
+              ("ul", missing) if missing else ("p", "Nothing: every cell has results."),
+              ("h", 2, "Figures"), *[("img", f, c) for f, c in figs], *finding_blocks(found, names, rp.is_cifar10(sweep)),
+              ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above.")]  # fmt: skip
+    (root / "report.md").write_text(to_markdown(blocks))
+    (root / "report.html").write_text(to_html(blocks, root))
+    return root / "report.md"
