@@ -49,7 +49,8 @@ BAD = [
 
 @pytest.mark.parametrize(("args", "named"), BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_clear_line(tmp_path, args, named):
-    proc = run_cli([*args, "experiment=smoke", f"paths.store_dir={tmp_path}/store"], cwd=tmp_path)
+    # the defaults come first so that the case's own value is the one Hydra keeps
+    proc = run_cli(["experiment=smoke", f"paths.store_dir={tmp_path}/store", *args], cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0
     assert len(lines) == 1 and lines[0].startswith("imbadv: error:"), proc.stderr
