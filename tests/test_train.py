@@ -56,6 +56,7 @@ def test_training_is_repeatable_and_learns():
         for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     )
     assert record["history"][-1]["val/acc"] > 0.9
+    assert all(h["train/loss"] > 0 for h in record["history"])  # one training loss per epoch
     assert 0 <= record["best_epoch"] < 3 and not a.training
 
 

@@ -1,0 +1,362 @@
+"""Bench stage: imbadv's training, attack and prediction speed against a raw PyTorch loop and torchattacks."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from imbadv.attack import bim, fgsm
+from imbadv.evaluate import predict
+from imbadv.model import VGG
+from imbadv.settings import TrainSettings
+from imbadv.train import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
+
+MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
+TARGETS = {"train_vs_raw": 0.90, "attack_vs_torchattacks": 1.0}
+REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
+IDENTICAL_TOL = 1e-6
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":  # GPU work is asynchronous: a clock read without this times launches
+        torch.cuda.synchronize(device)
+
+
+def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` random uint8 32x32 RGB images and labels of 10 classes, on `device` (speed only)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    return x.to(device), torch.randint(0, 10, (n,), generator=gen).to(device)
+
+
+@contextmanager
+def torch_flags_kept():
+    """Undo the process-wide flags Trainer(deterministic=True) sets, so the raw side runs on defaults."""
+    cudnn = torch.backends.cudnn
+    kept = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.benchmark)  # fmt: skip
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(kept[0], warn_only=kept[1])
+        cudnn.benchmark = kept[2]
+
+
+def raw_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int,
+              seed: int = 0) -> float:  # fmt: skip
+    """Seconds for the steps after `warmup` of a bare loop doing Lightning's optimizer steps."""
+    opt = torch.optim.RMSprop(model.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, keras_decay(s.decay))
+    gen = torch.Generator().manual_seed(seed * 100_003)  # TensorBatches' first pass: same batches
+    order = torch.randperm(len(y), generator=gen).to(y.device)
+    model.train()
+    start = 0.0
+    for i, first in enumerate(range(0, len(y), s.batch_size)):
+        if i == warmup:
+            sync(y.device)
+            start = time.perf_counter()
+        idx = order[first : first + s.batch_size]
+        loss = F.cross_entropy(model(x[idx].float().div_(255.0)), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    sync(y.device)
+    return time.perf_counter() - start
+
+
+class StepClock(Callback):
+    """Clock reads at the end of the last warm-up step and of the last step of a fit."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device, self.reads = warmup, device, []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if args[-1] in (self.warmup - 1, trainer.num_training_batches - 1):  # args[-1]: batch_idx
+            sync(self.device)
+            self.reads.append(time.perf_counter())
+
+
+def imbadv_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int,
+                 device: torch.device, seed: int = 0) -> float:  # fmt: skip
+    """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it.
+
+    Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+    clock = StepClock(warmup, device)
+    with torch_flags_kept():
+        trainer = make_trainer(s, device, [clock])
+        batches = TensorBatches(x, y, s.batch_size, shuffle=True, seed=seed)
+        trainer.fit(Classifier(model, s), train_dataloaders=batches)
+    return clock.reads[-1] - clock.reads[0]
+
+
+def bench_training(model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int,
+                   device: torch.device) -> dict:  # fmt: skip
+    """Images/s of both sides, alternated (raw, imbadv, imbadv, raw, ...) from the same weights."""
+    x, y = make_data((warmup + steps) * s.batch_size, device)
+    if s.channels_last:  # as fit does: NHWC model and data
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    sides = {"raw": lambda m: raw_train(m, x, y, s, warmup),
+             "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device)}  # fmt: skip
+    seconds: dict[str, list[float]] = {"raw": [], "imbadv": []}
+    final = {}
+    for side in alternated(list(sides), repeats):
+        final[side] = copy.deepcopy(model)
+        seconds[side].append(sides[side](final[side]))
+    images = steps * s.batch_size
+    ips = {side: [images / t for t in ts] for side, ts in seconds.items()}
+    ratios = [i / r for i, r in zip(ips["imbadv"], ips["raw"], strict=True)]
+    raw_w, imb_w = (final[k].cpu().state_dict() for k in ("raw", "imbadv"))
+    return {
+        "ratio": statistics.median(ratios),  # median of paired runs: load drifts between pairs
+        "ratios": ratios,
+        "imbadv_images_per_s": statistics.median(ips["imbadv"]),
+        "raw_images_per_s": statistics.median(ips["raw"]),
+        "runs_images_per_s": ips,
+        # Same batches and optimizer from the same start: the two sides must end alike.
+        "weights_max_abs_diff": max(float((raw_w[k] - imb_w[k]).abs().max()) for k in raw_w),
+    }
+
+
+def alternated(sides: list[str], repeats: int) -> list[str]:
+    """A, B, B, A, A, B, ...: on a noisy machine neither side always runs first or in one stretch."""
+    return [side for r in range(repeats) for side in (sides if r % 2 == 0 else sides[::-1])]
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def check_identical(ours: torch.Tensor, theirs: torch.Tensor, name: str) -> float:
+    """Max |ours - theirs|; raises AssertionError when the two attacks' images differ."""
+    same_shape = ours.shape == theirs.shape
+    diff = float((ours - theirs).abs().max()) if same_shape and ours.numel() else 0.0
+    if not same_shape or not diff <= IDENTICAL_TOL:  # `not <=` also catches NaN
+        raise AssertionError(f"{name}: imbadv and torchattacks images differ (max {diff:g})")
+    return diff
+
+
+def bench_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch: int,
+                  repeats: int) -> dict:  # fmt: skip
+    """Images/s of imbadv's fgsm/bim and torchattacks' FGSM/BIM; their images must be identical."""
+    import torchattacks  # a dev dependency: imported only when the attack bench runs
+
+    # torchattacks averages the loss, imbadv sums it: the gradients differ by the factor 1/N,
+    # exact when N is a power of 2. For other N, rounding could in principle flip the sign of a
+    # near-zero gradient component and fail the check (not seen at N = 37, 50, 100, 500).
+    pairs = {"fgsm": (lambda x, y: fgsm(model, x, y, eps), torchattacks.FGSM(model, eps=eps)),
+             "bim": (lambda x, y: bim(model, x, y, eps, alpha=1 / 255, steps=3),
+                     torchattacks.BIM(model, eps=eps, alpha=1 / 255, steps=3))}  # fmt: skip
+    out: dict = {}
+    for name, (ours, theirs) in pairs.items():
+        runs = {side: (lambda a=atk: torch.cat([a(x[i : i + batch], y[i : i + batch])
+                                                for i in range(0, len(y), batch)]))
+                for side, atk in (("imbadv", ours), ("torchattacks", theirs))}  # fmt: skip
+        diff = check_identical(runs["imbadv"](), runs["torchattacks"](), name)  # also a warm-up
+        secs: dict[str, list[float]] = {"torchattacks": [], "imbadv": []}
+        for side in alternated(list(secs), repeats):
+            secs[side].append(timed(runs[side], x.device))
+        ratios = [t / i for t, i in zip(secs["torchattacks"], secs["imbadv"], strict=True)]
+        out[name] = {"ratio": statistics.median(ratios), "ratios": ratios, "max_abs_diff": diff}
+        out[name] |= {f"{s}_images_per_s": len(y) / statistics.median(t) for s, t in secs.items()}
+    return out
+
+
+def bench_predict(model: nn.Module, n: int, device: torch.device, repeats: int) -> dict:
+    """Images/s of `evaluate.predict` over `n` uint8 images (10,000 = CIFAR-10's test set)."""
+    x, _ = make_data(n, device, seed=1)
+    predict(model, x[:64])  # warm-up
+    secs = [timed(lambda: predict(model, x), device) for _ in range(repeats)]
+    return {"images": n, "images_per_s": n / statistics.median(secs)}
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 8) -> float:
+    """Best of 4 rounds of fp32 n x n matrix products, in GFLOP/s (the machine's reference)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+    best = float("inf")
+    for _ in range(4):  # the first round also warms up: the best of the four is reported
+        best = min(best, timed(lambda: [a @ b for _ in range(repeats)], device))
+    return 2 * n**3 * repeats / best / 1e9
+
+
+def quick_job(
+    data: str | None, device: torch.device, threads: int | None, extra: tuple = ()
+) -> dict:
+    """Peak memory of one `quick` job (`smoke` without data; `extra` overrides) via imbadv.run."""
+    preset = ["experiment=quick", "dataset=folder", f"dataset.root={data}"] if data else ["experiment=smoke"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, "-m", "imbadv.run", *preset, "class=3", "imbalance=under",
+                f"device={device.type}", f"paths.store_dir={tmp}/store", f"hydra.run.dir={tmp}/run"]  # fmt: skip
+        args += ([f"threads={threads}"] if threads else []) + list(extra)
+        start = time.perf_counter()
+        proc = subprocess.run(args, capture_output=True, text=True,
+                              env={**os.environ, "WANDB_MODE": "disabled"})  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    # GPU memory of the child is not measured: see the training section's max_memory_allocated.
+    return {"command": " ".join(args[1:]), "wall_seconds": time.perf_counter() - start,
+            # Linux reports ru_maxrss in KiB: the largest of this process's waited-for children.
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}  # fmt: skip
+
+
+def sweep_totals(root: Path) -> dict:
+    """Totals over a finished sweep's results.json files: where the jobs' wall time went."""
+    files = sorted(Path(root).rglob("results.json"))
+    if not files:
+        raise FileNotFoundError(f"no results.json under {root}")
+    totals = {"jobs": len(files), "trainings": 0, "wall_seconds": 0.0, "train_seconds": 0.0}
+    for path in files:
+        full = json.loads(path.read_text())
+        totals["wall_seconds"] += full["meta"]["wall_seconds"]
+        for role, here in full["meta"]["trained_here"].items():
+            if here:  # a model loaded from the store carries the seconds of the job that trained it
+                totals["trainings"] += 1
+                totals["train_seconds"] += full["models"][role]["train_seconds"]
+    # Data loading, attacks, metrics, writing, logging and lock waits: results.json has no split.
+    totals["other_seconds"] = totals["wall_seconds"] - totals["train_seconds"]
+    return totals
+
+
+# (flag, type, CPU default, GPU default, help); None = not set
+OPTIONS = [
+    ("--width", float, 0.25, 1.0, "VGG width (1.0 = the paper's network)"),
+    ("--batch-size", int, 64, 32, "training and attack batch size"),
+    ("--steps", int, 40, 200, "timed training steps per run"),
+    ("--warmup", int, 3, 3, "untimed training steps per run"),
+    ("--repeats", int, 5, 5, "runs per side, alternated; medians are reported"),
+    ("--attack-images", int, 1024, 4096, "images per attack run"),
+    ("--eval-images", int, 10_000, 10_000, "images per predict run (a test set)"),
+    ("--eps", float, 0.01, 0.01, "attack eps, pixel units on [0, 1]"),
+    ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m imbadv.bench", description=__doc__)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if seen")
+    for flag, kind, cpu, gpu, text in OPTIONS:
+        p.add_argument(flag, type=kind, default=None, help=f"{text} (CPU {cpu}, GPU {gpu})")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
+    p.add_argument("--data", default=None, help="class-folder .tar.gz for that job (else smoke)")
+    p.add_argument("--sweep", type=Path, default=None, help="a finished sweep: its wall-time split")
+    args = p.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for flag, _, cpu, gpu, _ in OPTIONS:
+        key = flag[2:].replace("-", "_")
+        if getattr(args, key) is None:
+            setattr(args, key, gpu if args.device == "cuda" else cpu)
+    if min(args.warmup, args.steps, args.repeats) < 1:
+        p.error("--warmup, --steps and --repeats must be >= 1 (the clock starts after warm-up)")
+    return args
+
+
+def machine(device: torch.device) -> dict:
+    """What the numbers were measured on, with the machine's own fp32 matmul speed as a yardstick."""
+    import lightning
+    import torchattacks
+
+    gpu = device.type == "cuda"
+    return {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
+            "matmul_fp32_gflops": matmul_gflops(device, 4096 if gpu else 1024),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            # Other processes' load: with it, 2 threads on 2 cores can run 10x slower than 1.
+            "load_avg_1min": os.getloadavg()[0],
+            "torch": torch.__version__, "lightning": lightning.__version__,
+            "torchattacks": torchattacks.__version__, "python": sys.version.split()[0]}  # fmt: skip
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    """Every measurement of one bench, in one process on one device; returns the JSON report."""
+    device = torch.device(args.device)
+    info = machine(device)  # first: the load average should be other processes', not ours
+    model = VGG(width=args.width).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    s = TrainSettings(batch_size=args.batch_size, max_epochs=1)
+    train = bench_training(model, s, args.warmup, args.steps, args.repeats, device)
+    flop = 6 * MACS_PER_IMAGE * args.width**2  # forward + backward = 3 forwards, 2 FLOP per MAC
+    train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
+    if device.type == "cuda":
+        train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    x, y = make_data(args.attack_images, device, seed=2)
+    attack = bench_attacks(model.eval(), to_unit(x), y, args.eps, args.batch_size, args.repeats)
+    report = {
+        "device": info.pop("device"),
+        "train_vs_raw": train["ratio"],
+        "attack_vs_torchattacks": min(a["ratio"] for a in attack.values()),
+        **{f"{name}_vs_torchattacks": a["ratio"] for name, a in attack.items()},
+        "targets": TARGETS, "train": train, "attack": attack,
+        "predict": bench_predict(model, args.eval_images, device, args.repeats),
+        "machine": info,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }  # fmt: skip
+    if args.with_quick_job:
+        report["quick_job"] = quick_job(args.data, device, args.threads)
+    if args.sweep is not None:
+        report["sweep"] = sweep_totals(args.sweep)
+    return report
+
+
+def format_table(r: dict) -> str:
+    """The report's headline numbers as text; the JSON holds them all."""
+    t, m, w, a = r["train"], r["machine"], r["settings"], r["attack"]
+    rows = [
+        ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop")
+    ]
+    rows += [(k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks") for k, v in a.items()]  # fmt: skip
+    lines = [f"imbadv bench on {r['device']}, torch {m['torch']}, width {w['width']:g}, batch "
+             f"{w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} GFLOP/s; load {m['load_avg_1min']:.1f}",
+             f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  (targets {TARGETS})"]  # fmt: skip
+    lines += [f"  {a:<8} {b:>9.1f} {c:>9.1f} {d:>6.3f}  vs {e}" for a, b, c, d, e in rows]
+    lines += [f"  predict  {r['predict']['images_per_s']:>9.1f}",
+              f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})"]  # fmt: skip
+    for key in ("quick_job", "sweep"):
+        if key in r:
+            lines.append(f"  {key}: " + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command"))  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the bench, print the table, write `--json`; returns the report."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # Lightning announces devices and hints at every Trainer: noise in a table printed per run.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec)")
+    report = run_bench(args)
+    print(format_table(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
