@@ -59,7 +59,7 @@ def bars(path: Path, series: dict[str, dict[int, Any]], names: list[str], ylabel
         xs = [c + (k - (len(series) - 1) / 2) * width for c in order]
         means = np.array([100 * cells[c].mean for c in order])
         errs = np.array([[means[i] - 100 * cells[c].lo, 100 * cells[c].hi - means[i]] for i, c in enumerate(order)])  # fmt: skip
-        ax.bar(xs, means, width, label=model, color=MODEL_COLORS.get(model), yerr=np.nan_to_num(errs.T), capsize=2)  # fmt: skip
+        ax.bar(xs, means, width, label=model, color=MODEL_COLORS.get(model), yerr=np.clip(np.nan_to_num(errs.T), 0, None), capsize=2)  # fmt: skip
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
     ax.set(ylabel=ylabel)

@@ -44,3 +44,9 @@ def test_edge_cases():
 def test_model_summary_per_class():
     s = model_summary(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
     assert s["acc"] == 0.75 and s["per_class_acc"] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 1000), (1000, 1000), (1, 3), (333, 1000)])
+def test_wilson_interval_contains_the_estimate(k, n):
+    lo, hi = wilson_interval(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
