@@ -60,6 +60,7 @@ def _log_wandb(logger: DictConfig, mode: str, full: dict[str, Any], output_dir: 
         init_timeout=float(logger.get("init_timeout", 60)),
         finish_timeout=float(logger.get("finish_timeout", 60)),
         console="off",  # the job has finished; its output is already in Hydra's log
+        quiet=True,  # no run summary after the results table: results.json holds it
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
