@@ -11,7 +11,7 @@ from torch import nn
 
 from imbadv.attack import bim, fgsm_from_gradient, input_gradient
 from imbadv.settings import AttackSpec, Method
-from imbadv.train import TensorBatches, to_unit
+from imbadv.train import TensorBatches, one_device, to_unit
 
 
 class AttackEvaluation(L.LightningModule):
@@ -68,10 +68,8 @@ def evaluate_attacks(
 ) -> AttackEvaluation:
     """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer."""
     module = AttackEvaluation(target, sources, specs)
-    on_gpu = device.type == "cuda"
     trainer = L.Trainer(
-        accelerator="gpu" if on_gpu else "cpu",
-        devices=[device.index or 0] if on_gpu else 1,
+        **one_device(device),
         inference_mode=False,
         logger=False,
         enable_progress_bar=False,

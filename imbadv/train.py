@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -124,14 +125,19 @@ class KeepBest(Callback):
             self.state = copy.deepcopy(module.model.state_dict())
 
 
+def one_device(device: torch.device) -> dict[str, Any]:
+    """Trainer arguments for exactly `device` (never "auto": that would start DDP on every GPU)."""
+    if device.type == "cuda":
+        return {"accelerator": "gpu", "devices": [device.index or 0]}
+    return {"accelerator": "cpu", "devices": 1}
+
+
 def make_trainer(
     settings: TrainSettings, device: torch.device, callbacks: list[Callback], logger=False
 ) -> L.Trainer:
-    """A Trainer on exactly one device (never "auto": that would start DDP on every GPU)."""
-    on_gpu = device.type == "cuda"
+    """A Trainer on exactly one device, lean: no checkpoints, progress bar or per-step logging."""
     return L.Trainer(
-        accelerator="gpu" if on_gpu else "cpu",
-        devices=[device.index or 0] if on_gpu else 1,
+        **one_device(device),
         max_epochs=settings.max_epochs,
         precision=settings.precision,
         logger=logger,
