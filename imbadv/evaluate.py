@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imbadv.attack import bim, fgsm_from_gradient, input_gradient
+from imbadv.attack import bim, eval_mode, fgsm_from_gradient, input_gradient
 from imbadv.settings import AttackSpec, Method
 from imbadv.train import TensorBatches, one_device, to_unit
 
@@ -83,10 +83,9 @@ def evaluate_attacks(
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """Predicted labels for uint8 images `x` (on the model's device), in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = [
-        model(to_unit(x[i : i + batch_size])).argmax(1).cpu() for i in range(0, len(x), batch_size)
-    ]
-    model.train(was_training)
+    with eval_mode(model):
+        out = [
+            model(to_unit(x[i : i + batch_size])).argmax(1).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     return torch.cat(out).numpy()

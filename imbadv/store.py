@@ -145,7 +145,7 @@ class Store:
             self._log("evaluations", key)
             return result, True
 
-    def trainings(self, kind: str = "trainings") -> list[dict]:
-        """Every training (or, with kind="evaluations", result computation) recorded, in order."""
+    def work_log(self, kind: str = "trainings") -> list[dict]:
+        """Every piece of work of `kind` ("trainings" or "evaluations") this store recorded, in order."""
         path = self.root / f"{kind}.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -53,8 +53,8 @@ def test_four_processes_on_one_sweep_do_each_piece_of_work_once(tmp_path):
     ]  # fmt: skip
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for e in errors]
-    trained = [t["key"] for t in Store(store).trainings()]
-    evaluated = [t["key"] for t in Store(store).trainings("evaluations")]
+    trained = [t["key"] for t in Store(store).work_log()]
+    evaluated = [t["key"] for t in Store(store).work_log("evaluations")]
     assert len(trained) == len(set(trained)) == 3  # balanced + under for class 0 and for class 1
     assert len(evaluated) == len(set(evaluated)) == 2  # one result per (class, imbalance)
     for i in range(4):
@@ -69,7 +69,7 @@ def test_unparseable_result_is_recomputed_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="unreadable"):
         result, computed = store.result("r", lambda: {"x": 2})
     assert computed and result == {"x": 2}
-    assert [e["key"] for e in store.trainings("evaluations")] == ["r", "r"]
+    assert [e["key"] for e in store.work_log("evaluations")] == ["r", "r"]
 
 
 def test_a_crash_while_writing_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ def test_train_once_then_load(tmp_path):
     record2, trained2 = store.model("k1", b, fake_train())
     assert not trained2 and record2["sha256"] == record["sha256"]
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
-    assert len(store.trainings()) == 1
+    assert len(store.work_log()) == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -51,7 +51,7 @@ def test_corrupt_weights_are_retrained_not_loaded(tmp_path, damage):
     )
     with pytest.warns(UserWarning, match="corrupt"):
         _, trained = store.model("k", small(), fake_train())
-    assert trained and len(store.trainings()) == 2
+    assert trained and len(store.work_log()) == 2
 
 
 def test_no_partial_file_under_the_final_name(tmp_path):

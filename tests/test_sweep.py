@@ -13,6 +13,7 @@ from conftest import ROOT, TINY, run_cli
 from hydra import compose, initialize_config_dir
 
 import imbadv.run  # noqa: F401  (registers the launcher resolvers)
+from imbadv.store import Store
 
 
 def results(sweep: Path) -> list[dict]:
@@ -20,10 +21,7 @@ def results(sweep: Path) -> list[dict]:
 
 
 def trained_keys(store: Path) -> list[str]:
-    path = store / "trainings.jsonl"
-    return (
-        [json.loads(line)["key"] for line in path.read_text().splitlines()] if path.exists() else []
-    )
+    return [t["key"] for t in Store(store).work_log()]
 
 
 def test_sweep_rows_and_trainings(smoke_sweep):
