@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from imbadv.attack import bim, fgsm
+from imbadv.attacks.gradient_sign import bim, fgsm
 from imbadv.evaluate import predict
-from imbadv.model import VGG
-from imbadv.settings import TrainSettings
-from imbadv.train import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
+from imbadv.models.vgg import VGG
+from imbadv.training import TrainSettings
+from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
 TARGETS = {"train_vs_raw": 0.90, "attack_vs_torchattacks": 1.0}

@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from imbadv.attack import bim, eval_mode, fgsm_from_gradient, input_gradient
-from imbadv.settings import AttackSpec, Method
-from imbadv.train import TensorBatches, one_device, to_unit
+from imbadv.attacks import ATTACKS
+from imbadv.attacks.core import eval_mode, input_gradient
+from imbadv.attacks.gradient_sign import fgsm_from_gradient
+from imbadv.settings import AttackSpec
+from imbadv.training.loop import TensorBatches, one_device, to_unit
 
 
 class AttackEvaluation(L.LightningModule):
@@ -23,9 +25,21 @@ class AttackEvaluation(L.LightningModule):
     otherwise run under inference mode, where no input gradient exists.
     """
 
-    def __init__(self, target: nn.Module, sources: dict[str, nn.Module], specs: list[AttackSpec]):
+    def __init__(
+        self,
+        target: nn.Module,
+        sources: dict[str, nn.Module],
+        specs: list[AttackSpec],
+        seed: int = 0,
+    ):
         super().__init__()
         self.target, self.specs = target, specs
+        self.entries = {
+            spec.name: ATTACKS.get("attack.methods", spec.method.name) for spec in specs
+        }
+        self.functions = {name: entry.load() for name, entry in self.entries.items()}
+        # One generator for every random start, seeded per job: repeatable, no global RNG.
+        self.generator = torch.Generator().manual_seed(seed)
         self.sources = nn.ModuleDict(sources)
         self.preds: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.labels: list[torch.Tensor] = []
@@ -40,11 +54,17 @@ class AttackEvaluation(L.LightningModule):
             grad = input_gradient(source, x, y)
             self.zero_grads[source_name] += int((grad.flatten(1).abs().amax(1) == 0).sum())
             for spec in self.specs:
-                if spec.method is Method.FGSM:
-                    adv = fgsm_from_gradient(x, grad, spec.eps, spec.direction)
-                else:
-                    adv = bim(source, x, y, spec.eps, spec.alpha, spec.steps, spec.direction)
-                self._record(f"{source_name}|{spec.name}", x, adv)
+                self._record(f"{source_name}|{spec.name}", x, self.attack(spec, source, x, y, grad))
+
+    def attack(
+        self, spec: AttackSpec, source: nn.Module, x: torch.Tensor, y: torch.Tensor, grad
+    ) -> torch.Tensor:
+        """The adversarial images of `spec`; FGSM reuses the batch's gradient for every eps."""
+        if self.entries[spec.name].extra.get("reuses_gradient"):
+            return fgsm_from_gradient(x, grad, spec.eps, spec.direction)
+        function = self.functions[spec.name]
+        return function(source, x, y, spec.eps, spec.method.params,
+                        direction=spec.direction, generator=self.generator)  # fmt: skip
 
     def _record(self, key: str, x: torch.Tensor, adv: torch.Tensor) -> None:
         with torch.no_grad():
@@ -65,9 +85,10 @@ def evaluate_attacks(
     images: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
     batch_size: int,
+    seed: int = 0,
 ) -> AttackEvaluation:
     """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer."""
-    module = AttackEvaluation(target, sources, specs)
+    module = AttackEvaluation(target, sources, specs, seed)
     trainer = L.Trainer(
         **one_device(device),
         inference_mode=False,

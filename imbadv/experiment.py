@@ -13,41 +13,51 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from imbadv import __version__
-from imbadv.attack import EPS_SPACE, Method, bim_defaults
-from imbadv.data import Dataset, load_dataset
+from imbadv.attacks import EPS_SPACE
+from imbadv.data.base import Dataset
+from imbadv.data.load import load_dataset
 from imbadv.devices import job_device, set_threads
 from imbadv.errors import ImbadvError
 from imbadv.evaluate import evaluate_attacks, predict
-from imbadv.imbalance import Profile, class_counts, select
+from imbadv.imbalance import PROFILES
+from imbadv.imbalance.split import class_counts, select
 from imbadv.metrics import attack_summary, model_summary
-from imbadv.model import VGG
-from imbadv.settings import Settings, Source, from_config, parse_target
-from imbadv.store import FORMAT_VERSION, Store, atomic_write_json, content_key
+from imbadv.models import MODELS
+from imbadv.registry import Spec, params_key
+from imbadv.results import FORMAT_VERSION, format_table
+from imbadv.settings import AttackSpec, Settings, Source, from_config, parse_target
+from imbadv.store import Store, atomic_write_json, content_key
 from imbadv.tracking import log_job
-from imbadv.train import fit
+from imbadv.training import OBJECTIVES
+from imbadv.training.loop import fit
+
+BALANCED = "balanced"  # the profile every transfer row takes its gradient from
+SELECTION_RULE = "lowest clean validation loss (validation split of the training data)"
 
 
 def data_identity(data: Dataset, s: Settings) -> dict[str, Any]:
     """What makes two data sets the same for the store: folders by content hash, the rest by options."""
     if data.name == "folder":
         return {"name": "folder", "source": data.source}
-    return {k: v for k, v in s.dataset.items() if k != "root"}
+    return s.dataset.key()
 
 
-def model_spec(data: Dataset, s: Settings, profile: Profile, target: int) -> dict[str, Any]:
-    """Everything that defines one trained model; the balanced model does not depend on the class."""
-    counts = class_counts(data.train_counts(), profile, target, s.majority, s.minority)
+def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[str, Any]:
+    """Everything that defines one trained model, component by component (each by name and the
+    parameters that differ from their defaults); an untargeted profile does not depend on the class.
+    """
+    targeted = PROFILES.get("imbalance", profile.name).extra.get("targeted", False)
     return {
         "data": data_identity(data, s),
-        "imbalance": profile.value,
-        "class": None if profile is Profile.BALANCED else target,
-        "counts": counts,
+        "imbalance": profile.key(),
+        "class": target if targeted else None,
+        "counts": class_counts(data.train_counts(), profile, target),
         "val_fraction": s.val_fraction,
-        "model": {"arch": "vgg", "width": s.width, "fc": s.fc, "num_classes": data.num_classes,
-                  "in_channels": data.x_train.shape[1], "image_size": data.x_train.shape[2]},
-        "train": asdict(s.train),
+        "model": s.model.key(),
+        "objective": s.objective.key(),
+        "train": params_key(s.train),
         "seed": s.seed,
-    }  # fmt: skip
+    }
 
 
 def on_device(
@@ -58,63 +68,89 @@ def on_device(
     return torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
 
 
-def build_model(spec: dict[str, Any]) -> VGG:
-    m = spec["model"]
-    return VGG(m["num_classes"], m["in_channels"], m["image_size"], m["width"], m["fc"])
+def build_model(data: Dataset, s: Settings) -> torch.nn.Module:
+    """The configured model for this data set's card (classes, shape, mean and std)."""
+    return MODELS.get("model", s.model.name).load()(data.card, s.model.params)
 
 
 def obtain_model(
-    data: Dataset, s: Settings, profile: Profile, target: int, device: torch.device, store: Store
-) -> tuple[VGG, dict[str, Any]]:
+    data: Dataset, s: Settings, profile: Spec, target: int, device: torch.device, store: Store
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model for (profile, target) from the store, trained here first if no job has yet."""
     spec = model_spec(data, s, profile, target)
     key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)
 
-    def train(model: VGG) -> dict[str, Any]:
+    def train(model: torch.nn.Module) -> dict[str, Any]:
         model.reset_parameters(torch.Generator().manual_seed(s.seed))
         model.to(device)
         started = time.perf_counter()
         train_xy, val_xy = on_device(data, split.train, device), on_device(data, split.val, device)
-        record = fit(model, train_xy, val_xy, s.train, device, s.seed)
-        return {"spec": spec, "train_counts": split.train_counts, "val_counts": split.val_counts,
-                "train_seconds": time.perf_counter() - started, **record}  # fmt: skip
+        loss = OBJECTIVES.get("objective", s.objective.name).load()(
+            s.objective.params, split.train_counts
+        )
+        record = fit(model, train_xy, val_xy, s.train, device, s.seed, loss=loss)
+        return {
+            "spec": spec,
+            "train_counts": split.train_counts,
+            "val_counts": split.val_counts,
+            "split_sha256": split.digest(),
+            "selection": SELECTION_RULE,
+            "train_seconds": time.perf_counter() - started,
+            **record,
+        }
 
-    model = build_model(spec)
+    model = build_model(data, s)
     record, trained = store.model(key, model, train)
     model.to(device).eval()
     return model, {**record, "trained_here": trained}
 
 
 def attack_rows(
-    data: Dataset, s: Settings, target: int, models: dict[str, VGG], device: torch.device
+    data: Dataset,
+    s: Settings,
+    target: int,
+    models: dict[str, torch.nn.Module],
+    device: torch.device,
 ) -> list[dict[str, Any]]:
     """Attack the target class's test images with every source and spec; one row per combination."""
     idx = np.flatnonzero(data.y_test == target)
     sources = {src.value: models[src.value] for src in s.sources}
-    ev = evaluate_attacks(models["same"], sources, list(s.specs), on_device(data, idx, device, False),
-                          device, s.attack_batch_size)  # fmt: skip
+    images = on_device(data, idx, device, False)
+    ev = evaluate_attacks(
+        models["same"], sources, list(s.specs), images, device, s.attack_batch_size, s.seed
+    )
     labels, preds = ev.collected()
     rows = []
     for src in sources:
         for spec in s.specs:
             key = f"{src}|{spec.name}"
-            alpha, steps = bim_defaults(spec.eps)
-            rows.append({
-                "method": spec.method.value, "eps": spec.eps, "eps_space": EPS_SPACE,
-                "direction": spec.direction.value, "source": src,
-                "alpha": (spec.alpha or alpha) if spec.method is Method.BIM else None,
-                "steps": (spec.steps or steps) if spec.method is Method.BIM else None,
-                "seed": s.seed, "dataset": data.name, "class": target,
-                "class_name": data.classes[target], "imbalance": s.imbalance.value,
-                **attack_summary(labels, preds["clean"], preds[key], data.num_classes),
-                "max_abs_delta": ev.max_delta[key],
-                "zero_grad_fraction": ev.zero_grads[src] / max(1, len(labels)),
-            })  # fmt: skip
+            summary = attack_summary(labels, preds["clean"], preds[key], data.num_classes)
+            rows.append(
+                {
+                    "method": spec.method.name,
+                    "attack": spec.method.label(),
+                    "params": spec.method.params.resolved(spec.eps),
+                    "eps": spec.eps,
+                    "eps_space": EPS_SPACE,
+                    "direction": spec.direction.value,
+                    "source": src,
+                    "seed": s.seed,
+                    "dataset": data.name,
+                    "class": target,
+                    "class_name": data.classes[target],
+                    "imbalance": s.imbalance.name,
+                    **summary,
+                    "max_abs_delta": ev.max_delta[key],
+                    "zero_grad_fraction": ev.zero_grads[src] / max(1, len(labels)),
+                }
+            )
     return rows
 
 
-def model_entry(record: dict[str, Any], model: VGG, data: Dataset, device: torch.device) -> dict:
+def model_entry(
+    record: dict[str, Any], model: torch.nn.Module, data: Dataset, device: torch.device
+) -> dict:
     """A stored model's record plus its clean accuracy on the whole test set."""
     preds = predict(model, torch.from_numpy(data.x_test).to(device))
     entry = {k: v for k, v in record.items() if k != "trained_here"}
@@ -131,22 +167,43 @@ def compute(
     """
     models, records = {}, {}
     models["same"], records["target"] = obtain_model(data, s, s.imbalance, target, device, store)
-    if s.imbalance is Profile.BALANCED:
+    if s.imbalance.name == BALANCED:
         s = replace(s, sources=(Source.SAME,))  # its own gradient is the balanced gradient: one row
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
-            data, s, Profile.BALANCED, target, device, store
+            data, s, balanced_profile(s), target, device, store
         )
     trained = {role: r["trained_here"] for role, r in records.items()}
-    key = content_key({"models": {role: r["key"] for role, r in records.items()}, "class": target,
-                       "specs": [asdict(x) for x in s.specs], "sources": list(s.sources)})  # fmt: skip
+    key = content_key(
+        {
+            "models": {role: r["key"] for role, r in records.items()},
+            "class": target,
+            "specs": [attack_identity(x) for x in s.specs],
+            "sources": list(s.sources),
+        }
+    )
     roles = {"target": models["same"], "balanced": models.get("balanced")}
-    result, _ = store.result(key, lambda: {
-        "key": key,
-        "models": {r: model_entry(records[r], roles[r], data, device) for r in records},
-        "attacks": attack_rows(data, s, target, models, device),
-    })  # fmt: skip
+
+    def evaluate() -> dict[str, Any]:
+        entries = {r: model_entry(records[r], roles[r], data, device) for r in records}
+        return {
+            "key": key,
+            "models": entries,
+            "attacks": attack_rows(data, s, target, models, device),
+        }
+
+    result, _ = store.result(key, evaluate)
     return result, trained
+
+
+def balanced_profile(s: Settings) -> Spec:
+    """The balanced profile with the job's counts: the model whose gradient transfer rows use."""
+    return PROFILES.parse("imbalance", BALANCED, {"majority": s.imbalance.params.balanced_count()})
+
+
+def attack_identity(spec: AttackSpec) -> dict[str, Any]:
+    """What makes two attack settings the same for the store (component key, eps, direction)."""
+    return {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
 
 
 def resolve_class(target: int | str, data: Dataset) -> int:
@@ -163,8 +220,12 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str
     try:
         return _run_checked(cfg, s, output_dir, concurrent_jobs)
     except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results
-        record = {"error": str(err), "type": type(err).__name__, "time": time.time(),
-                  "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
+        record = {
+            "error": str(err),
+            "type": type(err).__name__,
+            "time": time.time(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
         atomic_write_json(output_dir / "failed.json", record)
         raise
 
@@ -174,19 +235,33 @@ def _run_checked(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     threads = set_threads(s.threads, concurrent_jobs)
-    data = load_dataset(**s.dataset, cache_dir=s.cache_dir)
+    data = load_dataset(s.dataset, s.cache_dir)
     target = resolve_class(s.target, data)
     store = Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
         result, trained = compute(data, s, target, device, store)
     meta = {
-        "dataset": data.name, "dataset_source": data.source, "class": target,
-        "class_name": data.classes[target], "imbalance": s.imbalance.value, "seed": s.seed,
-        "eps_space": EPS_SPACE, "device": str(device), "threads": threads, "trained_here": trained,
-        "wall_seconds": time.perf_counter() - started, "versions": versions(),
-    }  # fmt: skip
-    full = {"format": FORMAT_VERSION, "meta": meta, **result,
-            "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
+        "dataset": data.name,
+        "dataset_source": data.source,
+        "card": asdict(data.card),
+        "class": target,
+        "class_name": data.classes[target],
+        "imbalance": s.imbalance.name,
+        "seed": s.seed,
+        "eps_space": EPS_SPACE,
+        "test_set": "balanced official test split, every image of the target class",
+        "device": str(device),
+        "threads": threads,
+        "trained_here": trained,
+        "wall_seconds": time.perf_counter() - started,
+        "versions": versions(),
+    }
+    full = {
+        "format": FORMAT_VERSION,
+        "meta": meta,
+        **result,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "results.json", full)
     print(format_table(full))
@@ -209,22 +284,3 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def format_table(full: dict[str, Any]) -> str:
-    """The run's numbers as a short text table (the same numbers as results.json)."""
-    m = full["meta"]
-    lines = [f"imbadv  {m['dataset']}  class {m['class']} ({m['class_name']})  "
-             f"imbalance={m['imbalance']}  seed={m['seed']}  eps space: {m['eps_space']}"]  # fmt: skip
-    for role, entry in full["models"].items():
-        counts = ",".join(str(c) for c in entry["train_counts"])
-        lines.append(f"  {role:<9} model: test acc {entry['clean']['acc']:.3f}  "
-                     f"train counts [{counts}]  best epoch {entry['best_epoch']}")  # fmt: skip
-    lines.append(f"  {'source':<9} {'attack':<6} {'eps':>6}  {'clean':>6}  {'adv':>6}  "
-                 f"{'drop':>6}  {'success':>7}  {'95% CI adv':>13}")  # fmt: skip
-    for r in full["attacks"]:
-        lo, hi = r["adv_acc_ci95"]
-        lines.append(f"  {r['source']:<9} {r['method']:<6} {r['eps']:>6g}  {r['clean_acc']:>6.3f}  "
-                     f"{r['adv_acc']:>6.3f}  {r['relative_drop']:>6.3f}  {r['success_rate']:>7.3f}  "
-                     f"[{lo:.3f},{hi:.3f}]")  # fmt: skip
-    return "\n".join(lines)

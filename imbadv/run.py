@@ -20,10 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv.errors import ConfigError, ImbadvError
 from imbadv.settings import check_folder, from_config
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# A wheel carries conf/ inside the package (pyproject maps it there); a source checkout has it
+# at the top level, where the user edits it.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 # A..B with no path characters on either side, so `dataset.root=../data` is left alone.
 RANGE = re.compile(r"^(?P<key>[\w.]+)=\s*(?P<a>[+-]?[\w.]*\w)\s*\.\.\s*(?P<b>[+-]?\w[\w.]*)\s*$")
-MAX_CHECKED_JOBS = 2000  # past this many combinations the up-front check would take too long
 
 
 # Launcher presets size themselves to the machine (conf/launcher/gpus.yaml, ray.yaml).
@@ -77,25 +79,48 @@ def job_overrides(args: list[str]) -> list[list[str]]:
 
 
 def check_jobs(args: list[str]) -> int:
-    """Compose and check each job's config before any job starts; returns how many were checked."""
+    """Compose and check every job's config before any job starts; returns how many were checked.
+
+    Composition is cheap (milliseconds a job), so every combination is checked, however many.
+    Then each distinct data set and device is checked once, here, before any job folder exists.
+    """
     multirun = any(a in ("-m", "--multirun") for a in args)
     jobs = job_overrides(args)
-    if len(jobs) > MAX_CHECKED_JOBS:
-        jobs = jobs[:1]
+    data, devices = {}, set()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for overrides in jobs:
             try:
                 cfg = compose("config", overrides=overrides, return_hydra_config=True)
             except HydraException as err:
                 raise ConfigError(*_hydra_problem(err, overrides)) from None
-            from_config(cfg)
+            s = from_config(cfg)
+            data[repr(s.dataset)] = s.dataset
+            devices.add(s.device)
             out = (
                 ("hydra.sweep.dir", cfg.hydra.sweep.dir)
                 if multirun
                 else ("hydra.run.dir", cfg.hydra.run.dir)
             )
             check_folder(*out)
+    for device in devices:
+        check_device(device)
+    for spec in data.values():
+        spec.params.preflight()
     return len(jobs)
+
+
+def check_device(device: str) -> None:
+    """A GPU asked for by name must exist here (torch is imported only when one is asked for)."""
+    if not device.startswith("cuda"):
+        return
+    from imbadv.devices import gpu_count
+
+    have = gpu_count()
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if index >= have:
+        seen = f"this machine has {have} GPU{'s' if have != 1 else ''}"
+        allowed = f"auto or cpu ({seen})" if not have else f"cuda:0..cuda:{have - 1} ({seen})"
+        raise ConfigError("device", device, allowed)
 
 
 def _hydra_problem(err: HydraException, overrides: list[str]) -> tuple[str, str, str]:

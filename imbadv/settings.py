@@ -1,67 +1,42 @@
-"""Config stage: the Hydra config turned into typed, validated settings before any work starts.
+"""Config stage: the Hydra config turned into typed, checked settings through the registries.
 
-No torch here: a bad value is refused in about a second, before the heavy imports."""
+No torch here: a bad value is refused in about a second, before the heavy imports.
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.attacks import ATTACKS, Direction
+from imbadv.data import DATASETS
 from imbadv.errors import ConfigError
-from imbadv.imbalance import Profile, parse_profile
-
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-
-
-class Method(StrEnum):
-    FGSM = "fgsm"
-    BIM = "bim"
-
-
-class Direction(StrEnum):
-    """`ascent` raises the true label's loss (the attack); `descent` lowers it (Sec. 3.3)."""
-
-    ASCENT = "ascent"
-    DESCENT = "descent"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Paper defaults: Keras RMSprop (rho 0.9, eps 1e-7), lr 1e-4, Keras decay 1e-5, batch 32."""
-
-    lr: float = 1e-4
-    decay: float = 1e-5
-    rho: float = 0.9
-    eps: float = 1e-7
-    batch_size: int = 32
-    max_epochs: int = 100
-    patience: int = 5
-    precision: str = "32-true"
-    channels_last: bool = True
+from imbadv.imbalance import PROFILES
+from imbadv.models import MODELS
+from imbadv.registry import Spec, build_params
+from imbadv.training import OBJECTIVES, TrainSettings
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """One attack setting; `alpha`/`steps` are BIM's (None = Kurakin defaults)."""
+    """One attack setting: a registered method with its parameters, an eps and a direction."""
 
-    method: Method
+    method: Spec
     eps: float
     direction: Direction = Direction.ASCENT
-    alpha: float | None = None
-    steps: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.method}/eps={self.eps:g}/{self.direction}"
+        """Unique within a run: two settings of one method differ in their parameters."""
+        return f"{self.method.label()}/eps={self.eps:g}/{self.direction}"
 
 
 class Source(StrEnum):
@@ -75,16 +50,14 @@ class Source(StrEnum):
 class Settings:
     """Everything one experiment needs, checked; `target` may still be a class name for folders."""
 
-    target: int | str
-    imbalance: Profile
-    seed: int
-    dataset: dict[str, Any]
-    majority: int
-    minority: int
-    val_fraction: float
-    width: float
-    fc: int
+    target: int | str | None
+    dataset: Spec
+    imbalance: Spec
+    model: Spec
+    objective: Spec
     train: TrainSettings
+    seed: int
+    val_fraction: float
     specs: tuple[AttackSpec, ...]
     sources: tuple[Source, ...]
     attack_batch_size: int
@@ -93,13 +66,6 @@ class Settings:
     threads: int
     cache_dir: Path
     store_dir: Path
-
-
-def _choice(key: str, value: Any, enum: type[StrEnum]) -> StrEnum:
-    try:
-        return enum(value)
-    except ValueError:
-        raise ConfigError(key, value, [e.value for e in enum]) from None
 
 
 def _as_list(value: Any) -> list:
@@ -119,15 +85,31 @@ def _number(key: str, value: Any, low: float, high: float = math.inf, integer: b
     return int(value) if integer else float(value)
 
 
+def _choice(key: str, value: Any, enum: type[StrEnum]) -> StrEnum:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ConfigError(key, value, [e.value for e in enum]) from None
+
+
+def component(cfg: Any, key: str, registry) -> Spec:
+    """A config group `{name: ..., <options>}` checked against its registry."""
+    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return registry.parse(key, options.pop("name", None), options)
+
+
 def parse_target(value: Any, classes: tuple[str, ...] | None) -> int | str:
-    """A class index, or a name looked up in `classes` (kept as a name when classes are unknown yet)."""
-    if isinstance(value, bool):
-        raise ConfigError("class", value, "a class index or name")
+    """A class index, or a name looked up in `classes` (kept as a name when classes are unknown)."""
+    allowed = (
+        f"an index 0..{len(classes) - 1} or a name ({', '.join(classes)})"
+        if classes
+        else "a class index or name"
+    )
+    if isinstance(value, bool) or value is None:
+        raise ConfigError("class", value, allowed)
     if isinstance(value, int):
         if classes is not None and not 0 <= value < len(classes):
-            raise ConfigError(
-                "class", value, f"an index 0..{len(classes) - 1} or a name ({', '.join(classes)})"
-            )
+            raise ConfigError("class", value, allowed)
         return value
     name = str(value)
     if name.lstrip("-").isdigit():
@@ -135,89 +117,60 @@ def parse_target(value: Any, classes: tuple[str, ...] | None) -> int | str:
     if classes is None:
         return name
     if name not in classes:
-        raise ConfigError(
-            "class", name, f"an index 0..{len(classes) - 1} or a name ({', '.join(classes)})"
-        )
+        raise ConfigError("class", name, allowed)
     return classes.index(name)
 
 
-def known_train_per_class(dataset: dict[str, Any]) -> int | None:
-    """Training images per class known without reading any file (None for class folders)."""
-    if dataset.get("name") == "cifar10":
-        return 5000
-    if dataset.get("name") == "synthetic":
-        return int(dataset.get("train_per_class", 500))
-    return None
-
-
-def known_classes(dataset: dict[str, Any]) -> tuple[str, ...] | None:
-    """Class names known without reading any file (None for class folders)."""
-    if dataset.get("name") == "cifar10":
-        return CIFAR10_CLASSES
-    if dataset.get("name") == "synthetic":
-        return tuple(f"class{i}" for i in range(int(dataset.get("num_classes", 10))))
-    return None
-
-
 def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
-    """One spec per (method, eps) from the `attack` group, checked."""
-    methods = [_choice("attack.methods", m, Method) for m in _as_list(cfg.methods)]
+    """One spec per (method setting, eps) from the `attack` group, checked."""
+    methods = []
+    for item in _as_list(cfg.methods):
+        item = OmegaConf.to_container(item) if OmegaConf.is_config(item) else item
+        options = dict(item) if isinstance(item, dict) else {"name": item}
+        methods.append(ATTACKS.parse("attack.methods", options.pop("name", None), options))
     eps = [_number("attack.eps", e, 0.0, 1.0) for e in _as_list(cfg.eps)]
     direction = _choice("attack.direction", cfg.direction, Direction)
-    alpha = None if cfg.alpha is None else _number("attack.alpha", cfg.alpha, 0.0, 1.0)
-    steps = None if cfg.steps is None else _number("attack.steps", cfg.steps, 1, integer=True)
     if not methods or not eps:
         raise ConfigError("attack.methods/eps", "[]", "at least one method and one eps")
-    return tuple(AttackSpec(m, e, direction, alpha, steps) for m in methods for e in eps)
+    specs = tuple(AttackSpec(m, e, direction) for m in methods for e in eps)
+    names = [s.name for s in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("attack.methods", name, "each method setting once")
+    return specs
 
 
-def train_settings(cfg: DictConfig) -> TrainSettings:
-    """The `trainer` group as TrainSettings; unknown keys and bad numbers are refused."""
-    known = {f.name for f in fields(TrainSettings)}
-    unknown = set(cfg) - known
-    if unknown:
-        raise ConfigError(
-            f"trainer.{sorted(unknown)[0]}", "?", f"a key among {', '.join(sorted(known))}"
-        )
-    s = TrainSettings(**OmegaConf.to_container(cfg))
-    _number("trainer.lr", s.lr, 1e-12)
-    _number("trainer.decay", s.decay, 0.0)
-    _number("trainer.batch_size", s.batch_size, 1, integer=True)
-    _number("trainer.max_epochs", s.max_epochs, 1, integer=True)
-    _number("trainer.patience", s.patience, 0, integer=True)
-    return s
+def import_plugins(cfg: DictConfig) -> None:
+    """Import the user's modules named in `plugins`: they register components by name."""
+    for name in _as_list(cfg.get("plugins") or []):
+        try:
+            importlib.import_module(str(name))
+        except ImportError as err:
+            raise ConfigError("plugins", name, f"an importable module ({err})") from None
 
 
 def from_config(cfg: DictConfig) -> Settings:
     """Check every value of `cfg` and return typed Settings; raises ConfigError on the first bad one."""
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
-    if dataset.get("name") == "folder" and not Path(str(dataset.get("root"))).exists():
-        raise ConfigError(
-            "dataset.root",
-            dataset.get("root"),
-            "an existing folder with train/ and test/, or a .tar.gz of one",
-        )
-    have = known_train_per_class(dataset)
-    if have is not None and cfg.counts.majority > have:
-        raise ConfigError(
-            "counts.majority",
-            cfg.counts.majority,
-            f"at most the {have} training images per class {dataset['name']} has",
-        )
+    import_plugins(cfg)
+    dataset = component(cfg.dataset, "dataset", DATASETS)
+    for key in ("majority", "minority"):
+        _number(f"counts.{key}", cfg.counts[key], 1, integer=True)
+    imbalance = component(cfg.imbalance, "imbalance", PROFILES)
+    target = parse_target(cfg["class"], dataset.params.known_classes())
+    check_counts(dataset, imbalance, target)
     sources = tuple(
         dict.fromkeys(_choice("attack.sources", s, Source) for s in _as_list(cfg.attack.sources))
     )
+    train = OmegaConf.to_container(cfg.trainer, resolve=True)
     return Settings(
-        target=parse_target(cfg["class"], known_classes(dataset)),
-        imbalance=parse_profile(cfg.imbalance),
-        seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
+        target=target,
         dataset=dataset,
-        majority=_number("counts.majority", cfg.counts.majority, 1, integer=True),
-        minority=_number("counts.minority", cfg.counts.minority, 1, integer=True),
+        imbalance=imbalance,
+        model=component(cfg.model, "model", MODELS),
+        objective=component(cfg.objective, "objective", OBJECTIVES),
+        train=build_params(TrainSettings, "trainer", train),
+        seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
         val_fraction=_number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9),
-        width=_number("model.width", cfg.model.width, 1e-3, 64.0),
-        fc=_number("model.fc", cfg.model.fc, 1, integer=True),
-        train=train_settings(cfg.trainer),
         specs=attack_specs(cfg.attack),
         sources=sources,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
@@ -227,6 +180,15 @@ def from_config(cfg: DictConfig) -> Settings:
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
     )
+
+
+def check_counts(dataset: Spec, imbalance: Spec, target: int | str) -> None:
+    """Counts the profile asks for, against what the data set has (when known without loading)."""
+    from imbadv.imbalance.split import class_counts  # numpy, no torch
+
+    classes, have = dataset.params.known_classes(), dataset.params.known_train_per_class()
+    if classes is not None and have is not None and isinstance(target, int):
+        class_counts([have] * len(classes), imbalance, target)
 
 
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work

@@ -138,14 +138,7 @@ def class_names(full: dict[str, Any]) -> list[str]:
     """Names of the data set's classes; the target's name comes from the job itself."""
     confusion = next(iter(full["models"].values()))["clean"]["confusion"]
     num = len(confusion)
-    names = [str(i) for i in range(num)]
-    dataset = full["config"].get("dataset", {})
-    try:
-        from imbadv.settings import known_classes
-
-        names = list(known_classes(dataset) or names)
-    except Exception:  # names are labels only; indices will do
-        pass
+    names = list(full["meta"].get("card", {}).get("classes") or [str(i) for i in range(num)])
     names[int(full["meta"]["class"])] = full["meta"]["class_name"]
     return names
 

@@ -13,9 +13,9 @@ import torch
 from conftest import TINY
 
 from imbadv import bench
-from imbadv.attack import fgsm
-from imbadv.model import VGG
-from imbadv.settings import TrainSettings
+from imbadv.attacks.gradient_sign import fgsm
+from imbadv.models.vgg import VGG
+from imbadv.training import TrainSettings
 
 TINY_BENCH = ["--device", "cpu", "--width", "0.0625", "--batch-size", "8", "--steps", "2",
               "--warmup", "1", "--repeats", "1", "--attack-images", "16", "--eval-images", "64"]  # fmt: skip

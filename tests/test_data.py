@@ -16,9 +16,18 @@ import pytest
 import yaml
 from PIL import Image
 
-import imbadv.folders as folders
-from imbadv.data import load_cifar10, load_dataset, load_folder, make_synthetic
+import imbadv.data.folder as folders
+from imbadv.data import DATASETS
+from imbadv.data.cifar10 import load_cifar10
+from imbadv.data.folder import load_folder
+from imbadv.data.load import load_dataset as load_spec
+from imbadv.data.synthetic import make_synthetic
 from imbadv.errors import ConfigError, DataError
+
+
+def load_dataset(name, cache_dir="data/cache", **options):
+    """A data set by name and options, checked through the registry as the settings do."""
+    return load_spec(DATASETS.parse("dataset", name, options), cache_dir)
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_CLASSES = (
@@ -352,14 +361,15 @@ def test_cifar10_arrays_become_nchw(tmp_path, monkeypatch):
 
 
 def test_load_dataset_dispatches_and_refuses_unknown_names(tmp_path):
-    with pytest.raises(ConfigError, match="dataset.name=imagenet"):
+    with pytest.raises(ConfigError, match="dataset=imagenet"):
         load_dataset("imagenet")
     with pytest.raises(ConfigError, match="dataset.colour"):
         load_dataset("synthetic", colour="red")
-    with pytest.raises(ConfigError, match="dataset.root=None"):
+    with pytest.raises(ConfigError, match="dataset.root=\\?\\?\\?"):
         load_dataset("folder")
     expected = write_tree(tmp_path / "copy")
-    assert_matches(load_dataset("folder", str(tmp_path / "copy"), tmp_path / "cache"), expected)
+    copy = load_dataset("folder", cache_dir=tmp_path / "cache", root=str(tmp_path / "copy"))
+    assert_matches(copy, expected)
 
 
 # ----------------------------------------------------------------------------- the real copy

@@ -4,16 +4,23 @@ import numpy as np
 import pytest
 
 from imbadv.errors import ConfigError
-from imbadv.imbalance import Profile, class_counts, select
+from imbadv.imbalance import PROFILES
+from imbadv.imbalance.split import class_counts as counts_of
+from imbadv.imbalance.split import select
 
 CIFAR = [5000] * 10
+
+
+def class_counts(available, name, target, **params):
+    """The counts of profile `name` through the registry, as settings and experiment use it."""
+    return counts_of(available, PROFILES.parse("imbalance", name, params), target)
 
 
 @pytest.mark.parametrize("target", range(10))
 def test_counts_for_every_profile_and_class(target):
     assert class_counts(CIFAR, "balanced", target) == [5000] * 10
     under = class_counts(CIFAR, "under", target)
-    over = class_counts(CIFAR, Profile.OVER, target)
+    over = class_counts(CIFAR, "over", target)
     assert under[target] == 1000 and sum(under) == 46000
     assert over[target] == 5000 and sum(over) == 14000
     assert all(under[c] == 5000 and over[c] == 1000 for c in range(10) if c != target)

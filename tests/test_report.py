@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imbadv import report, stats
+from imbadv.report import cli, paper, stats, sweep
 
-COLUMN = {(imb, src): key for key, _, imb, src in report.COLUMNS}
+COLUMN = {(imb, src): key for key, _, imb, src in paper.COLUMNS}
 
 
 def copy_sweep(smoke_sweep: dict, dest: Path) -> Path:
@@ -50,13 +50,13 @@ def assert_images(folder: Path, markdown: str) -> list[str]:
 @pytest.fixture(scope="module")
 def one_seed(smoke_sweep, tmp_path_factory) -> Path:
     sweep = copy_sweep(smoke_sweep, tmp_path_factory.mktemp("report") / "sweep")
-    assert report.main([str(sweep)]) == 0
+    assert cli.main([str(sweep)]) == 0
     return sweep
 
 
 def test_table_cells_are_the_results_files_numbers(one_seed):
     table = read_csv(one_seed / "table1.csv")
-    assert len(table) == 10 * len(report.COLUMNS)
+    assert len(table) == 10 * len(paper.COLUMNS)
     filled = set()
     for path in one_seed.glob("*/results.json"):
         for row in json.loads(path.read_text())["attacks"]:
@@ -68,7 +68,7 @@ def test_table_cells_are_the_results_files_numbers(one_seed):
                 row["adv_acc_ci95"]
             )
             assert cell["n_seeds"] == "1" and cell["seeds"] == "0"
-            paper = report.PAPER_TABLE1[cell["column"]][row["class"]] / 100
+            paper = paper.PAPER_TABLE1[cell["column"]][row["class"]] / 100
             assert float(cell["paper"]) == pytest.approx(paper)
             assert float(cell["diff"]) == pytest.approx(row["adv_acc"] - paper)
             filled.add((row["class"], cell["column"]))
@@ -133,7 +133,7 @@ def seed_copies(sweep: Path, shifts: dict[int, float], extra_eps: float | None =
 def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
     sweep = copy_sweep(smoke_sweep, tmp_path / "sweep")
     seed_copies(sweep, {1: 0.1, 2: 0.2}, extra_eps=0.02)
-    assert report.main([str(sweep), "--eps", "0.01"]) == 0
+    assert cli.main([str(sweep), "--eps", "0.01"]) == 0
     table = read_csv(sweep / "table1.csv")
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     for (cls, key), cell in table.items():
@@ -149,7 +149,7 @@ def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
     md = (sweep / "report.md").read_text()
     assert "mean ± sd over seeds" in md and "fig_eps.png" in md
     assert_images(sweep, md)
-    assert report.main([str(sweep), "--eps", "0.02", "--attack", "bim", "--pair", "0,class1"]) == 0
+    assert cli.main([str(sweep), "--eps", "0.02", "--attack", "bim", "--pair", "0,class1"]) == 0
     assert "BIM, eps 0.02" in (sweep / "table1.md").read_text()
     assert (sweep / "fig6_pair_class0_class1.png").exists()
 
@@ -158,7 +158,7 @@ def test_partial_sweep_names_the_missing_job_and_cells(smoke_sweep, tmp_path):
     sweep = copy_sweep(smoke_sweep, tmp_path / "sweep")
     running = next(sweep.glob("class=1,*imbalance=over*"))
     (running / "results.json").unlink()  # as if the job were still running (or had failed)
-    assert report.main([str(sweep)]) == 0
+    assert cli.main([str(sweep)]) == 0
     md = (sweep / "report.md").read_text()
     assert f"job `{running.name}`: no results.json" in md
     assert "class 1 (class1): Different model: over, Same model: over" in md
@@ -183,22 +183,22 @@ def test_cli_newest_sweep_and_one_line_errors(smoke_sweep, tmp_path):
 
 
 def test_summaries_and_pair_defaults():
-    one = report.summarize([0.25], [(0.1, 0.5)])
+    one = stats.summarize([0.25], [(0.1, 0.5)])
     assert (one.mean, one.lo, one.hi, one.n) == (0.25, 0.1, 0.5, 1) and math.isnan(one.sd)
-    assert report.summarize([math.nan]) is None
+    assert stats.summarize([math.nan]) is None
     assert stats.t975(1) == 12.706 and stats.t975(1000) == pytest.approx(1.962, abs=1e-3)
-    assert report.parse_pair(None, list(report.PAPER_CLASSES)) == (3, 5)
-    assert report.parse_pair(None, [f"class{i}" for i in range(10)]) == (3, 5)
-    assert report.parse_pair("automobile,truck", list(report.PAPER_CLASSES)) == (1, 9)
+    assert paper.parse_pair(None, list(paper.PAPER_CLASSES)) == (3, 5)
+    assert paper.parse_pair(None, [f"class{i}" for i in range(10)]) == (3, 5)
+    assert paper.parse_pair("automobile,truck", list(paper.PAPER_CLASSES)) == (1, 9)
 
 
 def test_findings_verdicts_follow_the_numbers():
-    sel = report.Selection("fgsm", 0.01, "ascent", (0.01,))
+    sel = sweep.Selection("fgsm", 0.01, "ascent", (0.01,))
     base = {"method": "fgsm", "eps": 0.01, "direction": "ascent", "n": 10, "seed": 0,
             "clean_row": [0] * 10, "adv_row": [0] * 10}  # fmt: skip
     rows = [{**base, "class": c, "imbalance": m, "source": "same", "relative_drop": d, "adv_acc": 0.1}
             for c in range(3) for m, d in (("balanced", 0.5), ("under", 0.8), ("over", 0.6))]  # fmt: skip
-    all_found = report.findings(rows, sel, list(report.PAPER_CLASSES))
+    all_found = paper.findings(rows, sel, list(paper.PAPER_CLASSES))
     found = {f.claim.split(" (Sec")[0]: f for f in all_found}
     under = found["Under-sampled models are more vulnerable than the balanced model"]
     assert under.verdict == "supported" and "under 80.0% vs balanced 50.0%" in under.evidence

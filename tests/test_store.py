@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from imbadv.model import VGG
+from imbadv.models.vgg import VGG
 from imbadv.store import Store, content_key
 
 

@@ -1,4 +1,4 @@
-"""Model stage: the paper's adapted VGG, taking [0, 1] pixels with normalization inside."""
+"""The paper's adapted VGG, taking [0, 1] pixels with the data's normalization inside."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# Per-channel CIFAR-10 training-set statistics; inside the model so that attacks work in
-# pixel space ([0, 1]) and eps means the same thing for every dataset and user.
+from imbadv.data.base import DataCard
+from imbadv.models import VGGParams
+
+# Per-channel CIFAR-10 training-set statistics: the default when no data card is given.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -66,6 +68,11 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features((x - self.mean) / self.std))
+
+
+def build(card: DataCard, p: VGGParams) -> VGG:
+    """The registry's entry: a VGG sized for the card, normalizing with its mean and std."""
+    return VGG(card.num_classes, card.channels, card.image_size, p.width, p.fc, card.mean, card.std)
 
 
 def _channel_stats(

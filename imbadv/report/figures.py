@@ -15,7 +15,8 @@ matplotlib.use("Agg")  # files only: no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402 -- the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from imbadv import report as rp  # noqa: E402
+from imbadv.report import paper as rp  # noqa: E402
+from imbadv.report.sweep import per_class, pick  # noqa: E402
 
 MODEL_COLORS = {"balanced": "#4c72b0", "under": "#dd8452", "over": "#55a868"}
 
@@ -114,9 +115,7 @@ def draw(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[i
     )
 
     def per_model(metric: str) -> dict[str, dict]:
-        series = {
-            m: rp.per_class(rows, sel, metric, imbalance=m, source="same") for m in MODEL_COLORS
-        }
+        series = {m: per_class(rows, sel, metric, imbalance=m, source="same") for m in MODEL_COLORS}
         return {m: s for m, s in series.items() if s}
 
     figs = []
@@ -155,7 +154,7 @@ def pair_data(rows: list[dict], sel: Any, pair: tuple[int, int]) -> dict[tuple[i
     panels = {}
     for cls in pair:
         for m in ("under", "over"):
-            cell = rp.pick(rows, sel, **{"class": cls, "imbalance": m, "source": "same"})
+            cell = pick(rows, sel, **{"class": cls, "imbalance": m, "source": "same"})
             if cell:
                 n = sum(r["n"] for r in cell)
                 panels[(cls, m)] = tuple(
@@ -169,7 +168,7 @@ def eps_data(rows: list[dict], sel: Any) -> dict[str, list[tuple[float, float]]]
     curves: dict[str, list[tuple[float, float]]] = {}
     for _, label, imbalance, source in rp.COLUMNS:
         for eps in sel.all_eps:
-            cells = rp.per_class(
+            cells = per_class(
                 rows, replace(sel, eps=eps), "adv_acc", imbalance=imbalance, source=source
             )
             if cells:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats
 from imbadv.errors import DataError
 
 # The extensions torchvision's ImageFolder accepts, so both read the same files.
@@ -222,3 +223,18 @@ def _decode_images(items: list[tuple[str, bytes]]) -> np.ndarray:
     # PIL's L->RGB conversion is channel replication; doing it here avoids decoding twice.
     rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))
+
+
+def load_folder(root: str | Path, cache_dir: str | Path) -> Dataset:
+    """ImageFolder-style train/ and test/ class folders (a directory or a .tar.gz), cached."""
+    arrays, source = read_folder(Path(root).expanduser(), Path(cache_dir))
+    x = arrays["x_train"]
+    card = DataCard(
+        tuple(str(c) for c in arrays["classes"]), x.shape[1], x.shape[2], *pixel_stats(x)
+    )
+    return Dataset(name="folder", card=card, source=source, **{k: arrays[k] for k in SPLIT_KEYS})
+
+
+def load(params, cache_dir: Path) -> Dataset:
+    """The registry's entry: `dataset=folder dataset.root=PATH`."""
+    return load_folder(params.root, cache_dir)

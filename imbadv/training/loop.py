@@ -1,4 +1,4 @@
-"""Train stage: the Lightning module, in-memory batches and the Trainer set-up for one model."""
+"""Training loop: the Lightning module, in-memory batches and the Trainer set-up for one model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from imbadv.errors import TrainingError
-from imbadv.settings import TrainSettings
+from imbadv.training import TrainSettings
+from imbadv.training.objectives import Loss
 
 
 def keras_decay(decay: float) -> Callable[[int], float]:
@@ -63,9 +64,11 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 class Classifier(L.LightningModule):
     """Trains a classifier with Keras-style RMSprop and logs `train/*` and `val/*` per epoch."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings) -> None:
+    def __init__(
+        self, model: nn.Module, settings: TrainSettings, loss: Loss = F.cross_entropy
+    ) -> None:
         super().__init__()
-        self.model, self.settings = model, settings
+        self.model, self.settings, self.loss = model, settings, loss
         self.loss_sum, self.seen = torch.zeros(()), 0
 
     def on_train_epoch_start(self) -> None:
@@ -76,7 +79,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        loss = self.loss(self(x), y)
         # Summed on the device and checked once per epoch: a per-step self.log or isfinite()
         # costs ~1 ms of host time, a quarter of a GPU step at batch 32 (docs/bench.md).
         self.loss_sum += loss.detach() * len(y)
@@ -159,6 +162,7 @@ def fit(
     device: torch.device,
     seed: int,
     logger=False,
+    loss: Loss = F.cross_entropy,
 ) -> dict:
     """Train until validation loss stops improving for `patience` epochs; keep the best weights.
 
@@ -174,7 +178,7 @@ def fit(
     stop = EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min")
     trainer = make_trainer(settings, device, [keep, stop], logger)
     trainer.fit(
-        Classifier(model, settings),
+        Classifier(model, settings, loss),
         train_dataloaders=TensorBatches(*train, settings.batch_size, shuffle=True, seed=seed),
         val_dataloaders=TensorBatches(*val, 512, shuffle=False),
     )

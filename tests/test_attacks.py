@@ -6,8 +6,17 @@ import torch.nn.functional as F
 import torchattacks  # a [dev] dependency: the reference implementation
 from torch import nn
 
-from imbadv.attack import bim, bim_defaults, fgsm, input_gradient, run_attack
-from imbadv.model import VGG
+from imbadv.attacks import ATTACKS, Direction, bim_defaults
+from imbadv.attacks.core import input_gradient
+from imbadv.attacks.gradient_sign import bim, fgsm
+from imbadv.models.vgg import VGG
+
+
+def run_attack(method, model, x, y, eps, direction="ascent", **params):
+    """An attack by name through the registry, exactly as the evaluation calls it."""
+    spec = ATTACKS.parse("attack.methods", method, params)
+    attack = ATTACKS.get("attack.methods", method).load()
+    return attack(model, x, y, eps, spec.params, direction=Direction(direction))
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from imbadv.errors import TrainingError
-from imbadv.model import VGG
-from imbadv.train import Classifier, TensorBatches, TrainSettings, fit, keras_decay
+from imbadv.models.vgg import VGG
+from imbadv.training import TrainSettings
+from imbadv.training.loop import Classifier, TensorBatches, fit, keras_decay
 
 
 def test_keras_decay_schedule():

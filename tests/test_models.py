@@ -2,7 +2,7 @@
 
 import torch
 
-from imbadv.model import VGG, parameter_count
+from imbadv.models.vgg import VGG, parameter_count
 
 
 def test_paper_vgg_shape_and_parameter_count():

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from imbadv import figures
-from imbadv import report as rp
+from imbadv.report import figures
+from imbadv.report import paper as rp
+from imbadv.report.sweep import is_cifar10
 
 # A block of the report: ("h", level, text) | ("p", text) | ("ul", [text]) |
 # ("table", header, rows) | ("img", file name, caption)
@@ -198,7 +199,7 @@ def write_report(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair:
     missing += [f"job `{j}`: results.json unreadable" for j in sweep.unreadable]
     blocks = [("h", 1, f"imbadv report: {root}"), *setup_blocks(sweep, rows), *table, ("h", 3, "Missing"),
               ("ul", missing) if missing else ("p", "Nothing: every cell has results."),
-              ("h", 2, "Figures"), *[("img", f, c) for f, c in figs], *finding_blocks(found, names, rp.is_cifar10(sweep)),
+              ("h", 2, "Figures"), *[("img", f, c) for f, c in figs], *finding_blocks(found, names, is_cifar10(sweep)),
               ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above.")]  # fmt: skip
     (root / "report.md").write_text(to_markdown(blocks))
     (root / "report.html").write_text(to_html(blocks, root))

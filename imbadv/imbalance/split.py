@@ -1,22 +1,16 @@
-"""Imbalance stage: per-class training counts for a profile and the seeded choice of samples."""
+"""Which training images a profile keeps, and the validation share, drawn from the seed alone."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
 from imbadv.errors import ConfigError
-
-
-class Profile(StrEnum):
-    """How the training set is skewed around one target class (Possas & Zhou, Sec. 3.2)."""
-
-    BALANCED = "balanced"  # every class at its full count
-    UNDER = "under"  # target class down to `minority`, the others full
-    OVER = "over"  # target class at `majority`, every other class down to `minority`
+from imbadv.imbalance import PROFILES
+from imbadv.registry import Spec
 
 
 @dataclass(frozen=True)
@@ -28,40 +22,26 @@ class Split:
     train_counts: tuple[int, ...]
     val_counts: tuple[int, ...]
 
+    def digest(self) -> str:
+        """sha256 (16 hex digits) of the train and validation indices: recorded in every result."""
+        blob = np.concatenate([self.train, [-1], self.val]).astype("<i8").tobytes()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
-def class_counts(
-    available: Sequence[int],
-    profile: Profile | str,
-    target: int,
-    majority: int = 5000,
-    minority: int = 1000,
-) -> list[int]:
-    """Images kept per class; `balanced` and the non-target classes of `under` keep `majority`."""
-    profile = parse_profile(profile)
-    if not 0 <= target < len(available):
+
+def class_counts(available: Sequence[int], profile: Spec, target: int | None) -> list[int]:
+    """Images kept per class under `profile`; refuses counts larger than the data has."""
+    entry = PROFILES.get("imbalance", profile.name)
+    if entry.extra.get("targeted") and not (target is not None and 0 <= target < len(available)):
         raise ConfigError("class", target, f"a class index 0..{len(available) - 1}")
-    if minority <= 0 or majority <= 0:
-        raise ConfigError("counts", f"majority={majority},minority={minority}", "positive counts")
-    counts = [majority] * len(available)
-    if profile is Profile.UNDER:
-        counts[target] = minority
-    elif profile is Profile.OVER:
-        counts = [minority] * len(available)
-        counts[target] = majority
+    counts = [int(c) for c in entry.load()(list(available), target, profile.params)]
     for label, (want, have) in enumerate(zip(counts, available, strict=True)):
         if want > have:
             raise ConfigError(
-                f"counts (class {label})", want, f"at most the {have} training images it has"
+                f"imbalance (class {label})", want, f"at most the {have} training images it has"
             )
+        if want < 1:
+            raise ConfigError(f"imbalance (class {label})", want, "at least 1 image per class")
     return counts
-
-
-def parse_profile(profile: Profile | str) -> Profile:
-    """The Profile for a config string, or a ConfigError listing the allowed names."""
-    try:
-        return Profile(profile)
-    except ValueError:
-        raise ConfigError("imbalance", profile, [p.value for p in Profile]) from None
 
 
 def select(labels: np.ndarray, counts: Sequence[int], val_fraction: float, seed: int) -> Split:
@@ -72,7 +52,7 @@ def select(labels: np.ndarray, counts: Sequence[int], val_fraction: float, seed:
     class keeps are the first 1,000 of the same order the balanced model's 5,000 come from.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError("val_fraction", val_fraction, "a fraction in [0, 1)")
+        raise ConfigError("counts.val_fraction", val_fraction, "a fraction in [0, 1)")
     train, val = [], []
     for label, count in enumerate(counts):
         idx = np.flatnonzero(labels == label)

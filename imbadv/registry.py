@@ -1,0 +1,201 @@
+"""Registries: a component name -> its validated parameter dataclass -> a lazily imported function.
+
+Torch-free on purpose: the config layer checks every name and option through these before any
+heavy import, and a function is imported only when a job runs it. Names, never import paths, go
+into configs and store keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from imbadv.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base of every component's parameters: frozen fields with defaults, checked in `check`.
+
+    Subclasses declare bounds as field metadata: `field(default=1, metadata=bounds(1))`.
+    """
+
+    def check(self, key: str) -> None:
+        """Raise ConfigError for a value outside its declared bounds; subclasses add their own rules."""
+        for f in fields(self):
+            low, high = f.metadata.get("low"), f.metadata.get("high")
+            value = getattr(self, f.name)
+            if value is None or low is None:
+                continue
+            if not low <= value <= high or (f.metadata.get("open_low") and value == low):
+                bound = "> " if f.metadata.get("open_low") else ">= "
+                upper = "" if high == math.inf else f" and <= {high:g}"
+                raise ConfigError(f"{key}.{f.name}", value, f"a number {bound}{low:g}{upper}")
+
+
+def bounds(low: float, high: float = math.inf, open_low: bool = False) -> dict[str, Any]:
+    """Field metadata for a numeric parameter: low <= value <= high (low excluded if open_low)."""
+    return {"low": low, "high": high, "open_low": open_low}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component: its name, parameter type and implementation ("module:function")."""
+
+    name: str
+    params: type[Params]
+    target: str
+    doc: str = ""
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # axis-specific facts (e.g. an install hint)
+
+    def load(self) -> Callable[..., Any]:
+        """Import the implementation now (this is where torch gets imported)."""
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+class Registry:
+    """The components of one extension axis (data sets, profiles, models, attacks, objectives)."""
+
+    def __init__(self, axis: str) -> None:
+        self.axis = axis
+        self.entries: dict[str, Entry] = {}
+
+    def add(
+        self, name: str, params: type[Params], target: str, doc: str = "", **extra: Any
+    ) -> None:
+        """Register `name`; a user's module may call this too (see docs/extending.md)."""
+        if not dataclasses.is_dataclass(params) or not issubclass(params, Params):
+            raise TypeError(f"{self.axis} {name}: params must be a Params dataclass")
+        if ":" not in target:
+            raise ValueError(f"{self.axis} {name}: target must be 'module:function', not {target}")
+        self.entries[name] = Entry(name, params, target, doc, extra)
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def get(self, key: str, name: Any) -> Entry:
+        """The entry for `name`, or a ConfigError listing the registered names."""
+        if str(name) not in self.entries:
+            raise ConfigError(key, name, f"one of {', '.join(self.names())}")
+        return self.entries[str(name)]
+
+    def parse(self, key: str, name: Any, options: Mapping[str, Any] | None) -> Spec:
+        """Check `options` against `name`'s parameters: unknown keys and bad values are refused."""
+        entry = self.get(key, name)
+        params = build_params(entry.params, f"{key}", dict(options or {}))
+        return Spec(entry.name, params, self.axis)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A chosen component: its registered name and checked parameters."""
+
+    name: str
+    params: Params
+    axis: str = ""
+
+    def key(self) -> dict[str, Any]:
+        """What enters store keys: the name and every parameter that differs from its default.
+
+        A new parameter whose default keeps today's behaviour therefore changes no stored key.
+        Changing an existing default changes what a key means: bump FORMAT_VERSION then.
+        """
+        changed = params_key(self.params)
+        return {"name": self.name, **({"params": changed} if changed else {})}
+
+    def label(self) -> str:
+        """`name` or `name(k=v,...)` with the non-default parameters: unique within a run."""
+        changed = self.key().get("params", {})
+        inner = ",".join(f"{k}={_short(v)}" for k, v in sorted(changed.items()))
+        return f"{self.name}({inner})" if inner else self.name
+
+    def load(self, registry: Registry) -> Callable[..., Any]:
+        return registry.get(self.axis, self.name).load()
+
+
+def params_key(params: Params) -> dict[str, Any]:
+    """The parameters that differ from their defaults, less those marked `unkeyed` (locations)."""
+    return {
+        f.name: getattr(params, f.name)
+        for f in fields(params)
+        if not f.metadata.get("unkeyed") and getattr(params, f.name) != _default(f)
+    }
+
+
+UNKEYED = {"unkeyed": True}  # field metadata: where a thing is, not what it is (a data root)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def build_params(cls: type[Params], key: str, options: dict[str, Any]) -> Params:
+    """`cls(**options)` with each value converted to its declared type and checked."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for name in options:
+        if name not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise ConfigError(f"{key}.{name}", options[name], f"a known option ({allowed})")
+    values = {name: convert(f"{key}.{name}", value, hints[name]) for name, value in options.items()}
+    params = cls(**values)
+    params.check(key)
+    return params
+
+
+def convert(key: str, value: Any, hint: Any) -> Any:
+    """`value` as type `hint` (int, float, bool, str, a Literal, a tuple, or X | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(key, value, inner[0]) if len(inner) == 1 else value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(key, value, f"one of {', '.join(str(a) for a in args)}")
+        return value
+    if origin is tuple:
+        items = list(value) if isinstance(value, list | tuple) or _is_seq(value) else [value]
+        return tuple(convert(key, v, args[0]) for v in items)
+    return _scalar(key, value, hint)
+
+
+def _is_seq(value: Any) -> bool:
+    return hasattr(value, "__iter__") and not isinstance(value, str | bytes | Mapping)
+
+
+def _scalar(key: str, value: Any, hint: Any) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "true or false")
+    if hint in (int, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and hint is int and not float(value).is_integer():
+            ok = False
+        if not ok or (isinstance(value, float) and math.isnan(value)):
+            raise ConfigError(key, value, "an integer" if hint is int else "a number")
+        return hint(value)
+    if hint is str:
+        if isinstance(value, str | int):
+            return str(value)
+        raise ConfigError(key, value, "a name")
+    return value
