@@ -124,17 +124,44 @@ def check_device(device: str) -> None:
 
 
 def _hydra_problem(err: HydraException, overrides: list[str]) -> tuple[str, str, str]:
-    """(key, value, allowed) for Hydra's multi-line errors, e.g. an unknown config group option."""
+    """(key, value, allowed) for Hydra's multi-line errors: an unknown key or group option."""
+    first = str(err).splitlines()[0]
+    unknown = re.match(r"Could not override '([^']+)'", first)
+    if unknown and "To append to your config use +" in str(err):
+        return _unknown_key(unknown[1], overrides)
+    folders = [CONF_DIR, *_search_path(overrides)]
     for item in overrides:
         group, _, value = item.lstrip("+~").partition("=")
-        folder = CONF_DIR / group
-        if folder.is_dir() and not (folder / f"{value}.yaml").exists():
-            options = sorted(p.stem for p in folder.glob("*.yaml"))
+        found = [f / group for f in folders if (f / group).is_dir()]
+        if found and not any((f / f"{value}.yaml").exists() for f in found):
+            options = sorted({p.stem for f in found for p in f.glob("*.yaml")})
             return group, value, "one of " + ", ".join(options)
-    return "override", " ".join(overrides), str(err).splitlines()[0]
+    return "override", " ".join(overrides), first
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _unknown_key(key: str, overrides: list[str]) -> tuple[str, str, str]:
+    """An override of a key the config lacks: name the keys its group does have."""
+    value = next((o.partition("=")[2] for o in overrides if o.startswith(f"{key}=")), "?")
+    rest = [o for o in overrides if not o.startswith(f"{key}=")]
+    try:
+        node = OmegaConf.select(compose("config", overrides=rest), key.rpartition(".")[0])
+    except HydraException:
+        node = None
+    if OmegaConf.is_dict(node):
+        known = ", ".join(sorted(k for k in node if k != "name"))
+        return key, value, f"a known option ({known})"
+    return key, value, f"an existing key (add a new one with +{key}=...)"
+
+
+def _search_path(overrides: list[str]) -> list[Path]:
+    """The config folders a `hydra.searchpath=[file://...]` override adds (a user's own configs)."""
+    for item in overrides:
+        if item.startswith("hydra.searchpath="):
+            return [Path(p.strip()) for p in re.findall(r"file://([^,\]]+)", item)]
+    return []
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
     from imbadv import experiment  # torch and Lightning load here, after every check passed
 

@@ -79,3 +79,64 @@ def test_concurrent_processes_train_once(tmp_path):
     assert all(p.exitcode == 0 for p in procs)
     lines = (tmp_path / "trainings.jsonl").read_text().splitlines()
     assert [json.loads(line)["key"] for line in lines] == ["shared"]
+
+
+def job_keys(overrides):
+    """The store keys of a smoke job's model and attack settings, as the experiment computes them."""
+    from hydra import compose, initialize_config_dir
+
+    from imbadv.data.load import load_dataset
+    from imbadv.experiment import attack_identity, model_spec
+    from imbadv.run import CONF_DIR
+    from imbadv.settings import from_config
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "experiment=smoke",
+                "dataset.train_per_class=40",
+                "counts.majority=40",
+                "counts.minority=8",
+                *overrides,
+            ],
+        )
+    s = from_config(cfg)
+    data = load_dataset(s.dataset, "unused")
+    model = content_key(model_spec(data, s, s.imbalance, 3))
+    return model, [content_key(attack_identity(spec)) for spec in s.specs]
+
+
+def test_a_new_option_with_a_neutral_default_changes_no_key(monkeypatch):
+    from dataclasses import dataclass, field, replace
+
+    from imbadv.attacks import ATTACKS, BIMParams
+    from imbadv.models import MODELS, VGGParams
+
+    before = job_keys(["imbalance=under", "attack.methods=[fgsm,{name:bim,steps:5}]"])
+
+    @dataclass(frozen=True)
+    class VGGWithDropout(VGGParams):
+        dropout: float = field(default=0.0)  # 0 = today's network
+
+    @dataclass(frozen=True)
+    class BIMWithRestarts(BIMParams):
+        restarts: int = 1  # 1 = today's attack
+
+    monkeypatch.setitem(
+        MODELS.entries, "vgg", replace(MODELS.entries["vgg"], params=VGGWithDropout)
+    )
+    monkeypatch.setitem(
+        ATTACKS.entries, "bim", replace(ATTACKS.entries["bim"], params=BIMWithRestarts)
+    )
+    assert job_keys(["imbalance=under", "attack.methods=[fgsm,{name:bim,steps:5}]"]) == before
+    changed = job_keys(
+        [
+            "imbalance=under",
+            "+model.dropout=0.5",
+            "attack.methods=[fgsm,{name:bim,steps:5,restarts:2}]",
+        ]
+    )
+    assert (
+        changed[0] != before[0] and changed[1][0] == before[1][0] and changed[1][1] != before[1][1]
+    )
