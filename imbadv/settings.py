@@ -5,6 +5,7 @@ No torch here: a bad value is refused in about a second, before the heavy import
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import shutil
@@ -194,10 +195,12 @@ def check_counts(dataset: Spec, imbalance: Spec, target: int | str) -> None:
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work
 
 
+@functools.cache
 def check_folder(key: str, path: str | Path) -> Path:
     """A folder this job can write into with room to spare, or a ConfigError naming it.
 
     Nothing is created: the nearest existing parent is probed, so a refused run leaves no trace.
+    Cached per (key, path): a sweep's jobs share their folders.
     """
     path = Path(path)
     parent = next((p for p in (path, *path.absolute().parents) if p.exists()), Path("/"))
