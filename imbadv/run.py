@@ -186,6 +186,9 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    # On a machine with SLURM installed, Lightning suggests srun for every job, even on a laptop
+    # run; imbadv's SLURM launcher submits the jobs itself (docs/cluster.md).
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available")
 
 
 def main() -> None:
