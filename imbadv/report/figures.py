@@ -106,7 +106,44 @@ def eps_curves(path: Path, curves: dict[str, list[tuple[float, float]]], caption
     return _save(fig, path, caption)
 
 
-def draw(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[int, int]) -> list[tuple[str, str]]:  # fmt: skip
+def classwise_bars(path: Path, sums: dict[str, Any], names: list[str], caption: str) -> tuple[str, str]:
+    """Per-class robust recall of every model setting, error bars its 95 % interval."""
+    series = {g: s.robust for g, s in sums.items()}
+    return bars(path, series, names, "robust recall (%)", caption)
+
+
+def transfer_map(path: Path, grid: dict[tuple[str, str], float], caption: str) -> tuple[str, str]:
+    """Heat map: gradient source (rows) x attacked model (columns), adversarial accuracy."""
+    sources = [s for s in ("same", "balanced") if any(k[0] == s for k in grid)]
+    models = [m for m in MODEL_COLORS if any(k[1] == m for k in grid)]
+    data = np.array([[grid.get((s, m), np.nan) for m in models] for s in sources]) * 100
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models), 1.4 + 0.9 * len(sources)))
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=0, vmax=100)
+    for (i, j), v in np.ndenumerate(data):
+        ax.text(j, i, "—" if np.isnan(v) else f"{v:.1f}", ha="center", va="center",
+                color="white" if not np.isnan(v) and v < 50 else "black")  # fmt: skip
+    labels = {"same": "own gradient", "balanced": "balanced model's gradient"}
+    ax.set(xticks=range(len(models)), yticks=range(len(sources)), xlabel="attacked model")
+    ax.set_xticklabels(models)
+    ax.set_yticklabels([labels[s] for s in sources])
+    ax.set_title(_title(caption), fontsize=9)
+    fig.colorbar(image, ax=ax, label="adversarial accuracy (%)")
+    return _save(fig, path, caption)
+
+
+def transfer_grid(rows: list[dict], sel: Any) -> dict[tuple[str, str], float]:
+    """(source, attacked model) -> mean adversarial target-class accuracy over classes and seeds."""
+    grid = {}
+    for m in MODEL_COLORS:
+        for src in ("same", "balanced"):
+            # the balanced model attacked with the balanced model's gradient is its own attack
+            cells = per_class(rows, sel, "adv_acc", imbalance=m, source="same" if m == "balanced" else src)
+            if cells:
+                grid[(src, m)] = float(np.mean([s.mean for s in cells.values()]))
+    return grid
+
+
+def draw(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[int, int], sums: dict[str, Any]) -> list[tuple[str, str]]:  # fmt: skip
     """Every figure the sweep has data for, as (file name, caption); written into the sweep folder."""
     root, tag, (a, b) = (
         sweep.root,
@@ -129,6 +166,12 @@ def draw(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[i
                      f"Fig. 5: relative drop (clean - adv) / clean, same-model {tag} (error bars: 95 % interval over seeds)"))  # fmt: skip
     figs.append(pair_panels(root / f"fig6_pair_{a}_{b}.png", pair_data(rows, sel, pair), pair, names,
                             f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})"))  # fmt: skip
+    if sums:
+        figs.append(classwise_bars(root / "fig_classwise_robust.png", sums, names,
+                                   f"Per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)"))  # fmt: skip
+    if grid := transfer_grid(rows, sel):
+        figs.append(transfer_map(root / "fig_transfer.png", grid,
+                                 f"Transfer matrix: gradient source x attacked model, {tag}, mean target-class accuracy over classes and seeds"))  # fmt: skip
     if len(sel.all_eps) > 1:
         figs.append(eps_curves(root / "fig_eps.png", eps_data(rows, sel),
                                f"Accuracy against eps: adversarial target-class accuracy, {sel.method.upper()}, mean over classes and seeds"))  # fmt: skip
