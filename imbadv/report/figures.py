@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import textwrap
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +30,9 @@ def _save(fig: Any, path: Path, caption: str) -> tuple[str, str]:
     return path.name, caption
 
 
-def _title(caption: str) -> str:
-    return caption.split(": ", 1)[-1]
+def _title(caption: str, width: int = 90) -> str:
+    """The caption without its figure number, wrapped so it never runs past a narrow figure."""
+    return textwrap.fill(caption.split(": ", 1)[-1], width)
 
 
 def confusion(path: Path, counts: np.ndarray, names: list[str], caption: str) -> tuple[str, str]:
@@ -59,7 +61,8 @@ def bars(path: Path, series: dict[str, dict[int, Any]], names: list[str], ylabel
         order = sorted(cells)
         xs = [c + (k - (len(series) - 1) / 2) * width for c in order]
         means = np.array([100 * cells[c].mean for c in order])
-        errs = np.array([[means[i] - 100 * cells[c].lo, 100 * cells[c].hi - means[i]] for i, c in enumerate(order)])  # fmt: skip
+        # a t-interval over few seeds can pass 0 or 100 %: draw it cut to what a rate can be
+        errs = np.array([[means[i] - max(0.0, 100 * cells[c].lo), min(100.0, 100 * cells[c].hi) - means[i]] for i, c in enumerate(order)])  # fmt: skip
         ax.bar(xs, means, width, label=model, color=MODEL_COLORS.get(model), yerr=np.clip(np.nan_to_num(errs.T), 0, None), capsize=2)  # fmt: skip
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
@@ -126,7 +129,7 @@ def transfer_map(path: Path, grid: dict[tuple[str, str], float], caption: str) -
     ax.set(xticks=range(len(models)), yticks=range(len(sources)), xlabel="attacked model")
     ax.set_xticklabels(models)
     ax.set_yticklabels([labels[s] for s in sources])
-    ax.set_title(_title(caption), fontsize=9)
+    ax.set_title(_title(caption, 55), fontsize=9)
     fig.colorbar(image, ax=ax, label="adversarial accuracy (%)")
     return _save(fig, path, caption)
 
@@ -168,7 +171,7 @@ def draw(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[i
                             f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})"))  # fmt: skip
     if sums:
         figs.append(classwise_bars(root / "fig_classwise_robust.png", sums, names,
-                                   f"Per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)"))  # fmt: skip
+                                   f"Class-wise: per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)"))  # fmt: skip
     if grid := transfer_grid(rows, sel):
         figs.append(transfer_map(root / "fig_transfer.png", grid,
                                  f"Transfer matrix: gradient source x attacked model, {tag}, mean target-class accuracy over classes and seeds"))  # fmt: skip
