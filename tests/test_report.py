@@ -87,7 +87,10 @@ def test_markdown_shows_cells_paper_and_missing(one_seed):
     row5 = next(line for line in md.splitlines() if line.startswith("| 5 - class5"))
     assert row5.count("—") == 10 and "| 47.0 |" in row5  # no results, paper still shown
     full = (one_seed / "report.md").read_text()
-    assert "class 2 (class2): all columns" in full and "class 0 (class0)" not in full.split("### Missing")[1].split("##")[0]  # fmt: skip
+    assert (
+        "class 2 (class2): all columns" in full
+        and "class 0 (class0)" not in full.split("### Missing")[1].split("##")[0]
+    )
     assert "internally inconsistent" in full and "not CIFAR-10" in full
     assert "pixel [0, 1]" in full and "Seeds: 0" in full and "git " in full
 
@@ -95,8 +98,14 @@ def test_markdown_shows_cells_paper_and_missing(one_seed):
 def test_every_figure_is_a_valid_image_and_embedded_in_html(one_seed):
     md = (one_seed / "report.md").read_text()
     names = assert_images(one_seed, md)
-    assert {"fig1_confusion_balanced.png", "fig2_clean_accuracy.png", "fig5_relative_drop.png",
-            "fig6_pair_class3_class5.png", "fig_classwise_robust.png", "fig_transfer.png"} <= set(names)  # fmt: skip
+    assert {
+        "fig1_confusion_balanced.png",
+        "fig2_clean_accuracy.png",
+        "fig5_relative_drop.png",
+        "fig6_pair_class3_class5.png",
+        "fig_classwise_robust.png",
+        "fig_transfer.png",
+    } <= set(names)
     page = (one_seed / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(names) and "<table>" in page
 
@@ -140,8 +149,15 @@ def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
     table = read_csv(sweep / "table1.csv")
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     for (cls, key), cell in table.items():
-        values = [r["adv_acc"] for f in results for r in f["attacks"] if r["method"] == "fgsm"
-                  and r["eps"] == 0.01 and r["class"] == cls and COLUMN[(r["imbalance"], r["source"])] == key]  # fmt: skip
+        values = [
+            r["adv_acc"]
+            for f in results
+            for r in f["attacks"]
+            if r["method"] == "fgsm"
+            and r["eps"] == 0.01
+            and r["class"] == cls
+            and COLUMN[(r["imbalance"], r["source"])] == key
+        ]
         if not values:
             continue
         assert len(values) == 3 and cell["n_seeds"] == "3" and cell["seeds"] == "0 1 2"
@@ -178,10 +194,13 @@ def test_cli_newest_sweep_and_one_line_errors(smoke_sweep, tmp_path):
     ok = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert (newer / "report.md").exists() and not (older / "report.md").exists()
-    for args, fragment in (([str(tmp_path / "nope")], "nope"), ([str(newer), "--eps", "0.5"], "--eps 0.5"),
-                           ([str(newer), "--pair", "cat,cat"], "--pair cat,cat"),
-                           ([str(newer), "--min-clean", "5"], "--min-clean 5"),
-                           ([str(newer), "--baseline", "nope"], "--baseline nope")):  # fmt: skip
+    for args, fragment in (
+        ([str(tmp_path / "nope")], "nope"),
+        ([str(newer), "--eps", "0.5"], "--eps 0.5"),
+        ([str(newer), "--pair", "cat,cat"], "--pair cat,cat"),
+        ([str(newer), "--min-clean", "5"], "--min-clean 5"),
+        ([str(newer), "--baseline", "nope"], "--baseline nope"),
+    ):
         bad = subprocess.run(cli + args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and fragment in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
@@ -199,18 +218,41 @@ def test_summaries_and_pair_defaults():
 
 def test_findings_verdicts_follow_the_numbers():
     sel = sweep.Selection("fgsm", 0.01, "ascent", (0.01,))
-    base = {"method": "fgsm", "eps": 0.01, "direction": "ascent", "n": 100, "clean_acc": 0.8,
-            "clean_row": [0] * 10, "adv_row": [0] * 10}  # fmt: skip
-    rows = [{**base, "seed": s, "class": c, "imbalance": m, "source": "same", "relative_drop": d + 0.01 * (c + s) % 3,
-             "adv_acc": 0.1} for s in range(2) for c in range(3)
-            for m, d in (("balanced", 0.5), ("under", 0.8), ("over", 0.6))]  # fmt: skip
+    base = {
+        "method": "fgsm",
+        "eps": 0.01,
+        "direction": "ascent",
+        "n": 100,
+        "clean_acc": 0.8,
+        "clean_row": [0] * 10,
+        "adv_row": [0] * 10,
+    }
+    rows = [
+        {
+            **base,
+            "seed": s,
+            "class": c,
+            "imbalance": m,
+            "source": "same",
+            "relative_drop": d + 0.01 * (c + s) % 3,
+            "adv_acc": 0.1,
+        }
+        for s in range(2)
+        for c in range(3)
+        for m, d in (("balanced", 0.5), ("under", 0.8), ("over", 0.6))
+    ]
     all_found = paper.findings(rows, sel, list(paper.PAPER_CLASSES))
     found = {f.claim.split(" (Sec")[0]: f for f in all_found}
     under = found["Under-sampled models are more vulnerable than the balanced model"]
     assert under.verdict == "confirmed" and "over 6 (seed, class) pairs" in under.evidence
     over = found["Over-sampled models are less vulnerable than the balanced model"]
-    assert over.verdict == "contradicted"  # the paper's direction is balanced > over; here over > balanced
-    assert found["Over-sampled models are less vulnerable than under-sampled ones"].verdict == "confirmed"
+    assert (
+        over.verdict == "contradicted"
+    )  # the paper's direction is balanced > over; here over > balanced
+    assert (
+        found["Over-sampled models are less vulnerable than under-sampled ones"].verdict
+        == "confirmed"
+    )
     transfer = [f for f in all_found if f.claim.startswith("Transfer")]
     assert [f.verdict for f in transfer] == ["inconclusive"] * 2
     assert all("not in this sweep" in f.evidence for f in transfer)
@@ -240,7 +282,13 @@ def test_several_folders_merge_and_say_what_is_missing(smoke_sweep, tmp_path):
 def test_floor_options_flag_cells_and_reach_the_findings(smoke_sweep, tmp_path):
     sweep_dir = copy_sweep(smoke_sweep, tmp_path / "sweep")
     assert cli.main([str(sweep_dir), "--min-clean", "0", "--min-correct", "0"]) == 0
-    assert "left out" not in (sweep_dir / "report.md").read_text().split("checked on this sweep")[1].split("Verdicts:")[0]
+    assert (
+        "left out"
+        not in (sweep_dir / "report.md")
+        .read_text()
+        .split("checked on this sweep")[1]
+        .split("Verdicts:")[0]
+    )
     table = read_csv(sweep_dir / "table1.csv")
     assert all(r["degenerate"] == "0" for r in table.values())
     assert cli.main([str(sweep_dir), "--min-correct", "100000"]) == 0  # every cell below
@@ -255,5 +303,8 @@ def test_results_page_copies_figures_beside_it(smoke_sweep, tmp_path):
     page = tmp_path / "docs" / "results.md"
     assert cli.main([str(sweep_dir), "--results-page", str(page)]) == 0
     text = page.read_text()
-    assert "](results/fig_transfer.png)" in text and (tmp_path / "docs" / "results" / "fig_transfer.png").exists()
+    assert (
+        "](results/fig_transfer.png)" in text
+        and (tmp_path / "docs" / "results" / "fig_transfer.png").exists()
+    )
     assert "Made by `python -m imbadv.report " in text and "--results-page" in text

@@ -40,15 +40,27 @@ class Unit:
     adversarial: str = "none"
 
 
-def units_from_rows(rows: list[dict[str, Any]], sel: Selection, source: str = "same",
-                    counts: dict[tuple[str, int, int], tuple[int, ...]] | None = None) -> list[Unit]:  # fmt: skip
+def units_from_rows(
+    rows: list[dict[str, Any]],
+    sel: Selection,
+    source: str = "same",
+    counts: dict[tuple[str, int, int], tuple[int, ...]] | None = None,
+) -> list[Unit]:
     """Units from attack rows (with `group`); `counts[(group, seed, class)]` the job's train counts."""
     units: dict[tuple[str, int], Unit] = {}
     for r in pick(rows, sel, source=source):
         key, cls = (r["group"], int(r["seed"])), int(r["class"])
-        unit = units.setdefault(key, Unit(key[0], key[1], None, profile=r.get("profile", r["imbalance"]),
-                                          objective=r.get("objective", "ce"),
-                                          adversarial=r.get("adversarial", "none")))  # fmt: skip
+        unit = units.setdefault(
+            key,
+            Unit(
+                key[0],
+                key[1],
+                None,
+                profile=r.get("profile", r["imbalance"]),
+                objective=r.get("objective", "ce"),
+                adversarial=r.get("adversarial", "none"),
+            ),
+        )
         unit.classes[cls] = ClassEval(int(r["n"]), tuple(r["clean_row"]), tuple(r["adv_row"]))
     for unit in units.values():
         found = {(counts or {}).get((unit.group, unit.seed, c)) for c in unit.classes}
@@ -56,10 +68,16 @@ def units_from_rows(rows: list[dict[str, Any]], sel: Selection, source: str = "s
     return sorted(units.values(), key=lambda u: (u.group, u.seed))
 
 
-def train_counts(results: list[dict[str, Any]], group_of: Any) -> dict[tuple[str, int, int], tuple[int, ...]]:  # fmt: skip
+def train_counts(
+    results: list[dict[str, Any]], group_of: Any
+) -> dict[tuple[str, int, int], tuple[int, ...]]:
     """(group, seed, class) -> the attacked model's training counts, from each job's model record."""
-    return {(group_of(r), int(r["meta"]["seed"]), int(r["meta"]["class"])):
-            tuple(r["models"]["target"]["train_counts"]) for r in results}  # fmt: skip
+    return {
+        (group_of(r), int(r["meta"]["seed"]), int(r["meta"]["class"])): tuple(
+            r["models"]["target"]["train_counts"]
+        )
+        for r in results
+    }
 
 
 def recalls(unit: Unit) -> tuple[dict[int, float], dict[int, float]]:
@@ -120,23 +138,35 @@ def summarize_group(units: list[Unit], top: int = 2) -> Summary:
         return summarize([fn(clean, robust) for clean, robust in per_seed])
 
     robust = {c: _class_stat(units, c, "adv") for c in classes}
-    counts = units[0].train_counts if all(u.train_counts == units[0].train_counts for u in units) else None
+    counts = (
+        units[0].train_counts
+        if all(u.train_counts == units[0].train_counts for u in units)
+        else None
+    )
     parts = {}
     if long_tailed(counts):
         for name, members in thirds(counts).items():
-            parts[name] = tuple(over_seeds(lambda cl, ro, m=members, d=d: np.mean([d(cl, ro)[c] for c in m if c in cl]))
-                                for d in (lambda cl, ro: cl, lambda cl, ro: ro))  # fmt: skip
+            parts[name] = tuple(
+                over_seeds(
+                    lambda cl, ro, m=members, d=d: np.mean([d(cl, ro)[c] for c in m if c in cl])
+                )
+                for d in (lambda cl, ro: cl, lambda cl, ro: ro)
+            )
     return Summary(
-        units[0].group, [u.seed for u in units], classes,
-        {c: _class_stat(units, c, "clean") for c in classes}, robust,
+        units[0].group,
+        [u.seed for u in units],
+        classes,
+        {c: _class_stat(units, c, "clean") for c in classes},
+        robust,
         over_seeds(lambda cl, ro: np.mean(list(cl.values()))),
         over_seeds(lambda cl, ro: np.mean(list(ro.values()))),
         over_seeds(lambda cl, ro: min(ro.values())),
         min(classes, key=lambda c: robust[c].mean),
         over_seeds(lambda cl, ro: np.std([1 - v for v in cl.values()])),
         over_seeds(lambda cl, ro: np.std([1 - v for v in ro.values()])),
-        parts, confusion_flows(units, top),
-    )  # fmt: skip
+        parts,
+        confusion_flows(units, top),
+    )
 
 
 def confusion_change(units: list[Unit]) -> dict[int, np.ndarray]:
@@ -145,7 +175,9 @@ def confusion_change(units: list[Unit]) -> dict[int, np.ndarray]:
     for c in sorted({c for u in units for c in u.classes}):
         evs = [u.classes[c] for u in units if c in u.classes]
         n = sum(e.n for e in evs)
-        out[c] = (np.sum([e.adv_row for e in evs], axis=0) - np.sum([e.clean_row for e in evs], axis=0)) / n
+        out[c] = (
+            np.sum([e.adv_row for e in evs], axis=0) - np.sum([e.clean_row for e in evs], axis=0)
+        ) / n
     return out
 
 
@@ -163,7 +195,14 @@ def summaries(units: list[Unit]) -> dict[str, Summary]:
     groups: dict[str, list[Unit]] = {}
     for u in units:
         groups.setdefault(u.group, []).append(u)
-    order = sorted(groups, key=lambda g: (g not in ("balanced", "under", "over"), ("balanced", "under", "over").index(g) if g in ("balanced", "under", "over") else 0, g))  # fmt: skip
+    order = sorted(
+        groups,
+        key=lambda g: (
+            g not in ("balanced", "under", "over"),
+            ("balanced", "under", "over").index(g) if g in ("balanced", "under", "over") else 0,
+            g,
+        ),
+    )
     return {g: summarize_group(groups[g]) for g in order}
 
 
@@ -171,4 +210,6 @@ def rho_against(base: Summary, other: Summary) -> float:
     """DAFA's rho of `other` against the baseline, on mean balanced robustness and worst class."""
     if base.worst.mean <= 0 or base.balanced_rob.mean <= 0 or base.classes != other.classes:
         return math.nan  # a baseline with a zero worst class (or other classes) has no ratio
-    return dafa_rho(base.balanced_rob.mean, base.worst.mean, other.balanced_rob.mean, other.worst.mean)
+    return dafa_rho(
+        base.balanced_rob.mean, base.worst.mean, other.balanced_rob.mean, other.worst.mean
+    )

@@ -45,21 +45,47 @@ class Report:
     command: str = ""
 
 
-def compute(sweep: Sweep, attack: str, eps: float | None, pair: str | None, floor: Floor,
-            baseline: str | None = None, command: str = "") -> Report:  # fmt: skip
+def compute(
+    sweep: Sweep,
+    attack: str,
+    eps: float | None,
+    pair: str | None,
+    floor: Floor,
+    baseline: str | None = None,
+    command: str = "",
+) -> Report:
     """The report's numbers: Table 1, findings, class-wise summaries (no files written)."""
     rows, names = attack_rows(sweep), class_names(sweep)
     sel = choose(rows, attack, eps)
-    units = classwise.units_from_rows(rows, sel, counts=classwise.train_counts(sweep.results, group_of))
+    units = classwise.units_from_rows(
+        rows, sel, counts=classwise.train_counts(sweep.results, group_of)
+    )
     sums = classwise.summaries(units)
     if baseline is not None and baseline not in sums:
-        raise ReportError(f"--baseline {baseline}: no such setting (the sweep has {', '.join(sums)})")
+        raise ReportError(
+            f"--baseline {baseline}: no such setting (the sweep has {', '.join(sums)})"
+        )
     baseline = baseline or ("balanced" if "balanced" in sums else None)
     found = findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor)
-    counts = {g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
-              for g in sums for s_units in [[u for u in units if u.group == g]]}  # fmt: skip
-    return Report(sweep, rows, sel, names, parse_pair(pair, names), table1(rows, sel, names, floor),
-                  found, floor, sums, baseline, counts, command)  # fmt: skip
+    counts = {
+        g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
+        for g in sums
+        for s_units in [[u for u in units if u.group == g]]
+    }
+    return Report(
+        sweep,
+        rows,
+        sel,
+        names,
+        parse_pair(pair, names),
+        table1(rows, sel, names, floor),
+        found,
+        floor,
+        sums,
+        baseline,
+        counts,
+        command,
+    )
 
 
 def build_report(rep: Report) -> Path:
@@ -94,20 +120,42 @@ def parse_floor(min_clean: float, min_correct: int) -> Floor:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m imbadv.report", description=__doc__)
-    p.add_argument("sweeps", nargs="*", type=Path,
-                   help="sweep folders, merged (seeds run as separate sweeps); default: the newest under ./multirun")  # fmt: skip
+    p.add_argument(
+        "sweeps",
+        nargs="*",
+        type=Path,
+        help="sweep folders, merged (seeds run as separate sweeps); default: the newest under ./multirun",
+    )
     p.add_argument("--attack", default="fgsm", help="attack rows to report (default fgsm)")
     p.add_argument("--eps", type=float, default=None, help="default: 0.01 if swept")
     p.add_argument("--pair", default=None, help="Fig. 6 class pair, names or indices (cat,dog)")
-    p.add_argument("--min-clean", type=float, default=Floor.min_clean,
-                   help="floor: clean target-class accuracy below it is degenerate (default 0.05)")  # fmt: skip
-    p.add_argument("--min-correct", type=int, default=Floor.min_correct,
-                   help="floor: fewer correctly classified clean images is degenerate (default 20)")  # fmt: skip
-    p.add_argument("--baseline", default=None, help="setting DAFA's rho compares against (default balanced)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="report folder (default: the sweep folder; with several, ./report)")  # fmt: skip
-    p.add_argument("--results-page", type=Path, default=None,
-                   help="also write the report as this Markdown page, figures in a folder beside it")  # fmt: skip
+    p.add_argument(
+        "--min-clean",
+        type=float,
+        default=Floor.min_clean,
+        help="floor: clean target-class accuracy below it is degenerate (default 0.05)",
+    )
+    p.add_argument(
+        "--min-correct",
+        type=int,
+        default=Floor.min_correct,
+        help="floor: fewer correctly classified clean images is degenerate (default 20)",
+    )
+    p.add_argument(
+        "--baseline", default=None, help="setting DAFA's rho compares against (default balanced)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default: the sweep folder; with several, ./report)",
+    )
+    p.add_argument(
+        "--results-page",
+        type=Path,
+        default=None,
+        help="also write the report as this Markdown page, figures in a folder beside it",
+    )
     return p
 
 

@@ -9,9 +9,38 @@ from typing import Any
 import numpy as np
 
 # Two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy needed for a table).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042)  # fmt: skip
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 Z975 = 1.959964
 
 # The only verdicts a finding can get (issue 12): the 95 % interval of the paired difference
@@ -36,8 +65,11 @@ def summarize(
     values: list[float], intervals: list[tuple[float, float] | None] | None = None
 ) -> Stat | None:
     """Mean, sd and 95 % interval of per-seed values; with one seed its own binomial interval."""
-    pairs = [(v, ci) for v, ci in zip(values, intervals or [None] * len(values), strict=True)
-             if v is not None and not math.isnan(v)]  # fmt: skip
+    pairs = [
+        (v, ci)
+        for v, ci in zip(values, intervals or [None] * len(values), strict=True)
+        if v is not None and not math.isnan(v)
+    ]
     if not pairs:
         return None
     arr = np.array([v for v, _ in pairs], dtype=float)
@@ -93,7 +125,9 @@ def paired(diffs: list[float]) -> Paired:
     mean, sd = float(arr.mean()), float(arr.std(ddof=1))
     half = t975(len(arr) - 1) * sd / math.sqrt(len(arr))
     d_z = mean / sd if sd > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
-    return Paired(len(arr), mean, sd, mean - half, mean + half, d_z, verdict(mean - half, mean + half))
+    return Paired(
+        len(arr), mean, sd, mean - half, mean + half, d_z, verdict(mean - half, mean + half)
+    )
 
 
 @dataclass(frozen=True)
@@ -103,23 +137,37 @@ class Finding:
     evidence: str
 
 
-def compare(claim: str, what: str, a: dict[Any, float], b: dict[Any, float],
-            labels: tuple[str, str], unit: str = "(seed, class) pairs", left_out: str = "") -> Finding:  # fmt: skip
+def compare(
+    claim: str,
+    what: str,
+    a: dict[Any, float],
+    b: dict[Any, float],
+    labels: tuple[str, str],
+    unit: str = "(seed, class) pairs",
+    left_out: str = "",
+) -> Finding:
     """Claim mean(a) > mean(b), tested on the keys both have (pairs), by the paired t-interval."""
     common = sorted(set(a) & set(b), key=str)
     tail = f" {left_out}" if left_out else ""
     if not common:
-        return Finding(claim, INCONCLUSIVE, f"not in this sweep: no {unit} with both {labels[0]} and "
-                                            f"{labels[1]} results{tail}")  # fmt: skip
+        return Finding(
+            claim,
+            INCONCLUSIVE,
+            f"not in this sweep: no {unit} with both {labels[0]} and {labels[1]} results{tail}",
+        )
     test = paired([a[k] - b[k] for k in common])
     ma, mb = np.mean([a[k] for k in common]), np.mean([b[k] for k in common])
-    text = (f"{what}: {labels[0]} {ma:.1%} vs {labels[1]} {mb:.1%} over {test.n} {unit}; "
-            f"mean difference {test.mean:+.1%}")  # fmt: skip
+    text = (
+        f"{what}: {labels[0]} {ma:.1%} vs {labels[1]} {mb:.1%} over {test.n} {unit}; "
+        f"mean difference {test.mean:+.1%}"
+    )
     if test.n < 2:
         text += f" (1 pair: no interval){tail}"
         return Finding(claim, INCONCLUSIVE, text)
-    text += (f", {INTERVAL} [{test.lo:+.1%}, {test.hi:+.1%}]"
-             f"{' (includes 0)' if test.verdict == INCONCLUSIVE else ''}, Cohen's d_z {effect(test.d_z)}{tail}")  # fmt: skip
+    text += (
+        f", {INTERVAL} [{test.lo:+.1%}, {test.hi:+.1%}]"
+        f"{' (includes 0)' if test.verdict == INCONCLUSIVE else ''}, Cohen's d_z {effect(test.d_z)}{tail}"
+    )
     return Finding(claim, test.verdict, text)
 
 

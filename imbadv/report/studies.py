@@ -16,15 +16,38 @@ from imbadv.report.sweep import Floor, Selection
 
 def over_vs_matched(rows: list[dict[str, Any]], sel: Selection, floor: Floor) -> Finding:
     """Is the over-sampled model's lower vulnerability imbalance, or only its smaller data set?"""
-    claim = ("The over-sampled model is less vulnerable than its same-size balanced control "
-             "(`matched`, of=over): imbalance, not data size")  # fmt: skip
-    over = paired_cells(rows, sel, "relative_drop", floor, imbalance="over", source="same",
-                        objective="ce", adversarial="none")  # fmt: skip
-    matched = paired_cells(rows, sel, "relative_drop", floor, imbalance="matched", of="over",
-                           source="same", objective="ce", adversarial="none")  # fmt: skip
+    claim = (
+        "The over-sampled model is less vulnerable than its same-size balanced control "
+        "(`matched`, of=over): imbalance, not data size"
+    )
+    over = paired_cells(
+        rows,
+        sel,
+        "relative_drop",
+        floor,
+        imbalance="over",
+        source="same",
+        objective="ce",
+        adversarial="none",
+    )
+    matched = paired_cells(
+        rows,
+        sel,
+        "relative_drop",
+        floor,
+        imbalance="matched",
+        of="over",
+        source="same",
+        objective="ce",
+        adversarial="none",
+    )
     if not (matched[0] or matched[1]):
-        return Finding(claim, INCONCLUSIVE, "no matched control in this sweep "
-                       "(run `imbalance=matched imbalance.of=over` beside `over`)")  # fmt: skip
+        return Finding(
+            claim,
+            INCONCLUSIVE,
+            "no matched control in this sweep "
+            "(run `imbalance=matched imbalance.of=over` beside `over`)",
+        )
     return floored(claim, "relative drop (same-model attack)", matched, over, ("matched", "over"))
 
 
@@ -41,9 +64,12 @@ def head_vs_tail(units: list[Unit], adversarial: bool) -> Finding:
             if h in robust and t in robust:  # k-th most frequent vs k-th least frequent class
                 head[(u.group, u.seed, k)], tail[(u.group, u.seed, k)] = robust[h], robust[t]
     if not head:
-        return Finding(claim, INCONCLUSIVE, f"not in this sweep: no long-tailed profile with {kind} training")
-    return compare(claim, "robust recall", head, tail, ("head", "tail"),
-                   unit="(setting, seed, rank) pairs")  # fmt: skip
+        return Finding(
+            claim, INCONCLUSIVE, f"not in this sweep: no long-tailed profile with {kind} training"
+        )
+    return compare(
+        claim, "robust recall", head, tail, ("head", "tail"), unit="(setting, seed, rank) pairs"
+    )
 
 
 def bsl_vs_ce(units: list[Unit]) -> Finding:
@@ -59,14 +85,29 @@ def bsl_vs_ce(units: list[Unit]) -> Finding:
         for c in set(rb) & set(rc):  # same seed, same class: the pair
             bsl[(u.group, u.seed, c)], ce[(u.group, u.seed, c)] = rb[c], rc[c]
     if not bsl:
-        return Finding(claim, INCONCLUSIVE, "not in this sweep: no balanced softmax run with its "
-                                            "cross-entropy twin under adversarial training")  # fmt: skip
-    return compare(claim, "robust recall", bsl, ce, ("balanced softmax", "cross-entropy"),
-                   unit="(setting, seed, class) pairs")  # fmt: skip
+        return Finding(
+            claim,
+            INCONCLUSIVE,
+            "not in this sweep: no balanced softmax run with its "
+            "cross-entropy twin under adversarial training",
+        )
+    return compare(
+        claim,
+        "robust recall",
+        bsl,
+        ce,
+        ("balanced softmax", "cross-entropy"),
+        unit="(setting, seed, class) pairs",
+    )
 
 
-def study_findings(rows: list[dict[str, Any]], sel: Selection, units: list[Unit],
-                   floor: Floor) -> list[Finding]:  # fmt: skip
+def study_findings(
+    rows: list[dict[str, Any]], sel: Selection, units: list[Unit], floor: Floor
+) -> list[Finding]:
     """The findings rows that need controls or studies beyond the paper's three profiles."""
-    return [over_vs_matched(rows, sel, floor), head_vs_tail(units, False),
-            head_vs_tail(units, True), bsl_vs_ce(units)]  # fmt: skip
+    return [
+        over_vs_matched(rows, sel, floor),
+        head_vs_tail(units, False),
+        head_vs_tail(units, True),
+        bsl_vs_ce(units),
+    ]

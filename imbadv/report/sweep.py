@@ -129,14 +129,23 @@ def pick(
 ) -> list:
     """The rows of the selection (at `eps` if given) whose fields equal `match`."""
     eps = sel.eps if eps is None else eps
-    return [r for r in rows if r["method"] == sel.method and math.isclose(float(r["eps"]), eps)
-            and r["direction"] == sel.direction and all(r[k] == v for k, v in match.items())]  # fmt: skip
+    return [
+        r
+        for r in rows
+        if r["method"] == sel.method
+        and math.isclose(float(r["eps"]), eps)
+        and r["direction"] == sel.direction
+        and all(r[k] == v for k, v in match.items())
+    ]
 
 
 def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
     """Every attack row, with its job's setting (profile, objective, adversarial, of) and `group`."""
-    return [{**row, **setting(result), "group": group_of(result)}
-            for result in sweep.results for row in result["attacks"]]  # fmt: skip
+    return [
+        {**row, **setting(result), "group": group_of(result)}
+        for result in sweep.results
+        for row in result["attacks"]
+    ]
 
 
 def class_names(sweep: Sweep) -> list[str]:
@@ -144,8 +153,11 @@ def class_names(sweep: Sweep) -> list[str]:
     first = sweep.results[0]
     num = len(next(iter(first["models"].values()))["clean"]["confusion"])
     kind = first["meta"]["dataset"]
-    names = list(CIFAR10_CLASSES) if kind == "cifar10" and num == 10 else [
-        f"class{i}" if kind == "synthetic" else str(i) for i in range(num)]  # fmt: skip
+    names = (
+        list(CIFAR10_CLASSES)
+        if kind == "cifar10" and num == 10
+        else [f"class{i}" if kind == "synthetic" else str(i) for i in range(num)]
+    )
     for result in sweep.results:
         names[int(result["meta"]["class"])] = result["meta"]["class_name"]
     return names
@@ -201,7 +213,9 @@ def setting(result: dict[str, Any]) -> dict[str, str]:
 def group_of(result: dict[str, Any]) -> str:
     """The setting as one label: `exp(ratio=50) + balanced_softmax + pgd_at`; defaults left out."""
     s = setting(result)
-    extra = [s["objective"]] * (s["objective"] != "ce") + [s["adversarial"]] * (s["adversarial"] != "none")
+    extra = [s["objective"]] * (s["objective"] != "ce") + [s["adversarial"]] * (
+        s["adversarial"] != "none"
+    )
     return " + ".join([s["profile"], *extra])
 
 
@@ -220,6 +234,8 @@ def per_class(
     for r in pick(rows, sel, **match):
         by_class.setdefault(int(r["class"]), []).append(r)
     ci = f"{metric}_ci95"
-    stats = {c: summarize([r[metric] for r in rs], [tuple(r[ci]) if ci in r else None for r in rs])
-             for c, rs in by_class.items()}  # fmt: skip
+    stats = {
+        c: summarize([r[metric] for r in rs], [tuple(r[ci]) if ci in r else None for r in rs])
+        for c, rs in by_class.items()
+    }
     return {c: s for c, s in stats.items() if s is not None}
