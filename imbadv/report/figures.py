@@ -43,80 +43,68 @@ def draw(
     sums: dict[str, Any],
 ) -> list[tuple[str, str]]:
     """Every figure the sweep has data for, as (file name, caption); written into the sweep folder."""
-    root, tag, (a, b) = (
-        sweep.root,
-        f"{sel.method.upper()}, eps {sel.eps:g}",
-        (names[i] for i in pair),
-    )
+    root, tag = sweep.root, f"{sel.method.upper()}, eps {sel.eps:g}"
+    a, b = (names[i] for i in pair)
 
     def per_model(metric: str) -> dict[str, dict]:
         series = {m: per_class(rows, sel, metric, imbalance=m, source="same") for m in MODEL_COLORS}
         return {m: s for m, s in series.items() if s}
 
-    figs = []
     counts, n_models = balanced_confusion(sweep.results)
-    if n_models:
-        figs.append(
-            confusion(
-                root / "fig1_confusion_balanced.png",
-                counts,
-                names,
-                f"Fig. 1: the balanced model's confusion on the clean test set (row %, {n_models} seed(s) summed)",
-            )
-        )
-    figs.append(
-        bars(
-            root / "fig2_clean_accuracy.png",
-            per_model("clean_acc"),
-            names,
-            "clean accuracy (%)",
+    grid = transfer_grid(rows, sel)
+    # (whether there is data, plot function, file, its data arguments, caption)
+    plan = [
+        (
+            n_models,
+            confusion,
+            "fig1_confusion_balanced.png",
+            (counts, names),
+            f"Fig. 1: the balanced model's confusion on the clean test set (row %, {n_models} seed(s) summed)",
+        ),
+        (
+            True,
+            bars,
+            "fig2_clean_accuracy.png",
+            (per_model("clean_acc"), names, "clean accuracy (%)"),
             "Fig. 2: clean target-class accuracy of every model (error bars: 95 % interval)",
-        )
-    )
-    figs.append(
-        bars(
-            root / "fig5_relative_drop.png",
-            per_model("relative_drop"),
-            names,
-            "relative drop (%)",
+        ),
+        (
+            True,
+            bars,
+            "fig5_relative_drop.png",
+            (per_model("relative_drop"), names, "relative drop (%)"),
             f"Fig. 5: relative drop (clean - adv) / clean, same-model {tag} (error bars: 95 % interval over seeds)",
-        )
-    )
-    figs.append(
-        pair_panels(
-            root / f"fig6_pair_{a}_{b}.png",
-            pair_data(rows, sel, pair),
-            pair,
-            names,
+        ),
+        (
+            True,
+            pair_panels,
+            f"fig6_pair_{a}_{b}.png",
+            (pair_data(rows, sel, pair), pair, names),
             f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})",
-        )
-    )
-    if sums:
-        figs.append(
-            classwise_bars(
-                root / "fig_classwise_robust.png",
-                sums,
-                names,
-                f"Class-wise: per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)",
-            )
-        )
-    if grid := transfer_grid(rows, sel):
-        figs.append(
-            transfer_map(
-                root / "fig_transfer.png",
-                grid,
-                f"Transfer matrix: gradient source x attacked model, {tag}, mean target-class accuracy over classes and seeds",
-            )
-        )
-    if len(sel.all_eps) > 1:
-        figs.append(
-            eps_curves(
-                root / "fig_eps.png",
-                eps_data(rows, sel),
-                f"Accuracy against eps: adversarial target-class accuracy, {sel.method.upper()}, mean over classes and seeds",
-            )
-        )
-    return figs
+        ),
+        (
+            sums,
+            classwise_bars,
+            "fig_classwise_robust.png",
+            (sums, names),
+            f"Class-wise: per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)",
+        ),
+        (
+            grid,
+            transfer_map,
+            "fig_transfer.png",
+            (grid,),
+            f"Transfer matrix: gradient source x attacked model, {tag}, mean target-class accuracy over classes and seeds",
+        ),
+        (
+            len(sel.all_eps) > 1,
+            eps_curves,
+            "fig_eps.png",
+            (eps_data(rows, sel),),
+            f"Accuracy against eps: adversarial target-class accuracy, {sel.method.upper()}, mean over classes and seeds",
+        ),
+    ]
+    return [plot(root / name, *args, caption) for have, plot, name, args, caption in plan if have]
 
 
 def balanced_confusion(results: list[dict]) -> tuple[np.ndarray, int]:
