@@ -93,6 +93,7 @@ def test_markdown_shows_cells_paper_and_missing(one_seed):
     )
     assert "internally inconsistent" in full and "not CIFAR-10" in full
     assert "pixel [0, 1]" in full and "Seeds: 0" in full and "git " in full
+    assert "made by `python -m imbadv.run -m experiment=smoke " in full  # from multirun.yaml
 
 
 def test_every_figure_is_a_valid_image_and_embedded_in_html(one_seed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Any
 
 from imbadv.report.classwise import Summary, rho_against
@@ -183,14 +184,27 @@ def classwise_blocks(
     return blocks
 
 
+def sweep_command(root: Any) -> str | None:
+    """The `python -m imbadv.run -m ...` line that made a sweep, from its multirun.yaml."""
+    try:
+        import yaml  # PyYAML comes with Hydra; no torch
+
+        given = yaml.safe_load((root / "multirun.yaml").read_text())["hydra"]["overrides"]
+        overrides = given["task"] + [o for o in given["hydra"] if o.startswith("hydra.sweep.dir=")]
+    except (OSError, KeyError, TypeError, ImportError, ValueError):
+        return None
+    return "python -m imbadv.run -m " + " ".join(shlex.quote(o) for o in overrides)
+
+
 def sources_blocks(sweep: Any) -> list[Block]:
-    """Which sweep folders the report reads, and jobs counted once though found twice."""
-    items = [f"`{r}`" for r in sweep.roots]
+    """Which sweep folders the report reads (with the command that made each), and duplicates."""
+    items = []
+    for root in sweep.roots:
+        command = sweep_command(root)
+        items.append(f"`{root}`" + (f", made by `{command}`" if command else " (no multirun.yaml)"))
     if sweep.duplicates:
-        items.append(
-            f"{len(sweep.duplicates)} job(s) found twice, counted once: "
-            + ", ".join(f"`{d}`" for d in sweep.duplicates)
-        )
+        dups = ", ".join(f"`{d}`" for d in sweep.duplicates)
+        items.append(f"{len(sweep.duplicates)} job(s) found twice, counted once: {dups}")
     return [("p", f"Sweep folders ({len(sweep.roots)}), merged:"), ("ul", items)]
 
 
