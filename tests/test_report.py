@@ -68,9 +68,9 @@ def test_table_cells_are_the_results_files_numbers(one_seed):
                 row["adv_acc_ci95"]
             )
             assert cell["n_seeds"] == "1" and cell["seeds"] == "0"
-            paper = paper.PAPER_TABLE1[cell["column"]][row["class"]] / 100
-            assert float(cell["paper"]) == pytest.approx(paper)
-            assert float(cell["diff"]) == pytest.approx(row["adv_acc"] - paper)
+            published = paper.PAPER_TABLE1[cell["column"]][row["class"]] / 100
+            assert float(cell["paper"]) == pytest.approx(published)
+            assert float(cell["diff"]) == pytest.approx(row["adv_acc"] - published)
             filled.add((row["class"], cell["column"]))
     assert len(filled) == 2 * 5  # classes 0 and 1, all five columns
     assert all(table[k]["n_seeds"] == "0" for k in table if k not in filled)
@@ -87,16 +87,26 @@ def test_markdown_shows_cells_paper_and_missing(one_seed):
     row5 = next(line for line in md.splitlines() if line.startswith("| 5 - class5"))
     assert row5.count("—") == 10 and "| 47.0 |" in row5  # no results, paper still shown
     full = (one_seed / "report.md").read_text()
-    assert "class 2 (class2): all columns" in full and "class 0 (class0)" not in full.split("### Missing")[1].split("##")[0]  # fmt: skip
+    assert (
+        "class 2 (class2): all columns" in full
+        and "class 0 (class0)" not in full.split("### Missing")[1].split("##")[0]
+    )
     assert "internally inconsistent" in full and "not CIFAR-10" in full
     assert "pixel [0, 1]" in full and "Seeds: 0" in full and "git " in full
+    assert "made by `python -m imbadv.run -m experiment=smoke " in full  # from multirun.yaml
 
 
 def test_every_figure_is_a_valid_image_and_embedded_in_html(one_seed):
     md = (one_seed / "report.md").read_text()
     names = assert_images(one_seed, md)
-    assert {"fig1_confusion_balanced.png", "fig2_clean_accuracy.png", "fig5_relative_drop.png",
-            "fig6_pair_class3_class5.png"} <= set(names)  # fmt: skip
+    assert {
+        "fig1_confusion_balanced.png",
+        "fig2_clean_accuracy.png",
+        "fig5_relative_drop.png",
+        "fig6_pair_class3_class5.png",
+        "fig_classwise_robust.png",
+        "fig_transfer.png",
+    } <= set(names)
     page = (one_seed / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(names) and "<table>" in page
 
@@ -104,11 +114,13 @@ def test_every_figure_is_a_valid_image_and_embedded_in_html(one_seed):
 def test_findings_have_verdicts_and_numbers(one_seed):
     found = (one_seed / "report.md").read_text().split("checked on this sweep")[1]
     items = [line for line in found.splitlines() if line.startswith("- **")]
-    assert len(items) == 7
+    assert len(items) == 11  # 7 of the paper's, matched control, head/tail x2, balanced softmax
     for item in items:
-        assert item.split("**")[1] in ("supported", "not supported", "not enough data")
-        assert item.split("**")[1] == "not enough data" or "%" in item
-    assert "not enough data**: class3/class5" in found  # no job targeted class 3 or 5
+        assert item.split("**")[1] in stats.VERDICTS
+        assert item.split("**")[1] == "inconclusive" or "paired t-interval" in item
+    assert "inconclusive**: class3/class5" in found and "not in this sweep" in found
+    assert "no matched control in this sweep" in found
+    assert "supported" not in found.replace("not supported", "")  # the old verdict word is gone
 
 
 def seed_copies(sweep: Path, shifts: dict[int, float], extra_eps: float | None = None) -> None:
@@ -118,6 +130,7 @@ def seed_copies(sweep: Path, shifts: dict[int, float], extra_eps: float | None =
         for seed, shift in shifts.items():
             other = copy.deepcopy(full)
             other["meta"]["seed"] = other["config"]["seed"] = seed
+            other["key"] = f"{full['key']}-seed{seed}"  # a job's key holds its seed
             for row in other["attacks"]:
                 row["seed"], row["adv_acc"] = seed, min(1.0, row["adv_acc"] + shift)
             target = path.parent.with_name(path.parent.name + f",seed={seed}") / "results.json"
@@ -137,8 +150,15 @@ def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
     table = read_csv(sweep / "table1.csv")
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     for (cls, key), cell in table.items():
-        values = [r["adv_acc"] for f in results for r in f["attacks"] if r["method"] == "fgsm"
-                  and r["eps"] == 0.01 and r["class"] == cls and COLUMN[(r["imbalance"], r["source"])] == key]  # fmt: skip
+        values = [
+            r["adv_acc"]
+            for f in results
+            for r in f["attacks"]
+            if r["method"] == "fgsm"
+            and r["eps"] == 0.01
+            and r["class"] == cls
+            and COLUMN[(r["imbalance"], r["source"])] == key
+        ]
         if not values:
             continue
         assert len(values) == 3 and cell["n_seeds"] == "3" and cell["seeds"] == "0 1 2"
@@ -175,8 +195,13 @@ def test_cli_newest_sweep_and_one_line_errors(smoke_sweep, tmp_path):
     ok = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert (newer / "report.md").exists() and not (older / "report.md").exists()
-    for args, fragment in (([str(tmp_path / "nope")], "nope"), ([str(newer), "--eps", "0.5"], "--eps 0.5"),
-                           ([str(newer), "--pair", "cat,cat"], "--pair cat,cat")):  # fmt: skip
+    for args, fragment in (
+        ([str(tmp_path / "nope")], "nope"),
+        ([str(newer), "--eps", "0.5"], "--eps 0.5"),
+        ([str(newer), "--pair", "cat,cat"], "--pair cat,cat"),
+        ([str(newer), "--min-clean", "5"], "--min-clean 5"),
+        ([str(newer), "--baseline", "nope"], "--baseline nope"),
+    ):
         bad = subprocess.run(cli + args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and fragment in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
@@ -194,21 +219,93 @@ def test_summaries_and_pair_defaults():
 
 def test_findings_verdicts_follow_the_numbers():
     sel = sweep.Selection("fgsm", 0.01, "ascent", (0.01,))
-    base = {"method": "fgsm", "eps": 0.01, "direction": "ascent", "n": 10, "seed": 0,
-            "clean_row": [0] * 10, "adv_row": [0] * 10}  # fmt: skip
-    rows = [{**base, "class": c, "imbalance": m, "source": "same", "relative_drop": d, "adv_acc": 0.1}
-            for c in range(3) for m, d in (("balanced", 0.5), ("under", 0.8), ("over", 0.6))]  # fmt: skip
+    base = {
+        "method": "fgsm",
+        "eps": 0.01,
+        "direction": "ascent",
+        "n": 100,
+        "clean_acc": 0.8,
+        "clean_row": [0] * 10,
+        "adv_row": [0] * 10,
+    }
+    rows = [
+        {
+            **base,
+            "seed": s,
+            "class": c,
+            "imbalance": m,
+            "source": "same",
+            "relative_drop": d + 0.01 * (c + s) % 3,
+            "adv_acc": 0.1,
+        }
+        for s in range(2)
+        for c in range(3)
+        for m, d in (("balanced", 0.5), ("under", 0.8), ("over", 0.6))
+    ]
     all_found = paper.findings(rows, sel, list(paper.PAPER_CLASSES))
     found = {f.claim.split(" (Sec")[0]: f for f in all_found}
     under = found["Under-sampled models are more vulnerable than the balanced model"]
-    assert under.verdict == "supported" and "under 80.0% vs balanced 50.0%" in under.evidence
+    assert under.verdict == "confirmed" and "over 6 (seed, class) pairs" in under.evidence
+    over = found["Over-sampled models are less vulnerable than the balanced model"]
     assert (
-        found["Over-sampled models are less vulnerable than the balanced model"].verdict
-        == "not supported"
-    )
+        over.verdict == "contradicted"
+    )  # the paper's direction is balanced > over; here over > balanced
     assert (
         found["Over-sampled models are less vulnerable than under-sampled ones"].verdict
-        == "supported"
+        == "confirmed"
     )
     transfer = [f for f in all_found if f.claim.startswith("Transfer")]
-    assert [f.verdict for f in transfer] == ["not enough data"] * 2
+    assert [f.verdict for f in transfer] == ["inconclusive"] * 2
+    assert all("not in this sweep" in f.evidence for f in transfer)
+
+
+def test_several_folders_merge_and_say_what_is_missing(smoke_sweep, tmp_path):
+    first = copy_sweep(smoke_sweep, tmp_path / "seed0")
+    second = tmp_path / "seed1"
+    second.mkdir()
+    seed_copies(first, {1: 0.05})  # the copies land in `first`: move them into their own sweep
+    for job in list(first.glob("*,seed=1")):
+        shutil.move(str(job), second / job.name)
+    shutil.copytree(next(first.glob("class=0,*imbalance=under*")), second / "dup")  # a job twice
+    (next(second.glob("class=1,*imbalance=over*")) / "results.json").unlink()  # one seed missing
+    out = tmp_path / "merged"
+    assert cli.main([str(first), str(second), "--out", str(out), "--min-correct", "1"]) == 0
+    md = (out / "report.md").read_text()
+    assert f"`{first}`" in md and f"`{second}`" in md and "Sweep folders (2)" in md
+    assert "1 job(s) found twice, counted once" in md
+    assert "class 1 same_over: seeds 1 missing" in md
+    table = read_csv(out / "table1.csv")
+    assert table[(0, "same_under")]["n_seeds"] == "2" and table[(1, "same_over")]["n_seeds"] == "1"
+    assert "## Class-wise" in md and "rho vs balanced" in md
+    assert not (first / "report.md").exists()  # the sweeps themselves are left alone
+
+
+def test_floor_options_flag_cells_and_reach_the_findings(smoke_sweep, tmp_path):
+    sweep_dir = copy_sweep(smoke_sweep, tmp_path / "sweep")
+    assert cli.main([str(sweep_dir), "--min-clean", "0", "--min-correct", "0"]) == 0
+    assert (
+        "left out"
+        not in (sweep_dir / "report.md")
+        .read_text()
+        .split("checked on this sweep")[1]
+        .split("Verdicts:")[0]
+    )
+    table = read_csv(sweep_dir / "table1.csv")
+    assert all(r["degenerate"] == "0" for r in table.values())
+    assert cli.main([str(sweep_dir), "--min-correct", "100000"]) == 0  # every cell below
+    table = read_csv(sweep_dir / "table1.csv")
+    assert all(r["degenerate"] == r["n_seeds"] for r in table.values())
+    md = (sweep_dir / "report.md").read_text()
+    assert "†" in md.split("## Table 1")[1].split("###")[0] and "pair(s) left out" in md
+
+
+def test_results_page_copies_figures_beside_it(smoke_sweep, tmp_path):
+    sweep_dir = copy_sweep(smoke_sweep, tmp_path / "sweep")
+    page = tmp_path / "docs" / "results.md"
+    assert cli.main([str(sweep_dir), "--results-page", str(page)]) == 0
+    text = page.read_text()
+    assert (
+        "](results/fig_transfer.png)" in text
+        and (tmp_path / "docs" / "results" / "fig_transfer.png").exists()
+    )
+    assert "Made by `python -m imbadv.report " in text and "--results-page" in text

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report import figures
+from imbadv.report import classdoc, figures
 from imbadv.report import paper as rp
 from imbadv.report.sweep import is_cifar10
 
@@ -56,14 +56,20 @@ def to_html(blocks: list[Block], folder: Path) -> str:
         if b[0] == "ul":
             return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>"
         if b[0] == "table":
-            return "<table>" + row(b[1], "th") + "".join(row(r, "td") for r in b[2]) + "</table>"
+            body = row(b[1], "th") + "".join(row(r, "td") for r in b[2])
+            return f"<div class='wide'><table>{body}</table></div>"  # a wide table scrolls, never the page
         if b[0] == "img":
             data = base64.b64encode((folder / b[1]).read_bytes()).decode()
             return f'<figure><img src="data:image/png;base64,{data}"><figcaption>{_inline(b[2])}</figcaption></figure>'
         return f"<p>{_inline(b[1])}</p>"
 
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 8px}"
+        "table{border-collapse:collapse;font-size:12px;max-width:100%}"
+        "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top}"
+        ".wide{overflow-x:auto;max-width:100%}img{max-width:100%;height:auto}"
+        "p,li{overflow-wrap:anywhere}"
+    )
     head = f"<meta charset='utf-8'><title>imbadv report</title><style>{style}</style>"
     return (
         f"<!doctype html><html><head>{head}</head><body>{''.join(map(one, blocks))}</body></html>\n"
@@ -79,16 +85,28 @@ def cell(rec: dict) -> str:
     if rec["n_seeds"] == 0:
         return "—"
     spread = f" ± {pct(rec['sd'])}" if rec["n_seeds"] > 1 else ""
-    return f"{pct(rec['mean'])}{spread} ({pct(rec['ci_lo'])}–{pct(rec['ci_hi'])})"
+    flag = " †" if rec.get("degenerate") else ""  # below the floor in at least one seed
+    lo, hi = max(0.0, rec["ci_lo"]), min(1.0, rec["ci_hi"])  # a t-interval can pass 0 or 100 %
+    return f"{pct(rec['mean'])}{spread} ({pct(lo)}–{pct(hi)}){flag}"
 
 
-def table_blocks(records: list[dict], sel: Any, names: list[str]) -> list[Block]:
+def table_blocks(records: list[dict], sel: Any, names: list[str], floor: Any) -> list[Block]:
     """Table 1 with the paper's numbers and our difference, a mean row, and the missing cells."""
     header = ["Class"] + [h for _, label, _, _ in rp.COLUMNS for h in (label, "paper", "Δ")]
     grid = {(r["class"], r["column"]): r for r in records}
-    rows = [[f"{c} - {name}"] + [v for key, *_ in rp.COLUMNS
-             for v in (cell(grid[(c, key)]), pct(grid[(c, key)]["paper"]), pct(grid[(c, key)]["diff"], True))]
-            for c, name in enumerate(names)]  # fmt: skip
+    rows = [
+        [f"{c} - {name}"]
+        + [
+            v
+            for key, *_ in rp.COLUMNS
+            for v in (
+                cell(grid[(c, key)]),
+                pct(grid[(c, key)]["paper"]),
+                pct(grid[(c, key)]["diff"], True),
+            )
+        ]
+        for c, name in enumerate(names)
+    ]
     mean_row = ["mean (classes with results)"]
     for key, *_ in rp.COLUMNS:
         have = [grid[(c, key)] for c in range(len(names)) if grid[(c, key)]["n_seeds"]]
@@ -98,18 +116,34 @@ def table_blocks(records: list[dict], sel: Any, names: list[str]) -> list[Block]
         mean_row += [pct(ours), pct(paper), pct(ours - paper, True)]
     seeds = sorted({int(s) for r in records for s in r["seeds"].split()})
     return [
-        ("h", 2, f"Table 1: adversarial target-class accuracy (%), {sel.method.upper()}, eps {sel.eps:g} "
-                 f"({sel.eps_space}), {sel.direction}"),
-        ("p", "Rows: target class; columns: which model is attacked and whose gradient makes the images "
-              "(different model = the balanced model's gradient, i.e. transfer). Ours: "
-              + ("mean ± sd over seeds (t-based 95 % interval)" if len(seeds) > 1 else
-                 "one seed, with the 95 % Wilson interval of the accuracy") + f"; seeds {seeds}. "
-              "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper."),
+        (
+            "h",
+            2,
+            f"Table 1: adversarial target-class accuracy (%), {sel.method.upper()}, eps {sel.eps:g} "
+            f"({sel.eps_space}), {sel.direction}",
+        ),
+        (
+            "p",
+            "Rows: target class; columns: which model is attacked and whose gradient makes the images "
+            "(different model = the balanced model's gradient, i.e. transfer). Ours: "
+            + (
+                "mean ± sd over seeds (t-based 95 % interval)"
+                if len(seeds) > 1
+                else "one seed, with the 95 % Wilson interval of the accuracy"
+            )
+            + f"; seeds {seeds}. "
+            "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper. "
+            f"† = degenerate baseline in at least one seed ({floor.describe()}): left out of findings; "
+            f"{sum(r['degenerate'] for r in records)} of {sum(r['n_seeds'] for r in records)} (cell, seed) results are.",
+        ),
         ("table", header, rows + [mean_row]),
-        ("p", "Table 1 of the paper is internally inconsistent: its text gives 25.8 % as the average of "
-              "the same-model under-sampled attack, but 25.8 % is the mean of the Balanced column (the "
-              "Under column averages 14.2 %). Compare orderings and shapes, not single numbers."),
-    ]  # fmt: skip
+        (
+            "p",
+            "Table 1 of the paper is internally inconsistent: its text gives 25.8 % as the average of "
+            "the same-model under-sampled attack, but 25.8 % is the mean of the Balanced column (the "
+            "Under column averages 14.2 %). Compare orderings and shapes, not single numbers.",
+        ),
+    ]
 
 
 def missing_items(records: list[dict], names: list[str]) -> list[str]:
@@ -132,7 +166,17 @@ def distinct(values: Any) -> str:
 
 def varied_settings(results: list[dict]) -> list[str]:
     """Config keys, other than the table's own axes, whose value differs between jobs."""
-    skip = ("class", "imbalance", "seed", "paths.", "logger.", "device", "jobs_per_gpu", "threads", "attack.eps")  # fmt: skip
+    skip = (
+        "class",
+        "imbalance",
+        "seed",
+        "paths.",
+        "logger.",
+        "device",
+        "jobs_per_gpu",
+        "threads",
+        "attack.eps",
+    )
 
     def flat(cfg: dict, prefix: str = "") -> dict[str, str]:
         out = {}
@@ -159,48 +203,78 @@ def setup_blocks(sweep: Any, rows: list[dict]) -> list[Block]:
         f"eps space: {distinct(r['eps_space'] for r in rows)}; eps: {distinct(format(r['eps'], 'g') for r in rows)}",
         f"Attacks: {distinct(r['method'] for r in rows)}; direction: {distinct(r['direction'] for r in rows)}; "
         f"gradient sources: {distinct(r['source'] for r in rows)}"
-        + (f"; BIM alpha {distinct(format(r['alpha'], '.4g') for r in bim)}, steps {distinct(r['steps'] for r in bim)}" if bim else ""),
+        + (
+            f"; BIM alpha {distinct(format(r['params'].get('alpha', float('nan')), '.4g') for r in bim)}, steps {distinct(r['params'].get('steps') for r in bim)}"
+            if bim
+            else ""
+        ),
         f"Seeds: {distinct(m['seed'] for m in meta)}",
-        f"Models: VGG width {distinct(c['model']['width'] for c in cfg)}; training {distinct(json.dumps(c['trainer']) for c in cfg)}; "
-        f"counts {distinct(json.dumps(c['counts']) for c in cfg)}",
+        f"Models: {distinct(json.dumps(c.get('model')) for c in cfg)}; training {distinct(json.dumps(c['trainer']) for c in cfg)}; "
+        f"counts {distinct(json.dumps(c.get('counts')) for c in cfg)}",
         f"Code: imbadv {distinct(m['versions']['imbadv'] for m in meta)} (git {distinct(m['versions']['git'] for m in meta)}), "
         f"torch {distinct(m['versions']['torch'] for m in meta)}, lightning {distinct(m['versions']['lightning'] for m in meta)}",
         f"Jobs: {len(res)} with results, {len(sweep.pending)} without (running or failed), {len(sweep.unreadable)} unreadable",
-    ]  # fmt: skip
+    ]
     if varied := varied_settings(res):
         items.append("**Also varied between jobs (the cells pool them):** " + "; ".join(varied))
     return [("h", 2, "Setup"), ("ul", items)]
 
 
-def finding_blocks(found: list[Any], names: list[str], cifar10: bool) -> list[Block]:
+def finding_blocks(found: list[Any], names: list[str], cifar10: bool, floor: Any) -> list[Block]:
     """The paper's claims with a verdict and the numbers behind each."""
     blocks: list[Block] = [("h", 2, "The paper's findings, checked on this sweep")]
     if not cifar10:
-        blocks.append(("p", f"**The data set here is not CIFAR-10** (classes {', '.join(names)}): the paper's "
-                            "numbers are for reference only; these checks say whether the same pattern "
-                            "appears in this data, not whether the paper is reproduced."))  # fmt: skip
+        blocks.append(
+            (
+                "p",
+                f"**The data set here is not CIFAR-10** (classes {', '.join(names)}): the paper's "
+                "numbers are for reference only; these checks say whether the same pattern "
+                "appears in this data, not whether the paper is reproduced.",
+            )
+        )
     blocks.append(("ul", [f"**{f.verdict}**: {f.claim}. {f.evidence}." for f in found]))
-    blocks.append(("p", "Supported = the mean difference has the sign the paper reports. An interval that "
-                        "includes 0 means this sweep cannot tell the difference from noise: one seed on "
-                        "1,000 test images carries about ±3 % (95 %), and seeds move results more."))  # fmt: skip
+    blocks.append(
+        (
+            "p",
+            "Verdicts: **confirmed** = the 95 % interval of the difference excludes 0 in the "
+            "paper's direction; **inconclusive** = it includes 0, or there is no interval (one pair, "
+            "or nothing in this sweep); **contradicted** = it excludes 0 in the opposite direction. "
+            "Differences are paired: the same seed and class on both sides; the interval is a "
+            "t-interval over those pairs (seeds x classes), with Cohen's d_z = mean / sd of the "
+            "differences. Pairs sharing a seed share its balanced model, so the pairs are not fully "
+            "independent and the interval is, if anything, too narrow. One seed on 1,000 test "
+            f"images carries about ±3 % (95 %). Cells below the floor ({floor.describe()}; "
+            "`--min-clean`, `--min-correct`) are left out, and each finding says how many.",
+        )
+    )
     return blocks
 
 
-def write_report(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[int, int],
-                 records: list[dict], found: list[Any]) -> Path:  # fmt: skip
-    """table1.md, the figures, report.md and report.html, all into the sweep folder."""
-    root = sweep.root
-    table = table_blocks(records, sel, names)
+def write_report(rep: Any) -> Path:
+    """table1.md, the figures, report.md and report.html, all into the report folder."""
+    root, sweep = rep.sweep.root, rep.sweep
+    root.mkdir(parents=True, exist_ok=True)
+    table = table_blocks(rep.records, rep.sel, rep.names, rep.floor)
     (root / "table1.md").write_text(to_markdown(table))
-    figs = figures.draw(sweep, rows, sel, names, pair)
-    missing = missing_items(records, names) + [
-        f"job `{j}`: no results.json (running or failed)" for j in sweep.pending
-    ]
+    figs = figures.draw(sweep, rep.rows, rep.sel, rep.names, rep.pair, rep.sums)
+    missing = missing_items(rep.records, rep.names) + classdoc.seed_gaps(rep.records)
+    missing += [f"job `{j}`: no results.json (running or failed)" for j in sweep.pending]
     missing += [f"job `{j}`: results.json unreadable" for j in sweep.unreadable]
-    blocks = [("h", 1, f"imbadv report: {root}"), *setup_blocks(sweep, rows), *table, ("h", 3, "Missing"),
-              ("ul", missing) if missing else ("p", "Nothing: every cell has results."),
-              ("h", 2, "Figures"), *[("img", f, c) for f, c in figs], *finding_blocks(found, names, is_cifar10(sweep)),
-              ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above.")]  # fmt: skip
+    blocks = [
+        ("h", 1, f"imbadv report: {', '.join(map(str, sweep.roots))}"),
+        *classdoc.sources_blocks(sweep),
+        *([("p", f"Made by `{rep.command}`.")] if rep.command else []),
+        *setup_blocks(sweep, rep.rows),
+        *table,
+        ("h", 3, "Missing"),
+        ("ul", missing) if missing else ("p", "Nothing: every cell has results."),
+        *classdoc.table2_blocks(rep.rows, rep.sel, rep.names, rep.floor),
+        *classdoc.classwise_blocks(rep.sums, rep.names, rep.sel, rep.baseline, rep.counts),
+        ("h", 2, "Figures"),
+        *[("img", f, c) for f, c in figs],
+        *finding_blocks(rep.found, rep.names, is_cifar10(sweep), rep.floor),
+        ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above."),
+    ]
     (root / "report.md").write_text(to_markdown(blocks))
     (root / "report.html").write_text(to_html(blocks, root))
     return root / "report.md"

@@ -1,138 +1,110 @@
-"""Report stage, figures: the plots (matplotlib, Agg) of a report, written into the sweep folder."""
+"""Report stage, figures: which data each figure of a report shows; drawn by plots.py into the folder."""
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only: no display on servers and in tests
-
-import matplotlib.pyplot as plt  # noqa: E402 -- the backend must be chosen first
-import numpy as np  # noqa: E402
-
-from imbadv.report import paper as rp  # noqa: E402
-from imbadv.report.sweep import per_class, pick  # noqa: E402
-
-MODEL_COLORS = {"balanced": "#4c72b0", "under": "#dd8452", "over": "#55a868"}
-
-
-def _save(fig: Any, path: Path, caption: str) -> tuple[str, str]:
-    """Write the figure; returns (file name, caption) for the report."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name, caption
+from imbadv.report import paper as rp
+from imbadv.report.plots import (
+    MODEL_COLORS,
+    bars,
+    classwise_bars,
+    confusion,
+    eps_curves,
+    pair_panels,
+    transfer_map,
+)
+from imbadv.report.sweep import per_class, pick
 
 
-def _title(caption: str) -> str:
-    return caption.split(": ", 1)[-1]
+def transfer_grid(rows: list[dict], sel: Any) -> dict[tuple[str, str], float]:
+    """(source, attacked model) -> mean adversarial target-class accuracy over classes and seeds."""
+    grid = {}
+    for m in MODEL_COLORS:
+        for src in ("same", "balanced"):
+            # the balanced model attacked with the balanced model's gradient is its own attack
+            cells = per_class(
+                rows, sel, "adv_acc", imbalance=m, source="same" if m == "balanced" else src
+            )
+            if cells:
+                grid[(src, m)] = float(np.mean([s.mean for s in cells.values()]))
+    return grid
 
 
-def confusion(path: Path, counts: np.ndarray, names: list[str], caption: str) -> tuple[str, str]:
-    """Fig. 1: a confusion matrix as row percentages (row = true class)."""
-    cm = np.asarray(counts, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pct = 100 * cm / cm.sum(axis=1, keepdims=True)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    image = ax.imshow(np.nan_to_num(pct), cmap="Blues", vmin=0, vmax=100)
-    for (i, j), v in np.ndenumerate(pct):
-        if not math.isnan(v):
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v > 60 else "black")  # fmt: skip
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted class", ylabel="true class")  # fmt: skip
-    ax.set_title(_title(caption), fontsize=9)
-    ax.set_xticklabels(names, rotation=45, ha="right")
-    ax.set_yticklabels(names)
-    fig.colorbar(image, ax=ax, label="% of the true class")
-    return _save(fig, path, caption)
-
-
-def bars(path: Path, series: dict[str, dict[int, Any]], names: list[str], ylabel: str, caption: str) -> tuple[str, str]:  # fmt: skip
-    """Figs. 2 and 5: one bar per class and model; error bars are each cell's 95 % interval."""
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / max(1, len(series))
-    for k, (model, cells) in enumerate(series.items()):
-        order = sorted(cells)
-        xs = [c + (k - (len(series) - 1) / 2) * width for c in order]
-        means = np.array([100 * cells[c].mean for c in order])
-        errs = np.array([[means[i] - 100 * cells[c].lo, 100 * cells[c].hi - means[i]] for i, c in enumerate(order)])  # fmt: skip
-        ax.bar(xs, means, width, label=model, color=MODEL_COLORS.get(model), yerr=np.clip(np.nan_to_num(errs.T), 0, None), capsize=2)  # fmt: skip
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set(ylabel=ylabel)
-    ax.set_title(_title(caption), fontsize=9)
-    ax.legend(title="model")
-    return _save(fig, path, caption)
-
-
-def pair_panels(path: Path, panels: dict, pair: tuple[int, int], names: list[str], caption: str) -> tuple[str, str]:  # fmt: skip
-    """Fig. 6: where each class of the pair goes, clean and attacked, on the under and over models."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharey=True, squeeze=False)
-    x = np.arange(len(names))
-    for (i, cls), (j, imbalance) in itertools.product(
-        enumerate(pair), enumerate(("under", "over"))
-    ):
-        ax, data = axes[i][j], panels.get((cls, imbalance))
-        ax.set_title(f"{names[cls]}, {imbalance}-sampled model", fontsize=9)
-        if data is None:
-            ax.text(0.5, 0.5, "no results", ha="center", transform=ax.transAxes)
-            continue
-        ax.bar(x - 0.2, 100 * np.asarray(data[0]), 0.4, label="clean", color="#999999")
-        ax.bar(x + 0.2, 100 * np.asarray(data[1]), 0.4, label="attacked", color="#c44e52")
-        ax.axvline(pair[1 - i], color="black", lw=0.8, ls=":")  # the partner class
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("% of the class's test images")
-    handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]][:2]
-    if handles:
-        fig.legend(handles, ["clean", "attacked"], loc="upper right")
-    return _save(fig, path, caption)
-
-
-def eps_curves(path: Path, curves: dict[str, list[tuple[float, float]]], caption: str) -> tuple[str, str]:  # fmt: skip
-    """Adversarial target-class accuracy against eps, one line per Table 1 column."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, points in curves.items():
-        eps, acc = zip(*sorted(points), strict=True)
-        ax.plot(eps, [100 * a for a in acc], marker="o", label=label, ls="--" if label.startswith("Different") else "-")  # fmt: skip
-    ax.set(xlabel="eps (pixel units on [0, 1])", ylabel="adversarial accuracy (%)")
-    ax.set_title(_title(caption), fontsize=9)
-    ax.legend(fontsize=8)
-    return _save(fig, path, caption)
-
-
-def draw(sweep: Any, rows: list[dict], sel: Any, names: list[str], pair: tuple[int, int]) -> list[tuple[str, str]]:  # fmt: skip
+def draw(
+    sweep: Any,
+    rows: list[dict],
+    sel: Any,
+    names: list[str],
+    pair: tuple[int, int],
+    sums: dict[str, Any],
+) -> list[tuple[str, str]]:
     """Every figure the sweep has data for, as (file name, caption); written into the sweep folder."""
-    root, tag, (a, b) = (
-        sweep.root,
-        f"{sel.method.upper()}, eps {sel.eps:g}",
-        (names[i] for i in pair),
-    )
+    root, tag = sweep.root, f"{sel.method.upper()}, eps {sel.eps:g}"
+    a, b = (names[i] for i in pair)
 
     def per_model(metric: str) -> dict[str, dict]:
         series = {m: per_class(rows, sel, metric, imbalance=m, source="same") for m in MODEL_COLORS}
         return {m: s for m, s in series.items() if s}
 
-    figs = []
     counts, n_models = balanced_confusion(sweep.results)
-    if n_models:
-        figs.append(confusion(root / "fig1_confusion_balanced.png", counts, names,
-                              f"Fig. 1: the balanced model's confusion on the clean test set (row %, {n_models} seed(s) summed)"))  # fmt: skip
-    figs.append(bars(root / "fig2_clean_accuracy.png", per_model("clean_acc"), names, "clean accuracy (%)",
-                     "Fig. 2: clean target-class accuracy of every model (error bars: 95 % interval)"))  # fmt: skip
-    figs.append(bars(root / "fig5_relative_drop.png", per_model("relative_drop"), names, "relative drop (%)",
-                     f"Fig. 5: relative drop (clean - adv) / clean, same-model {tag} (error bars: 95 % interval over seeds)"))  # fmt: skip
-    figs.append(pair_panels(root / f"fig6_pair_{a}_{b}.png", pair_data(rows, sel, pair), pair, names,
-                            f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})"))  # fmt: skip
-    if len(sel.all_eps) > 1:
-        figs.append(eps_curves(root / "fig_eps.png", eps_data(rows, sel),
-                               f"Accuracy against eps: adversarial target-class accuracy, {sel.method.upper()}, mean over classes and seeds"))  # fmt: skip
-    return figs
+    grid = transfer_grid(rows, sel)
+    # (whether there is data, plot function, file, its data arguments, caption)
+    plan = [
+        (
+            n_models,
+            confusion,
+            "fig1_confusion_balanced.png",
+            (counts, names),
+            f"Fig. 1: the balanced model's confusion on the clean test set (row %, {n_models} seed(s) summed)",
+        ),
+        (
+            True,
+            bars,
+            "fig2_clean_accuracy.png",
+            (per_model("clean_acc"), names, "clean accuracy (%)"),
+            "Fig. 2: clean target-class accuracy of every model (error bars: 95 % interval)",
+        ),
+        (
+            True,
+            bars,
+            "fig5_relative_drop.png",
+            (per_model("relative_drop"), names, "relative drop (%)"),
+            f"Fig. 5: relative drop (clean - adv) / clean, same-model {tag} (error bars: 95 % interval over seeds)",
+        ),
+        (
+            True,
+            pair_panels,
+            f"fig6_pair_{a}_{b}.png",
+            (pair_data(rows, sel, pair), pair, names),
+            f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})",
+        ),
+        (
+            sums,
+            classwise_bars,
+            "fig_classwise_robust.png",
+            (sums, names),
+            f"Class-wise: per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)",
+        ),
+        (
+            grid,
+            transfer_map,
+            "fig_transfer.png",
+            (grid,),
+            f"Transfer matrix: gradient source x attacked model, {tag}, mean target-class accuracy over classes and seeds",
+        ),
+        (
+            len(sel.all_eps) > 1,
+            eps_curves,
+            "fig_eps.png",
+            (eps_data(rows, sel),),
+            f"Accuracy against eps: adversarial target-class accuracy, {sel.method.upper()}, mean over classes and seeds",
+        ),
+    ]
+    return [plot(root / name, *args, caption) for have, plot, name, args, caption in plan if have]
 
 
 def balanced_confusion(results: list[dict]) -> tuple[np.ndarray, int]:

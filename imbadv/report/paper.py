@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
-from imbadv.report.stats import Finding, compare, summarize
-from imbadv.report.sweep import CIFAR10_CLASSES, ReportError, Selection, per_class, pick
+from imbadv.report.stats import INCONCLUSIVE, Finding, compare, summarize
+from imbadv.report.sweep import CIFAR10_CLASSES, Floor, ReportError, Selection, pick
 
 PAPER_CLASSES = CIFAR10_CLASSES
+DEFAULT_FLOOR = Floor()
 # Possas & Zhou, Table 1: adversarial accuracy of the target class (%), FGSM, eps 0.01, CIFAR-10.
 
 PAPER_TABLE1 = {
@@ -32,64 +31,160 @@ COLUMNS = (
 )
 
 
-def table1(rows: list[dict[str, Any]], sel: Selection, names: list[str]) -> list[dict[str, Any]]:
-    """Table 1 as one record per (class, column): our adversarial accuracy, the paper's, the gap."""
+def table1(
+    rows: list[dict[str, Any]], sel: Selection, names: list[str], floor: Floor = DEFAULT_FLOOR
+) -> list[dict[str, Any]]:
+    """Table 1 as one record per (class, column): our adversarial accuracy, the paper's, the gap.
+
+    `degenerate` counts the seeds whose cell is below the floor (flagged, left out of findings)."""
     out = []
     for cls, name in enumerate(names):
         for key, _, imbalance, source in COLUMNS:
             cell = pick(rows, sel, **{"class": cls, "imbalance": imbalance, "source": source})
             stat = summarize([r["adv_acc"] for r in cell], [tuple(r["adv_acc_ci95"]) for r in cell])
             paper = PAPER_TABLE1[key][cls] / 100 if cls < 10 else math.nan
-            out.append({"class": cls, "class_name": name, "column": key, "imbalance": imbalance,
-                        "source": source, "method": sel.method, "eps": sel.eps,
-                        "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in cell})),
-                        "n_seeds": stat.n if stat else 0, "mean": stat.mean if stat else math.nan,
-                        "sd": stat.sd if stat else math.nan, "ci_lo": stat.lo if stat else math.nan,
-                        "ci_hi": stat.hi if stat else math.nan, "paper": paper,
-                        "diff": (stat.mean - paper) if stat else math.nan})  # fmt: skip
+            out.append(
+                {
+                    "class": cls,
+                    "class_name": name,
+                    "column": key,
+                    "imbalance": imbalance,
+                    "source": source,
+                    "method": sel.method,
+                    "eps": sel.eps,
+                    "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in cell})),
+                    "n_seeds": stat.n if stat else 0,
+                    "mean": stat.mean if stat else math.nan,
+                    "sd": stat.sd if stat else math.nan,
+                    "ci_lo": stat.lo if stat else math.nan,
+                    "ci_hi": stat.hi if stat else math.nan,
+                    "paper": paper,
+                    "diff": (stat.mean - paper) if stat else math.nan,
+                    "degenerate": sum(floor.degenerate(r) for r in cell),
+                }
+            )
     return out
 
 
-def findings(rows: list[dict[str, Any]], sel: Selection, names: list[str]) -> list[Finding]:
-    """The paper's claims (Sec. 4.1-4.3), each checked against the sweep's numbers."""
-    drop = {m: {c: s.mean for c, s in per_class(rows, sel, "relative_drop", imbalance=m, source="same").items()}
-            for m in ("balanced", "under", "over")}  # fmt: skip
-    acc = {(m, src): {c: s.mean for c, s in per_class(rows, sel, "adv_acc", imbalance=m, source=src).items()}
-           for m in ("under", "over") for src in ("same", "balanced")}  # fmt: skip
+def paired_cells(
+    rows: list[dict[str, Any]], sel: Selection, metric: str, floor: Floor, **match: Any
+) -> tuple[dict[tuple[int, int], float], set[tuple[int, int]]]:
+    """`metric` per (seed, class) for the matching rows above the floor, and the keys below it."""
+    kept, dropped = {}, set()
+    for r in pick(rows, sel, **match):
+        key = (int(r["seed"]), int(r["class"]))
+        if floor.degenerate(r):
+            dropped.add(key)
+        else:
+            kept[key] = float(r[metric])
+    return kept, dropped
+
+
+def floored(claim: str, what: str, a: tuple, b: tuple, labels: tuple[str, str]) -> Finding:
+    """compare() on two paired_cells() results; pairs with a degenerate cell on either side go."""
+    (va, da), (vb, db) = a, b
+    gone = (set(va) | da) & (set(vb) | db) & (da | db)
+    if gone and not set(va) & set(vb) - gone:
+        return Finding(
+            claim,
+            INCONCLUSIVE,
+            f"{what}: all {len(gone)} (seed, class) pair(s) left out "
+            "(a cell below the floor): no pair to test",
+        )
+    note = f"({len(gone)} (seed, class) pair(s) left out: a cell below the floor)" if gone else ""
+    return compare(
+        claim,
+        what,
+        {k: v for k, v in va.items() if k not in gone},
+        {k: v for k, v in vb.items() if k not in gone},
+        labels,
+        left_out=note,
+    )
+
+
+def findings(
+    rows: list[dict[str, Any]], sel: Selection, names: list[str], floor: Floor = DEFAULT_FLOOR
+) -> list[Finding]:
+    """The paper's claims (Sec. 4.1-4.3), each tested on (seed, class) pairs above the floor."""
+    drop = {
+        m: paired_cells(rows, sel, "relative_drop", floor, imbalance=m, source="same")
+        for m in ("balanced", "under", "over")
+    }
+    acc = {
+        (m, src): paired_cells(rows, sel, "adv_acc", floor, imbalance=m, source=src)
+        for m in ("under", "over")
+        for src in ("same", "balanced")
+    }
     what = "relative drop (same-model attack)"
     out = [
-        compare("Under-sampled models are more vulnerable than the balanced model (Sec. 4.1, Fig. 5)",
-                what, drop["under"], drop["balanced"], ("under", "balanced")),
-        compare("Over-sampled models are less vulnerable than the balanced model (Sec. 4.1)",
-                what, drop["balanced"], drop["over"], ("balanced", "over")),
-        compare("Over-sampled models are less vulnerable than under-sampled ones (Sec. 4.1)",
-                what, drop["under"], drop["over"], ("under", "over")),
-    ]  # fmt: skip
+        floored(
+            "Under-sampled models are more vulnerable than the balanced model (Sec. 4.1, Fig. 5)",
+            what,
+            drop["under"],
+            drop["balanced"],
+            ("under", "balanced"),
+        ),
+        floored(
+            "Over-sampled models are less vulnerable than the balanced model (Sec. 4.1)",
+            what,
+            drop["balanced"],
+            drop["over"],
+            ("balanced", "over"),
+        ),
+        floored(
+            "Over-sampled models are less vulnerable than under-sampled ones (Sec. 4.1)",
+            what,
+            drop["under"],
+            drop["over"],
+            ("under", "over"),
+        ),
+    ]
     for m in ("under", "over"):
-        out.append(compare(f"Transfer (balanced model's gradient) is weaker than the {m}-sampled model's own (Sec. 4.2)",
-                           f"adversarial accuracy, {m}-sampled model", acc[(m, "balanced")], acc[(m, "same")],
-                           ("transfer", "same-model")))  # fmt: skip
+        out.append(
+            floored(
+                f"Transfer (balanced model's gradient) is weaker than the {m}-sampled model's own (Sec. 4.2)",
+                f"adversarial accuracy, {m}-sampled model",
+                acc[(m, "balanced")],
+                acc[(m, "same")],
+                ("transfer", "same-model"),
+            )
+        )
     for a, b in ((3, 5), (1, 9)):
-        out.append(pair_finding(rows, sel, names, a, b))
+        out.append(pair_finding(rows, sel, names, a, b, floor))
     return out
 
 
 def pair_finding(
-    rows: list[dict[str, Any]], sel: Selection, names: list[str], a: int, b: int
+    rows: list[dict[str, Any]],
+    sel: Selection,
+    names: list[str],
+    a: int,
+    b: int,
+    floor: Floor = DEFAULT_FLOOR,
 ) -> Finding:
     """Sec. 4.3: does the attack send more of each class of a pair into the other?"""
     claim = f"{names[a]}/{names[b]} confusion grows under attack (Sec. 4.3, Figs. 1 and 6)"
     if max(a, b) >= len(names):
-        return Finding(claim, "not enough data", "the data set has fewer classes")
-    clean, adv = {}, {}
+        return Finding(claim, INCONCLUSIVE, "not in this sweep: the data set has fewer classes")
+    clean, adv, gone = {}, {}, 0
     for src, dst in ((a, b), (b, a)):
         for m in ("balanced", "under", "over"):
-            cell = pick(rows, sel, **{"class": src, "imbalance": m, "source": "same"})
-            if cell:
-                clean[(m, src)] = np.mean([r["clean_row"][dst] / r["n"] for r in cell])
-                adv[(m, src)] = np.mean([r["adv_row"][dst] / r["n"] for r in cell])
-    return compare(claim, f"share of {names[a]} sent to {names[b]} and back, same-model attack",
-                   adv, clean, ("attacked", "clean"), unit="(model, class) cases")  # fmt: skip
+            for r in pick(rows, sel, **{"class": src, "imbalance": m, "source": "same"}):
+                if floor.degenerate(r):
+                    gone += 1
+                    continue
+                key = (int(r["seed"]), m, src)
+                clean[key], adv[key] = r["clean_row"][dst] / r["n"], r["adv_row"][dst] / r["n"]
+    note = f"({gone} cell(s) left out: below the floor)" if gone else ""
+    return compare(
+        claim,
+        f"share of {names[a]} sent to {names[b]} and back, same-model attack",
+        adv,
+        clean,
+        ("attacked", "clean"),
+        unit="(seed, model, class) cases",
+        left_out=note,
+    )
 
 
 def parse_pair(text: str | None, names: list[str]) -> tuple[int, int]:
@@ -99,8 +194,10 @@ def parse_pair(text: str | None, names: list[str]) -> tuple[int, int]:
             return names.index("cat"), names.index("dog")
         return (3, 5) if len(names) > 5 else (0, 1)
     parts = [p.strip() for p in text.split(",")]
-    found = [names.index(p) if p in names else int(p) if p.isdigit() and int(p) < len(names) else None
-             for p in parts]  # fmt: skip
+    found = [
+        names.index(p) if p in names else int(p) if p.isdigit() and int(p) < len(names) else None
+        for p in parts
+    ]
     if len(found) != 2 or None in found or found[0] == found[1]:
         raise ReportError(
             f"--pair {text}: expected two different classes (names or 0..{len(names) - 1})"

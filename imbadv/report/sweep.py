@@ -31,29 +31,51 @@ class ReportError(Exception):
 
 @dataclass
 class Sweep:
-    """What a sweep folder holds now: finished results and the jobs without any (yet)."""
+    """What one or more sweep folders hold now: finished results and the jobs without any (yet)."""
 
-    root: Path
+    roots: list[Path]
     results: list[dict[str, Any]]
     pending: list[str] = field(default_factory=list)  # job folders with no results.json
     unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # the same job found in two folders
+    out: Path | None = None  # where the report is written
+
+    @property
+    def root(self) -> Path:
+        """The folder the report goes into."""
+        return self.out if self.out is not None else self.roots[0]
 
 
 def load_sweep(root: Path) -> Sweep:
     """Every results.json under `root`; job folders (with `.hydra/`) that lack one are pending."""
-    if not root.is_dir():
-        raise ReportError(f"{root}: no such sweep folder")
-    sweep = Sweep(root, [])
-    for path in sorted(root.rglob("results.json")):
-        try:
-            sweep.results.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            sweep.unreadable.append(str(path.parent.relative_to(root)))
-    for hydra_dir in sorted(root.rglob(".hydra")):
-        if not (hydra_dir.parent / "results.json").exists():
-            sweep.pending.append(str(hydra_dir.parent.relative_to(root)))
+    return load_sweeps([root])
+
+
+def load_sweeps(roots: list[Path], out: Path | None = None) -> Sweep:
+    """Several sweep folders as one (e.g. seeds run as separate sweeps); a job found twice counts once."""
+    sweep, seen = Sweep(list(roots), [], out=out), set()
+    for root in roots:
+        if not root.is_dir():
+            raise ReportError(f"{root}: no such sweep folder")
+        # with several folders, job names carry their folder so the report says where each is
+        base = root if len(roots) == 1 else root.parent
+        for path in sorted(root.rglob("results.json")):
+            try:
+                full = json.loads(path.read_text())
+            except (OSError, ValueError):
+                sweep.unreadable.append(str(path.parent.relative_to(base)))
+                continue
+            if full.get("key") in seen:  # the same job (key holds class, profile, seed, settings)
+                sweep.duplicates.append(str(path.parent.relative_to(base)))
+                continue
+            seen.add(full.get("key"))
+            sweep.results.append(full)
+        for hydra_dir in sorted(root.rglob(".hydra")):
+            if not (hydra_dir.parent / "results.json").exists():
+                sweep.pending.append(str(hydra_dir.parent.relative_to(base)))
     if not sweep.results:
-        raise ReportError(f"{root}: no results.json found (jobs started: {len(sweep.pending)})")
+        names = ", ".join(map(str, roots))
+        raise ReportError(f"{names}: no results.json found (jobs started: {len(sweep.pending)})")
     return sweep
 
 
@@ -107,12 +129,23 @@ def pick(
 ) -> list:
     """The rows of the selection (at `eps` if given) whose fields equal `match`."""
     eps = sel.eps if eps is None else eps
-    return [r for r in rows if r["method"] == sel.method and math.isclose(float(r["eps"]), eps)
-            and r["direction"] == sel.direction and all(r[k] == v for k, v in match.items())]  # fmt: skip
+    return [
+        r
+        for r in rows
+        if r["method"] == sel.method
+        and math.isclose(float(r["eps"]), eps)
+        and r["direction"] == sel.direction
+        and all(r[k] == v for k, v in match.items())
+    ]
 
 
 def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
-    return [row for result in sweep.results for row in result["attacks"]]
+    """Every attack row, with its job's setting (profile, objective, adversarial, of) and `group`."""
+    return [
+        {**row, **setting(result), "group": group_of(result)}
+        for result in sweep.results
+        for row in result["attacks"]
+    ]
 
 
 def class_names(sweep: Sweep) -> list[str]:
@@ -120,8 +153,11 @@ def class_names(sweep: Sweep) -> list[str]:
     first = sweep.results[0]
     num = len(next(iter(first["models"].values()))["clean"]["confusion"])
     kind = first["meta"]["dataset"]
-    names = list(CIFAR10_CLASSES) if kind == "cifar10" and num == 10 else [
-        f"class{i}" if kind == "synthetic" else str(i) for i in range(num)]  # fmt: skip
+    names = (
+        list(CIFAR10_CLASSES)
+        if kind == "cifar10" and num == 10
+        else [f"class{i}" if kind == "synthetic" else str(i) for i in range(num)]
+    )
     for result in sweep.results:
         names[int(result["meta"]["class"])] = result["meta"]["class_name"]
     return names
@@ -134,6 +170,53 @@ def is_cifar10(sweep: Sweep) -> bool:
         and CIFAR10_CLASSES[int(r["meta"]["class"])] == r["meta"]["class_name"]
         for r in sweep.results
     )
+
+
+@dataclass(frozen=True)
+class Floor:
+    """Cells below it are degenerate: flagged in Table 1, left out of findings.
+
+    A relative drop or success rate is a ratio over the correctly classified images: with 20 of
+    them its 95 % binomial interval is up to +/-22 points wide, with 5 it says nothing; and a
+    class recognised less than 5 % of the time (half of chance on 10 classes) was not learned,
+    so "how much of it the attack destroys" has no meaning there.
+    """
+
+    min_clean: float = 0.05
+    min_correct: int = 20
+
+    def degenerate(self, row: dict[str, Any]) -> bool:
+        return row["clean_acc"] < self.min_clean or correct(row) < self.min_correct
+
+    def describe(self) -> str:
+        return f"clean target-class accuracy < {self.min_clean:.0%} or < {self.min_correct} correctly classified images"
+
+
+def correct(row: dict[str, Any]) -> int:
+    """The count of correctly classified clean images of the target class."""
+    return round(row["clean_acc"] * row["n"])
+
+
+def setting(result: dict[str, Any]) -> dict[str, str]:
+    """A job's model setting: profile (with `of`/ratio), objective, adversarial training, as labels."""
+    cfg = result.get("config", {})
+    imb = cfg.get("imbalance") or {"name": result["meta"]["imbalance"]}
+    extra = [f"{k}={imb[k]}" for k in ("of", "ratio") if imb.get(k) is not None]
+    return {
+        "profile": imb["name"] + (f"({', '.join(extra)})" if extra else ""),
+        "objective": (cfg.get("objective") or {}).get("name", "ce"),
+        "adversarial": (cfg.get("adversarial") or {}).get("mode", "none"),
+        "of": str(imb.get("of") or ""),
+    }
+
+
+def group_of(result: dict[str, Any]) -> str:
+    """The setting as one label: `exp(ratio=50) + balanced_softmax + pgd_at`; defaults left out."""
+    s = setting(result)
+    extra = [s["objective"]] * (s["objective"] != "ce") + [s["adversarial"]] * (
+        s["adversarial"] != "none"
+    )
+    return " + ".join([s["profile"], *extra])
 
 
 def write_csv(records: list[dict[str, Any]], path: Path) -> None:
@@ -151,6 +234,8 @@ def per_class(
     for r in pick(rows, sel, **match):
         by_class.setdefault(int(r["class"]), []).append(r)
     ci = f"{metric}_ci95"
-    stats = {c: summarize([r[metric] for r in rs], [tuple(r[ci]) if ci in r else None for r in rs])
-             for c, rs in by_class.items()}  # fmt: skip
+    stats = {
+        c: summarize([r[metric] for r in rs], [tuple(r[ci]) if ci in r else None for r in rs])
+        for c, rs in by_class.items()
+    }
     return {c: s for c, s in stats.items() if s is not None}
