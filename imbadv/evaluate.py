@@ -63,8 +63,15 @@ class AttackEvaluation(L.LightningModule):
         if self.entries[spec.name].extra.get("reuses_gradient"):
             return fgsm_from_gradient(x, grad, spec.eps, spec.direction)
         function = self.functions[spec.name]
-        return function(source, x, y, spec.eps, spec.method.params,
-                        direction=spec.direction, generator=self.generator)  # fmt: skip
+        return function(
+            source,
+            x,
+            y,
+            spec.eps,
+            spec.method.params,
+            direction=spec.direction,
+            generator=self.generator,
+        )
 
     def _record(self, key: str, x: torch.Tensor, adv: torch.Tensor) -> None:
         with torch.no_grad():

@@ -273,14 +273,23 @@ def versions() -> dict[str, str]:
     """Code and library versions, so a number can be traced to what produced it."""
     import lightning
 
-    return {"imbadv": __version__, "git": git_commit(), "torch": torch.__version__,
-            "lightning": lightning.__version__}  # fmt: skip
+    return {
+        "imbadv": __version__,
+        "git": git_commit(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+    }
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).parent)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

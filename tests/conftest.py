@@ -43,9 +43,15 @@ def smoke_sweep(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("sweep")
     store, sweep = base / "store", base / "multirun"
     proc = run_cli(
-        ["-m", *TINY, "class=0..1", "imbalance=balanced,under,over",
-         f"paths.store_dir={store}", f"hydra.sweep.dir={sweep}"],
+        [
+            "-m",
+            *TINY,
+            "class=0..1",
+            "imbalance=balanced,under,over",
+            f"paths.store_dir={store}",
+            f"hydra.sweep.dir={sweep}",
+        ],
         cwd=base,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"base": base, "store": store, "sweep": sweep, "stdout": proc.stdout}

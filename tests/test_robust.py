@@ -15,9 +15,17 @@ from imbadv.store import Store, atomic_write_json
 
 
 def test_diverged_training_fails_clearly_and_leaves_the_store_clean(tmp_path):
-    proc = run_cli([*TINY, "class=1", "imbalance=under", "trainer.lr=1e6",
-                    f"paths.store_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/out"],
-                   cwd=tmp_path)  # fmt: skip
+    proc = run_cli(
+        [
+            *TINY,
+            "class=1",
+            "imbalance=under",
+            "trainer.lr=1e6",
+            f"paths.store_dir={tmp_path}/store",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "diverged" in lines[0], proc.stderr[-2000:]
@@ -30,8 +38,16 @@ def test_diverged_training_fails_clearly_and_leaves_the_store_clean(tmp_path):
 def test_same_config_and_seed_give_the_same_bytes_and_numbers(tmp_path):
     outs = []
     for run in ("a", "b"):
-        proc = run_cli([*TINY, "class=2", "imbalance=over", f"paths.store_dir={tmp_path}/{run}",
-                        f"hydra.run.dir={tmp_path}/{run}/out"], cwd=tmp_path)  # fmt: skip
+        proc = run_cli(
+            [
+                *TINY,
+                "class=2",
+                "imbalance=over",
+                f"paths.store_dir={tmp_path}/{run}",
+                f"hydra.run.dir={tmp_path}/{run}/out",
+            ],
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs.append(json.loads((tmp_path / run / "out" / "results.json").read_text()))
     weights = [sorted((tmp_path / r / "models").glob("*.safetensors")) for r in ("a", "b")]
@@ -45,12 +61,25 @@ def test_four_processes_on_one_sweep_do_each_piece_of_work_once(tmp_path):
     store = tmp_path / "store"
     env = {**os.environ, "WANDB_MODE": "disabled"}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "imbadv.run", "-m", *TINY, "class=0..1",
-                          "imbalance=under", f"paths.store_dir={store}",
-                          f"hydra.sweep.dir={tmp_path}/sweep{i}"],
-                         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imbadv.run",
+                "-m",
+                *TINY,
+                "class=0..1",
+                "imbalance=under",
+                f"paths.store_dir={store}",
+                f"hydra.sweep.dir={tmp_path}/sweep{i}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         for i in range(4)
-    ]  # fmt: skip
+    ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for e in errors]
     trained = [t["key"] for t in Store(store).work_log()]

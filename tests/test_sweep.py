@@ -38,9 +38,17 @@ def test_sweep_rows_and_trainings(smoke_sweep):
 
 def test_second_sweep_trains_nothing_and_reuses_results(smoke_sweep, tmp_path):
     before = trained_keys(smoke_sweep["store"])
-    proc = run_cli(["-m", *TINY, "class=0..1", "imbalance=balanced,under,over",
-                    f"paths.store_dir={smoke_sweep['store']}", f"hydra.sweep.dir={tmp_path}/again"],
-                   cwd=smoke_sweep["base"])  # fmt: skip
+    proc = run_cli(
+        [
+            "-m",
+            *TINY,
+            "class=0..1",
+            "imbalance=balanced,under,over",
+            f"paths.store_dir={smoke_sweep['store']}",
+            f"hydra.sweep.dir={tmp_path}/again",
+        ],
+        cwd=smoke_sweep["base"],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert trained_keys(smoke_sweep["store"]) == before
     again = {r["key"]: r["attacks"] for r in results(tmp_path / "again")}
@@ -53,9 +61,14 @@ def test_killed_sweep_resumes_without_training_twice(smoke_sweep, tmp_path):
     store = tmp_path / "store"
     args = ["-m", *TINY, "class=0..1", "imbalance=under,over", f"paths.store_dir={store}"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen([sys.executable, "-m", "imbadv.run", *args, f"hydra.sweep.dir={tmp_path}/a"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imbadv.run", *args, f"hydra.sweep.dir={tmp_path}/a"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while len(trained_keys(store)) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -74,9 +87,14 @@ def test_killed_sweep_resumes_without_training_twice(smoke_sweep, tmp_path):
     assert not list((store / "models").glob(".*.tmp"))
 
 
-@pytest.mark.parametrize(("launcher", "target"), [
-    ("local", "BasicLauncher"), ("gpus", "JoblibLauncher"), ("slurm", "SlurmLauncher"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("local", "BasicLauncher"),
+        ("gpus", "JoblibLauncher"),
+        ("slurm", "SlurmLauncher"),
+    ],
+)
 def test_launcher_presets_compose(launcher, target):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"launcher={launcher}"], return_hydra_config=True)
