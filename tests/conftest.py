@@ -23,7 +23,7 @@ TINY = [
 
 
 def run_cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess:
     """`python -m imbadv.run ARGS` in `cwd`, as a user would type it; output captured."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
