@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.cluster import check_cluster
 from imbadv.errors import ConfigError, ImbadvError
 from imbadv.settings import check_folder, from_config
 
@@ -89,6 +90,7 @@ def check_jobs(args: list[str]) -> int:
             except HydraException as err:
                 raise ConfigError(*_hydra_problem(err, overrides)) from None
             from_config(cfg)
+            check_cluster(cfg)  # launcher resources too: nothing is submitted with a bad one
             out = (
                 ("hydra.sweep.dir", cfg.hydra.sweep.dir)
                 if multirun
@@ -134,6 +136,8 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    # Where SLURM is installed, every job outside `srun` (local, Ray) would get this hint.
+    warnings.filterwarnings("ignore", message=r".*`srun` command is available on your system")
 
 
 def main() -> None:
