@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # A real one-node SLURM (with accounting) and a local Ray head on this machine, for tests and trials.
 #
-#   scripts/cluster.sh install   apt: slurm-wlm slurmdbd munge mariadb-server; pip: imbadv[slurm,ray]
+#   scripts/cluster.sh install   apt: slurmctld slurmd slurmdbd munge mariadb-server; pip: imbadv[slurm,ray]
 #   scripts/cluster.sh start     munged, mariadbd, slurmdbd, slurmctld, slurmd, then `ray start --head`
 #   scripts/cluster.sh status    sinfo and `ray status`
 #   scripts/cluster.sh stop      everything `start` started, by the pids it recorded
 #
 # Runs as root (daemons and /etc/slurm). PY (default .venv/bin/python) is the environment whose
 # `ray` serves the head and whose pip gets the extras. State, logs and pids go to CLUSTER_DIR
-# (default /tmp/imbadv-cluster). Details: docs/cluster.md.
+# (default /tmp/imbadv-cluster). ACCOUNTING=none starts SLURM without slurmdbd and MariaDB, as
+# clusters without accounting run (submitit then cannot see cancelled jobs). Details: docs/cluster.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/imbadv-cluster}
 CLUSTER_NAME=imbadv
+ACCOUNTING=${ACCOUNTING:-slurmdbd}
 MARK="# written by imbadv scripts/cluster.sh"
 export RAY_USAGE_STATS_ENABLED=0
-APT_PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
+# The daemons and clients only (slurm-wlm would pull every plugin and its -dev package).
+APT_PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 
 log() { echo "cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -59,7 +62,7 @@ install() {
 	done
 	if ((${#missing[@]})); then
 		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
 	"$PY" -m pip install -q -e ".[slurm,ray]"
 }
@@ -144,10 +147,7 @@ slurm_conf() {
 		TaskPlugin=task/none
 		SelectType=select/cons_tres
 		SelectTypeParameters=CR_Core_Memory
-		# Accounting through slurmdbd: sacct works, so submitit sees cancelled and failed jobs.
-		AccountingStorageType=accounting_storage/slurmdbd
-		AccountingStorageHost=localhost
-		JobAcctGatherType=jobacct_gather/linux
+		$(accounting)
 		JobCompType=jobcomp/none
 		# A cancelled job gets SIGKILL 5 s after SIGTERM (submitit ignores SIGTERM).
 		KillWait=5
@@ -159,14 +159,26 @@ slurm_conf() {
 	EOF
 }
 
+accounting() {
+	if [[ $ACCOUNTING == none ]]; then
+		printf '%s\n' AccountingStorageType=accounting_storage/none JobAcctGatherType=jobacct_gather/none
+	else
+		# Accounting through slurmdbd: sacct works, so submitit sees cancelled and failed jobs.
+		printf '%s\n' AccountingStorageType=accounting_storage/slurmdbd AccountingStorageHost=localhost \
+			JobAcctGatherType=jobacct_gather/linux
+	fi
+}
+
 node_idle() { sinfo -h -o %t | grep -qE '^(idle|mix|alloc)'; }
 
 start_slurm() {
 	mkdir -p "$CLUSTER_DIR"/{slurmctld,slurmd}
 	start_munge
-	start_mariadb
 	slurm_conf | write_conf /etc/slurm/slurm.conf 644  # sacctmgr reads it too
-	start_slurmdbd
+	if [[ $ACCOUNTING != none ]]; then
+		start_mariadb
+		start_slurmdbd
+	fi
 	spawn slurmctld /usr/sbin/slurmctld -D -c
 	wait_for 60 slurmctld scontrol ping
 	spawn slurmd /usr/sbin/slurmd -D

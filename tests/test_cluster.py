@@ -57,15 +57,21 @@ def slurm(*args: str) -> str:
     return proc.stdout
 
 
+# The test cluster restarts its job ids from 1 (scripts/cluster.sh clears the controller's state),
+# so sacct is asked only about jobs since this session began.
+SINCE = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def array_states(sweep: Path) -> dict[str, str]:
     """sacct's state of every task the sweep submitted, by `<array>_<index>`."""
     arrays = {p.name for p in (sweep / ".submitit").iterdir() if p.name.isdigit()}
-    out = slurm("sacct", "-X", "-n", "-P", "-o", "JobID,State", *[f"-j{a}" for a in arrays])
+    jobs = [f"-j{a}" for a in arrays]
+    out = slurm("sacct", "-X", "-n", "-P", "-S", SINCE, "-o", "JobID,State", *jobs)
     return dict(line.split("|")[:2] for line in out.splitlines())
 
 
 def submitted_count() -> int:
-    return len(slurm("sacct", "-X", "-n", "-a", "-S", "2000-01-01", "-o", "JobIDRaw").split())
+    return len(slurm("sacct", "-X", "-n", "-a", "-S", SINCE, "-o", "JobIDRaw").split())
 
 
 @pytest.fixture(scope="module")
