@@ -80,7 +80,7 @@ def slurm_sweep(tmp_path_factory) -> dict:
     slurm("sinfo")
     base = tmp_path_factory.mktemp("slurm")
     start = time.time()
-    proc = run_cli(sweep_args(SLURM, GRID, base, "sweep"), cwd=base, timeout=600)
+    proc = run_cli(sweep_args(SLURM, GRID, base, "sweep"), cwd=base, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"base": base, "proc": proc, "seconds": time.time() - start}
 
@@ -114,7 +114,7 @@ def test_slurm_cancelled_job_then_rerun_matches_uninterrupted(slurm_sweep, tmp_p
         text=True,
     )
     victim = None
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while victim is None and time.time() < deadline and first.poll() is None:
         running = slurm("squeue", "-h", "-t", "R", "-o", "%i").split()
         if running and trained(tmp_path / "store"):  # mid-sweep: some work done, a job running
@@ -122,14 +122,14 @@ def test_slurm_cancelled_job_then_rerun_matches_uninterrupted(slurm_sweep, tmp_p
         time.sleep(0.5)
     assert victim is not None, "no running job to cancel"
     slurm("scancel", victim)
-    _, err = first.communicate(timeout=300)
+    _, err = first.communicate(timeout=600)
     assert (
         first.returncode != 0
     )  # the launcher reports the cancelled job instead of waiting forever
     assert "CANCELLED" in err, err[-2000:]
     assert array_states(tmp_path / "a")[victim].startswith("CANCELLED")
 
-    rerun = run_cli(sweep_args(SLURM, grid, tmp_path, "b"), cwd=tmp_path, timeout=600)
+    rerun = run_cli(sweep_args(SLURM, grid, tmp_path, "b"), cwd=tmp_path, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     keys = trained(tmp_path / "store")
     assert len(keys) == len(set(keys)) == 5  # nothing trained twice, before or after the cancel
@@ -157,7 +157,7 @@ def test_slurm_bad_value_submits_nothing(tmp_path):
 @cluster
 def test_ray_smoke_sweep_every_result_each_model_once(tmp_path):
     start = time.time()
-    proc = run_cli(sweep_args(RAY, GRID, tmp_path, "sweep"), cwd=tmp_path, timeout=600)
+    proc = run_cli(sweep_args(RAY, GRID, tmp_path, "sweep"), cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Connected to Ray cluster" in proc.stderr  # the running head, not a private Ray
     got = results(tmp_path / "sweep")
