@@ -16,6 +16,11 @@ install: ## Create .venv and install imbadv with its test tools (CPU or GPU torc
 test: ## Run the test suite (CPU, no network, a few minutes)
 	$(PY) -m pytest -q
 
+test-cluster: ## Real SLURM and Ray sweeps on this machine (root: apt and pip installs, daemons; ~5 min)
+	PY=$(PY) scripts/cluster.sh install
+	PY=$(PY) scripts/cluster.sh start
+	$(PY) -m pytest -q -m cluster tests/test_cluster.py; rc=$$?; PY=$(PY) scripts/cluster.sh stop; exit $$rc
+
 lint: ## ruff: lint and formatting
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -42,4 +47,4 @@ bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test lint format smoke quick reproduce report bench clean
+.PHONY: help install test test-cluster lint format smoke quick reproduce report bench clean

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.cluster import check_cluster
 from imbadv.errors import ConfigError, ImbadvError
 from imbadv.settings import check_folder, from_config
 
@@ -96,6 +97,7 @@ def check_jobs(args: list[str]) -> int:
             s = from_config(cfg)
             data[repr(s.dataset)] = s.dataset
             devices.add(s.device)
+            check_cluster(cfg)  # launcher resources too: nothing is submitted with a bad one
             out = (
                 ("hydra.sweep.dir", cfg.hydra.sweep.dir)
                 if multirun
