@@ -29,6 +29,11 @@ class DataParams(Params):
     def known_train_per_class(self) -> int | None:
         return None
 
+    def known_train_counts(self) -> tuple[int, ...] | None:
+        """Training images per class (label order) if known before loading; for the counts check."""
+        classes, per_class = self.known_classes(), self.known_train_per_class()
+        return None if classes is None or per_class is None else (per_class,) * len(classes)
+
     def preflight(self) -> None:
         """Make sure the files exist (download once if needed) before any job starts."""
 
@@ -120,6 +125,9 @@ class SVHNParams(FilesParams):
         # The split is imbalanced; the smallest class (digit 9) bounds what every class can give.
         return min(SVHN_TRAIN_COUNTS)
 
+    def known_train_counts(self) -> tuple[int, ...]:
+        return SVHN_TRAIN_COUNTS
+
     def preflight(self) -> None:
         from imbadv.data.svhn import ensure_files
 
@@ -168,5 +176,9 @@ DATASETS.add("folder", FolderParams, "imbadv.data.folder:load", "ImageFolder tra
 DATASETS.add("synthetic", SyntheticParams, "imbadv.data.synthetic:load", "generated patterns")
 DATASETS.add("cifar100", CIFAR100Params, "imbadv.data.cifar100:load", "official CIFAR-100 (python)")
 DATASETS.add("svhn", SVHNParams, "imbadv.data.svhn:load", "SVHN .mat files (imbalanced train)")
-DATASETS.add("fashion_mnist", FashionMNISTParams, "imbadv.data.fashion_mnist:load", "Fashion-MNIST idx")
-DATASETS.add("tiny_imagenet", TinyImageNetParams, "imbadv.data.tiny_imagenet:load", "Tiny-ImageNet-200")
+DATASETS.add(
+    "fashion_mnist", FashionMNISTParams, "imbadv.data.fashion_mnist:load", "Fashion-MNIST idx"
+)
+DATASETS.add(
+    "tiny_imagenet", TinyImageNetParams, "imbadv.data.tiny_imagenet:load", "Tiny-ImageNet-200"
+)
