@@ -472,3 +472,39 @@ def test_svhn_counts_are_checked_per_digit_before_any_job(tmp_path):
     # digit 1 has 13,861 images, so over-sampling it at 10,000 passes the check
     s = settings("dataset=svhn", "class=1", "imbalance=over", "counts.majority=10000", store)
     assert s.target == 1
+
+
+# ----------------------------------------------------------------------------- the real CLI
+
+
+def test_smoke_preset_on_a_200_class_64px_tiny_imagenet_folder(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    wnids = [f"n{10000000 + k:08d}" for k in range(200)]
+    write_tiny(tmp_path / "data", wnids, per_class=5, val=1)
+    proc = run_cli(
+        [
+            "experiment=smoke",
+            "dataset=tiny_imagenet",
+            f"dataset.root={tmp_path / 'data'}",
+            "dataset.download=false",
+            "class=thing_7",
+            "imbalance=under",
+            "counts.majority=5",
+            "counts.minority=2",
+            "counts.val_fraction=0.2",
+            "trainer.max_epochs=2",
+            f"paths.store_dir={tmp_path}/store",
+            f"paths.cache_dir={tmp_path}/cache",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (result["meta"]["class"], result["meta"]["dataset"]) == (7, "tiny_imagenet")
+    counts = result["models"]["target"]["train_counts"]
+    assert len(counts) == 200 and counts[7] == 2 and counts[0] == 4  # 5 minus 1 for validation
+    assert {r["n"] for r in result["attacks"]} == {1}  # one val image per class is the test set
