@@ -162,7 +162,15 @@ class TinyImageNetParams(FilesParams):
             return None
 
     def known_train_per_class(self) -> int | None:
-        return 500 if self.known_classes() is not None else None
+        counts = self.known_train_counts()
+        return min(counts) if counts else None
+
+    def known_train_counts(self) -> tuple[int, ...] | None:
+        folder = self.data_root() / "tiny-imagenet-200"
+        try:
+            return names.tiny_imagenet_train_counts(folder)
+        except OSError:
+            return None
 
     def preflight(self) -> None:
         from imbadv.data.tiny_imagenet import ensure_files

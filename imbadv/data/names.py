@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -177,3 +178,17 @@ def tiny_imagenet_classes(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...
         n if first.count(n) == 1 else f"{n}_{w}" for n, w in zip(first, wnids, strict=True)
     )
     return tuple(wnids), names
+
+
+def tiny_imagenet_train_counts(folder: Path) -> tuple[int, ...]:
+    """Training images per class (sorted wnids), counted from file names without decoding."""
+    from imbadv.data.folder import IMAGE_EXTENSIONS
+
+    wnids = tiny_imagenet_classes(folder)[0]
+    return tuple(
+        sum(
+            name.lower().endswith(IMAGE_EXTENSIONS)
+            for name in os.listdir(folder / "train" / w / "images")
+        )
+        for w in wnids
+    )
