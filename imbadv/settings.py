@@ -187,9 +187,9 @@ def check_counts(dataset: Spec, imbalance: Spec, target: int | str) -> None:
     """Counts the profile asks for, against what the data set has (when known without loading)."""
     from imbadv.imbalance.split import class_counts  # numpy, no torch
 
-    classes, have = dataset.params.known_classes(), dataset.params.known_train_per_class()
-    if classes is not None and have is not None and isinstance(target, int):
-        class_counts([have] * len(classes), imbalance, target)
+    have = dataset.params.known_train_counts()
+    if have is not None and isinstance(target, int):
+        class_counts(list(have), imbalance, target)
 
 
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work

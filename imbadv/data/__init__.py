@@ -7,7 +7,10 @@ size, mean, std), which models and attacks read. Add one: docs/extending.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
+from imbadv.data import names
 from imbadv.errors import ConfigError
 from imbadv.registry import UNKEYED, Params, Registry, bounds
 
@@ -25,6 +28,11 @@ class DataParams(Params):
 
     def known_train_per_class(self) -> int | None:
         return None
+
+    def known_train_counts(self) -> tuple[int, ...] | None:
+        """Training images per class (label order) if known before loading; for the counts check."""
+        classes, per_class = self.known_classes(), self.known_train_per_class()
+        return None if classes is None or per_class is None else (per_class,) * len(classes)
 
     def preflight(self) -> None:
         """Make sure the files exist (download once if needed) before any job starts."""
@@ -78,7 +86,107 @@ class SyntheticParams(DataParams):
         return self.train_per_class
 
 
+@dataclass(frozen=True)
+class FilesParams(DataParams):
+    """An official data set's files under `root` (None: $IMBADV_DATA_DIR or data/), fetched if missing."""
+
+    root: str | None = field(default=None, metadata=UNKEYED)
+    download: bool = field(default=True, metadata=UNKEYED)
+
+    def data_root(self) -> Path:
+        import os
+
+        root = self.root if self.root is not None else os.environ.get("IMBADV_DATA_DIR", "data")
+        return Path(root).expanduser()
+
+
+@dataclass(frozen=True)
+class CIFAR100Params(FilesParams):
+    labels: Literal["fine", "coarse"] = "fine"  # 100 classes, or the 20 superclasses
+
+    def known_classes(self) -> tuple[str, ...]:
+        return names.CIFAR100_FINE if self.labels == "fine" else names.CIFAR100_COARSE
+
+    def known_train_per_class(self) -> int:
+        return 500 if self.labels == "fine" else 2500
+
+    def preflight(self) -> None:
+        from imbadv.data.cifar100 import ensure_files
+
+        ensure_files(self)
+
+
+@dataclass(frozen=True)
+class SVHNParams(FilesParams):
+    def known_classes(self) -> tuple[str, ...]:
+        return names.SVHN_CLASSES
+
+    def known_train_per_class(self) -> int:
+        # The split is imbalanced; the smallest class (digit 9) bounds what every class can give.
+        return min(SVHN_TRAIN_COUNTS)
+
+    def known_train_counts(self) -> tuple[int, ...]:
+        return SVHN_TRAIN_COUNTS
+
+    def preflight(self) -> None:
+        from imbadv.data.svhn import ensure_files
+
+        ensure_files(self)
+
+
+# Images per digit 0..9 in SVHN's train_32x32.mat (the split is itself imbalanced).
+SVHN_TRAIN_COUNTS = (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659)
+
+
+@dataclass(frozen=True)
+class FashionMNISTParams(FilesParams):
+    def known_classes(self) -> tuple[str, ...]:
+        return names.FASHION_MNIST_CLASSES
+
+    def known_train_per_class(self) -> int:
+        return 6000
+
+    def preflight(self) -> None:
+        from imbadv.data.fashion_mnist import ensure_files
+
+        ensure_files(self)
+
+
+@dataclass(frozen=True)
+class TinyImageNetParams(FilesParams):
+    def known_classes(self) -> tuple[str, ...] | None:
+        folder = self.data_root() / "tiny-imagenet-200"
+        try:
+            return names.tiny_imagenet_classes(folder)[1]
+        except OSError:  # not here yet: names are checked once the files are
+            return None
+
+    def known_train_per_class(self) -> int | None:
+        counts = self.known_train_counts()
+        return min(counts) if counts else None
+
+    def known_train_counts(self) -> tuple[int, ...] | None:
+        folder = self.data_root() / "tiny-imagenet-200"
+        try:
+            return names.tiny_imagenet_train_counts(folder)
+        except OSError:
+            return None
+
+    def preflight(self) -> None:
+        from imbadv.data.tiny_imagenet import ensure_files
+
+        ensure_files(self)
+
+
 DATASETS = Registry("dataset")
 DATASETS.add("cifar10", CIFAR10Params, "imbadv.data.cifar10:load", "official CIFAR-10")
 DATASETS.add("folder", FolderParams, "imbadv.data.folder:load", "ImageFolder train/ test/")
 DATASETS.add("synthetic", SyntheticParams, "imbadv.data.synthetic:load", "generated patterns")
+DATASETS.add("cifar100", CIFAR100Params, "imbadv.data.cifar100:load", "official CIFAR-100 (python)")
+DATASETS.add("svhn", SVHNParams, "imbadv.data.svhn:load", "SVHN .mat files (imbalanced train)")
+DATASETS.add(
+    "fashion_mnist", FashionMNISTParams, "imbadv.data.fashion_mnist:load", "Fashion-MNIST idx"
+)
+DATASETS.add(
+    "tiny_imagenet", TinyImageNetParams, "imbadv.data.tiny_imagenet:load", "Tiny-ImageNet-200"
+)

@@ -68,7 +68,8 @@ def load_cifar10(root: str | Path, download: bool = True) -> Dataset:
 
 def _cifar10_missing(batches: Path, root: Path, reason: str) -> str:
     return (
-        f"CIFAR-10 not found in {batches} and {reason}: place the official archive "
+        f"CIFAR-10 not found (or not matching its published md5) in {batches} and {reason}: "
+        "place the official archive "
         f"cifar-10-python.tar.gz in {root} by hand, or set IMBADV_DATA_DIR or dataset.root "
         "to a folder that has it, or use dataset=folder dataset.root=<class-folder copy or .tar.gz>"
     )

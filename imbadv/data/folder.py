@@ -8,6 +8,7 @@ import os
 import tarfile
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,20 @@ def read_folder(root: Path, cache_dir: Path) -> tuple[dict[str, np.ndarray], str
                 _write_cache(cache, arrays)
     kind = "sha256" if is_archive else "file-list sha256"
     return arrays, f"class folders from {root.resolve()} ({kind} {key})"
+
+
+def cached_arrays(cache_dir: Path, stem: str, build: Callable[[], dict[str, np.ndarray]]) -> dict:
+    """cache_dir/<stem>.npz, or `build()` once under a file lock and written there (other loaders)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"{stem}.npz"
+    arrays = _read_cache(cache, delete_bad=False)
+    if arrays is None:
+        with FileLock(str(cache_dir / f"{stem}.lock")):
+            arrays = _read_cache(cache, delete_bad=True)
+            if arrays is None:
+                arrays = {**build(), "version": np.array(CACHE_VERSION)}
+                _write_cache(cache, arrays)
+    return arrays
 
 
 def _sha256_file(path: Path) -> str:
