@@ -171,7 +171,7 @@ def compute(
         s = replace(s, sources=(Source.SAME,))  # its own gradient is the balanced gradient: one row
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
-            data, s, balanced_profile(s), target, device, store
+            data, s, balanced_profile(s, data.train_counts()), target, device, store
         )
     trained = {role: r["trained_here"] for role, r in records.items()}
     key = content_key(
@@ -196,9 +196,10 @@ def compute(
     return result, trained
 
 
-def balanced_profile(s: Settings) -> Spec:
+def balanced_profile(s: Settings, available: list[int] | None = None) -> Spec:
     """The balanced profile with the job's counts: the model whose gradient transfer rows use."""
-    return PROFILES.parse("imbalance", BALANCED, {"majority": s.imbalance.params.balanced_count()})
+    count = s.imbalance.params.balanced_count(available)
+    return PROFILES.parse("imbalance", BALANCED, {"majority": count})
 
 
 def attack_identity(spec: AttackSpec) -> dict[str, Any]:

@@ -157,7 +157,8 @@ def from_config(cfg: DictConfig) -> Settings:
         _number(f"counts.{key}", cfg.counts[key], 1, integer=True)
     imbalance = component(cfg.imbalance, "imbalance", PROFILES)
     target = parse_target(cfg["class"], dataset.params.known_classes())
-    check_counts(dataset, imbalance, target)
+    val_fraction = _number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9)
+    check_counts(dataset, imbalance, target, val_fraction)
     sources = tuple(
         dict.fromkeys(_choice("attack.sources", s, Source) for s in _as_list(cfg.attack.sources))
     )
@@ -170,7 +171,7 @@ def from_config(cfg: DictConfig) -> Settings:
         objective=component(cfg.objective, "objective", OBJECTIVES),
         train=build_params(TrainSettings, "trainer", train),
         seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
-        val_fraction=_number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9),
+        val_fraction=val_fraction,
         specs=attack_specs(cfg.attack),
         sources=sources,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
@@ -182,13 +183,15 @@ def from_config(cfg: DictConfig) -> Settings:
     )
 
 
-def check_counts(dataset: Spec, imbalance: Spec, target: int | str) -> None:
+def check_counts(
+    dataset: Spec, imbalance: Spec, target: int | str, val_fraction: float = 0.0
+) -> None:
     """Counts the profile asks for, against what the data set has (when known without loading)."""
     from imbadv.imbalance.split import class_counts  # numpy, no torch
 
     classes, have = dataset.params.known_classes(), dataset.params.known_train_per_class()
     if classes is not None and have is not None and isinstance(target, int):
-        class_counts([have] * len(classes), imbalance, target)
+        class_counts([have] * len(classes), imbalance, target, val_fraction)
 
 
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work
