@@ -30,9 +30,15 @@ from imbadv.store import Store, atomic_write_json, content_key
 from imbadv.tracking import log_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
+from imbadv.training.objectives import LogitAdjusted
 
 BALANCED = "balanced"  # the profile every transfer row takes its gradient from
 SELECTION_RULE = "lowest clean validation loss (validation split of the training data)"
+SELECTION_RULES = {  # trainer.selection -> its description in every model record
+    "val_loss": SELECTION_RULE,
+    "robust_val_acc": "highest PGD accuracy on the validation split of the training data",
+    "last": "the last epoch (no selection)",
+}
 
 
 def data_identity(data: Dataset, s: Settings) -> dict[str, Any]:
@@ -57,6 +63,8 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
         "objective": s.objective.key(),
         "train": params_key(s.train),
         "seed": s.seed,
+        # only when on, so standard training keeps its stored keys
+        **({"adversarial": params_key(s.adversarial)} if s.adversarial.mode != "none" else {}),
     }
 
 
@@ -89,13 +97,16 @@ def obtain_model(
         loss = OBJECTIVES.get("objective", s.objective.name).load()(
             s.objective.params, split.train_counts
         )
-        record = fit(model, train_xy, val_xy, s.train, device, s.seed, loss=loss)
+        record = fit(model, train_xy, val_xy, s.train, device, s.seed, loss=loss,
+                     adversarial=s.adversarial)  # fmt: skip
         return {
             "spec": spec,
             "train_counts": split.train_counts,
             "val_counts": split.val_counts,
             "split_sha256": split.digest(),
-            "selection": SELECTION_RULE,
+            "selection": SELECTION_RULES[s.train.selection],
+            "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
+            "posthoc_tau": s.train.posthoc_tau,
             "train_seconds": time.perf_counter() - started,
             **record,
         }
@@ -103,6 +114,8 @@ def obtain_model(
     model = build_model(data, s)
     record, trained = store.model(key, model, train)
     model.to(device).eval()
+    if s.train.posthoc_tau > 0:  # post-hoc logit adjustment: evaluated and attacked as adjusted
+        model = LogitAdjusted(model, record["train_counts"], s.train.posthoc_tau).to(device).eval()
     return model, {**record, "trained_here": trained}
 
 

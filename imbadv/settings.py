@@ -22,7 +22,7 @@ from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.registry import Spec, build_params
-from imbadv.training import OBJECTIVES, TrainSettings
+from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Settings:
     threads: int
     cache_dir: Path
     store_dir: Path
+    adversarial: AdversarialSettings = AdversarialSettings()  # mode none: standard training
 
 
 def _as_list(value: Any) -> list:
@@ -180,7 +181,15 @@ def from_config(cfg: DictConfig) -> Settings:
         threads=_number("threads", cfg.threads, 0, integer=True),
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
+        adversarial=adversarial_settings(cfg),
     )
+
+
+def adversarial_settings(cfg: DictConfig) -> AdversarialSettings:
+    """The `adversarial` group (absent = standard training), checked."""
+    options = cfg.get("adversarial")
+    options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    return build_params(AdversarialSettings, "adversarial", dict(options))
 
 
 def check_counts(
