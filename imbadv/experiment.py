@@ -97,8 +97,9 @@ def obtain_model(
         loss = OBJECTIVES.get("objective", s.objective.name).load()(
             s.objective.params, split.train_counts
         )
-        record = fit(model, train_xy, val_xy, s.train, device, s.seed, loss=loss,
-                     adversarial=s.adversarial)  # fmt: skip
+        record = fit(
+            model, train_xy, val_xy, s.train, device, s.seed, loss=loss, adversarial=s.adversarial
+        )
         return {
             "spec": spec,
             "train_counts": split.train_counts,

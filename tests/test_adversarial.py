@@ -128,8 +128,15 @@ def test_a_tiny_adversarial_training_learns_and_logs_robust_validation():
     torch.manual_seed(0)
     model = nn.Sequential(Centered(), nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
     s = TrainSettings(lr=1e-2, batch_size=32, max_epochs=3, patience=3, channels_last=False)
-    record = fit(model, toy(128, 0), toy(64, 1), s, torch.device("cpu"), seed=0,
-                 adversarial=settings("fast_fgsm"))  # fmt: skip
+    record = fit(
+        model,
+        toy(128, 0),
+        toy(64, 1),
+        s,
+        torch.device("cpu"),
+        seed=0,
+        adversarial=settings("fast_fgsm"),
+    )
     last = record["history"][-1]
     assert last["val/acc"] > 0.9 and last["val/robust_acc"] > 0.9
     assert not model.training

@@ -148,7 +148,7 @@ def test_split_is_byte_identical_in_a_fresh_process():
     runs = [
         subprocess.run(
             [sys.executable, "-c", SPLIT_SCRIPT, seed], capture_output=True, text=True, check=True
-        ).stdout  # fmt: skip
+        ).stdout
         for seed in ("7", "7", "8")
     ]
     assert runs[0] == runs[1] and runs[0] != runs[2]

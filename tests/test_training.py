@@ -95,8 +95,9 @@ def test_selection_rules_pick_their_epoch_from_validation_only():
     _, record = train_once(last)
     assert record["epochs"] == 3 and record["best_epoch"] == 2  # patience ignored: no stopping
     assert record["selection_rule"] == "last"
-    robust = TrainSettings(lr=1e-3, batch_size=32, max_epochs=3, selection="robust_val_acc",
-                           robust_val_steps=2)  # fmt: skip
+    robust = TrainSettings(
+        lr=1e-3, batch_size=32, max_epochs=3, selection="robust_val_acc", robust_val_steps=2
+    )
     _, record = train_once(robust)
     curve = [h["val/robust_acc"] for h in record["history"]]
     assert len(curve) == 3 and record["best_epoch"] == curve.index(max(curve))
@@ -113,9 +114,15 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
     from imbadv.store import Store
 
     root = Path(__file__).resolve().parents[1] / "conf"
-    overrides = ["experiment=smoke", "dataset.train_per_class=60", "dataset.test_per_class=10",
-                 "counts.majority=60", "imbalance=exp", "trainer.selection=robust_val_acc",
-                 f"paths.store_dir={tmp_path}"]  # fmt: skip
+    overrides = [
+        "experiment=smoke",
+        "dataset.train_per_class=60",
+        "dataset.test_per_class=10",
+        "counts.majority=60",
+        "imbalance=exp",
+        "trainer.selection=robust_val_acc",
+        f"paths.store_dir={tmp_path}",
+    ]
     with initialize_config_dir(str(root), version_base="1.3"):
         s = from_config(compose("config", overrides=overrides))
     data = load_dataset(s.dataset, tmp_path)

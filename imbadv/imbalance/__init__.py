@@ -121,9 +121,24 @@ PROFILES.add("under", PaperParams, "imbadv.imbalance.paper:under", "the class at
              targeted=True)  # fmt: skip
 PROFILES.add("over", PaperParams, "imbadv.imbalance.paper:over", "the class at majority, the rest at minority",
              targeted=True)  # fmt: skip
-PROFILES.add("exp", LongTailParams, "imbadv.imbalance.longtail:exponential",
-             "CIFAR-10-LT: n_max * (1/ratio)^(rank/(C-1))", targeted=False)  # fmt: skip
-PROFILES.add("step", LongTailParams, "imbadv.imbalance.longtail:step",
-             "the head half at n_max, the tail half at n_max/ratio", targeted=False)  # fmt: skip
-PROFILES.add("matched", MatchedParams, "imbadv.imbalance.longtail:matched",
-             "balanced, with the total of profile `of`", targeted=False)  # fmt: skip
+PROFILES.add(
+    "exp",
+    LongTailParams,
+    "imbadv.imbalance.longtail:exponential",
+    "CIFAR-10-LT: n_max * (1/ratio)^(rank/(C-1))",
+    targeted=False,
+)
+PROFILES.add(
+    "step",
+    LongTailParams,
+    "imbadv.imbalance.longtail:step",
+    "the head half at n_max, the tail half at n_max/ratio",
+    targeted=False,
+)
+PROFILES.add(
+    "matched",
+    MatchedParams,
+    "imbadv.imbalance.longtail:matched",
+    "balanced, with the total of profile `of`",
+    targeted=False,
+)

@@ -69,11 +69,18 @@ OBJECTIVES = Registry("objective")
 OBJECTIVES.add(
     "ce", CrossEntropyParams, "imbadv.training.objectives:cross_entropy", "cross-entropy"
 )
-OBJECTIVES.add("weighted_ce", WeightedCEParams, "imbadv.training.objectives:weighted_cross_entropy",
-               "class-weighted cross-entropy (inverse frequency or effective number)")  # fmt: skip
-OBJECTIVES.add("balanced_softmax", BalancedSoftmaxParams,
-               "imbadv.training.objectives:balanced_softmax",
-               "cross-entropy on logits + tau log n_c (balanced softmax, logit adjustment)")  # fmt: skip
+OBJECTIVES.add(
+    "weighted_ce",
+    WeightedCEParams,
+    "imbadv.training.objectives:weighted_cross_entropy",
+    "class-weighted cross-entropy (inverse frequency or effective number)",
+)
+OBJECTIVES.add(
+    "balanced_softmax",
+    BalancedSoftmaxParams,
+    "imbadv.training.objectives:balanced_softmax",
+    "cross-entropy on logits + tau log n_c (balanced softmax, logit adjustment)",
+)
 
 
 @dataclass(frozen=True)

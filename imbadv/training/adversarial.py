@@ -92,8 +92,15 @@ class AdversarialStep:
             return ascend(model, x, y, x + 0.001 * noise, s.eps, alpha, s.steps, kl_divergence)
         if self.inner is not None:
             fn, params = self.inner
-            x_adv = fn(model, x, y, s.eps, params, direction=Direction.ASCENT,
-                       generator=self.generator(x.device))  # fmt: skip
+            x_adv = fn(
+                model,
+                x,
+                y,
+                s.eps,
+                params,
+                direction=Direction.ASCENT,
+                generator=self.generator(x.device),
+            )
             return project(x_adv, x, s.eps).detach()
         return ascend(model, x, y, x + self.uniform(x, s.eps), s.eps, alpha, s.steps)
 
@@ -114,8 +121,9 @@ def inner_attack(settings: AdversarialSettings) -> tuple[Callable, object]:
     entry = ATTACKS.get("adversarial.attack", settings.attack)
     known = {f.name for f in fields(entry.params)}
     options = {"alpha": settings.step_size(), "steps": settings.steps}
-    params = ATTACKS.parse("adversarial.attack", settings.attack,
-                           {k: v for k, v in options.items() if k in known})  # fmt: skip
+    params = ATTACKS.parse(
+        "adversarial.attack", settings.attack, {k: v for k, v in options.items() if k in known}
+    )
     return entry.load(), params.params
 
 
