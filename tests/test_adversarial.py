@@ -142,3 +142,22 @@ def test_a_tiny_adversarial_training_learns_and_logs_robust_validation():
     assert not model.training
     x, y = toy(64, 2)
     assert robust_accuracy(model, x, y, EPS, steps=5) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["adversarial=trades", "adversarial.beta=-1"], "adversarial.beta=-1"),
+        (["imbalance=exp", "imbalance.ratio=0.5", "adversarial=pgd_at"], "imbalance.ratio=0.5"),
+    ],
+)
+def test_bad_long_tail_input_exits_2_before_any_work(tmp_path, args, message):
+    from conftest import TINY, run_cli
+
+    proc = run_cli(
+        ["-m", *TINY, *args, f"paths.store_dir={tmp_path}/store", f"hydra.sweep.dir={tmp_path}/mr"],
+        cwd=tmp_path,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and message in lines[-1] and lines[-1].startswith("imbadv: error")
+    assert not (tmp_path / "mr").exists() and not (tmp_path / "store").exists()
