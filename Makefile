@@ -38,6 +38,10 @@ quick: ## One quick experiment on the real CIFAR-10 copy (DATA=path/to/cifar10-j
 reproduce: ## All 50 combinations of the paper (EXTRA="experiment=quick dataset=folder dataset.root=...")
 	$(PY) -m imbadv.run -m class=0..9 imbalance=balanced,under,over $(EXTRA)
 
+longtail-quick: ## Long-tail study on CPU: CIFAR-10-LT IR 10, standard/fast-FGSM AT x CE/balanced softmax, 3 seeds
+	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) \
+		adversarial=none,fast_fgsm objective=ce,balanced_softmax class=0..9 seed=0,1,2 $(EXTRA)
+
 report: ## Table 1 and figures for a sweep (SWEEP=multirun/<date>/<time>; default: the newest)
 	$(PY) -m imbadv.report $(SWEEP)
 
@@ -47,4 +51,4 @@ bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-cluster lint format smoke quick reproduce report bench clean
+.PHONY: help install test test-cluster lint format smoke quick reproduce longtail-quick report bench clean

@@ -30,9 +30,15 @@ from imbadv.store import Store, atomic_write_json, content_key
 from imbadv.tracking import log_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
+from imbadv.training.objectives import LogitAdjusted
 
 BALANCED = "balanced"  # the profile every transfer row takes its gradient from
 SELECTION_RULE = "lowest clean validation loss (validation split of the training data)"
+SELECTION_RULES = {  # trainer.selection -> its description in every model record
+    "val_loss": SELECTION_RULE,
+    "robust_val_acc": "highest PGD accuracy on the validation split of the training data",
+    "last": "the last epoch (no selection)",
+}
 
 
 def data_identity(data: Dataset, s: Settings) -> dict[str, Any]:
@@ -57,6 +63,8 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
         "objective": s.objective.key(),
         "train": params_key(s.train),
         "seed": s.seed,
+        # only when on, so standard training keeps its stored keys
+        **({"adversarial": params_key(s.adversarial)} if s.adversarial.mode != "none" else {}),
     }
 
 
@@ -89,13 +97,17 @@ def obtain_model(
         loss = OBJECTIVES.get("objective", s.objective.name).load()(
             s.objective.params, split.train_counts
         )
-        record = fit(model, train_xy, val_xy, s.train, device, s.seed, loss=loss)
+        record = fit(
+            model, train_xy, val_xy, s.train, device, s.seed, loss=loss, adversarial=s.adversarial
+        )
         return {
             "spec": spec,
             "train_counts": split.train_counts,
             "val_counts": split.val_counts,
             "split_sha256": split.digest(),
-            "selection": SELECTION_RULE,
+            "selection": SELECTION_RULES[s.train.selection],
+            "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
+            "posthoc_tau": s.train.posthoc_tau,
             "train_seconds": time.perf_counter() - started,
             **record,
         }
@@ -103,6 +115,8 @@ def obtain_model(
     model = build_model(data, s)
     record, trained = store.model(key, model, train)
     model.to(device).eval()
+    if s.train.posthoc_tau > 0:  # post-hoc logit adjustment: evaluated and attacked as adjusted
+        model = LogitAdjusted(model, record["train_counts"], s.train.posthoc_tau).to(device).eval()
     return model, {**record, "trained_here": trained}
 
 
@@ -171,7 +185,7 @@ def compute(
         s = replace(s, sources=(Source.SAME,))  # its own gradient is the balanced gradient: one row
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
-            data, s, balanced_profile(s), target, device, store
+            data, s, balanced_profile(s, data.train_counts()), target, device, store
         )
     trained = {role: r["trained_here"] for role, r in records.items()}
     key = content_key(
@@ -196,9 +210,10 @@ def compute(
     return result, trained
 
 
-def balanced_profile(s: Settings) -> Spec:
+def balanced_profile(s: Settings, available: list[int] | None = None) -> Spec:
     """The balanced profile with the job's counts: the model whose gradient transfer rows use."""
-    return PROFILES.parse("imbalance", BALANCED, {"majority": s.imbalance.params.balanced_count()})
+    count = s.imbalance.params.balanced_count(available)
+    return PROFILES.parse("imbalance", BALANCED, {"majority": count})
 
 
 def attack_identity(spec: AttackSpec) -> dict[str, Any]:

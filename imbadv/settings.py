@@ -23,7 +23,7 @@ from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.registry import Spec, build_params
-from imbadv.training import OBJECTIVES, TrainSettings
+from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Settings:
     threads: int
     cache_dir: Path
     store_dir: Path
+    adversarial: AdversarialSettings = AdversarialSettings()  # mode none: standard training
 
 
 def _as_list(value: Any) -> list:
@@ -158,7 +159,8 @@ def from_config(cfg: DictConfig) -> Settings:
         _number(f"counts.{key}", cfg.counts[key], 1, integer=True)
     imbalance = component(cfg.imbalance, "imbalance", PROFILES)
     target = parse_target(cfg["class"], dataset.params.known_classes())
-    check_counts(dataset, imbalance, target)
+    val_fraction = _number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9)
+    check_counts(dataset, imbalance, target, val_fraction)
     sources = tuple(
         dict.fromkeys(_choice("attack.sources", s, Source) for s in _as_list(cfg.attack.sources))
     )
@@ -171,7 +173,7 @@ def from_config(cfg: DictConfig) -> Settings:
         objective=component(cfg.objective, "objective", OBJECTIVES),
         train=build_params(TrainSettings, "trainer", train),
         seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
-        val_fraction=_number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9),
+        val_fraction=val_fraction,
         specs=attack_specs(cfg.attack),
         sources=sources,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
@@ -180,16 +182,26 @@ def from_config(cfg: DictConfig) -> Settings:
         threads=_number("threads", cfg.threads, 0, integer=True),
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
+        adversarial=adversarial_settings(cfg),
     )
 
 
-def check_counts(dataset: Spec, imbalance: Spec, target: int | str) -> None:
+def adversarial_settings(cfg: DictConfig) -> AdversarialSettings:
+    """The `adversarial` group (absent = standard training), checked."""
+    options = cfg.get("adversarial")
+    options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    return build_params(AdversarialSettings, "adversarial", dict(options))
+
+
+def check_counts(
+    dataset: Spec, imbalance: Spec, target: int | str, val_fraction: float = 0.0
+) -> None:
     """Counts the profile asks for, against what the data set has (when known without loading)."""
     from imbadv.imbalance.split import class_counts  # numpy, no torch
 
     have = dataset.params.known_train_counts()
     if have is not None and isinstance(target, int):
-        class_counts(list(have), imbalance, target)
+        class_counts(list(have), imbalance, target, val_fraction)
 
 
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work

@@ -1,5 +1,8 @@
 """Training: Keras-style RMSprop and decay, in-memory batches, early stopping, repeatability."""
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,3 +74,81 @@ def test_early_stopping_stops_before_the_cap():
 def test_divergence_is_a_clear_error():
     with pytest.raises(TrainingError, match="diverged"):
         train_once(TrainSettings(lr=1e6, batch_size=32, max_epochs=3))
+
+
+# --- long-tail options (issue 11): sampler, selection rules, the test set kept out ---
+
+
+def test_class_balanced_sampler_is_seeded_and_balances_classes():
+    y = torch.tensor([0] * 90 + [1] * 10)
+    x = torch.zeros(100, 1, 1, 1, dtype=torch.uint8)
+    draws = [TensorBatches(x, y, 50, True, seed=s, sampler="class_balanced") for s in (1, 1, 2)]
+    labels = [torch.cat([b[1] for b in d]) for d in draws]
+    assert len(labels[0]) == 100 and torch.equal(labels[0], labels[1])
+    assert not torch.equal(labels[0], labels[2])
+    many = torch.cat([torch.cat([b[1] for b in draws[0]]) for _ in range(20)])
+    assert abs(many.float().mean().item() - 0.5) < 0.05  # tail class drawn as often as the head
+
+
+def test_selection_rules_pick_their_epoch_from_validation_only():
+    last = TrainSettings(lr=1e-3, batch_size=32, max_epochs=3, patience=0, selection="last")
+    _, record = train_once(last)
+    assert record["epochs"] == 3 and record["best_epoch"] == 2  # patience ignored: no stopping
+    assert record["selection_rule"] == "last"
+    robust = TrainSettings(
+        lr=1e-3, batch_size=32, max_epochs=3, selection="robust_val_acc", robust_val_steps=2
+    )
+    _, record = train_once(robust)
+    curve = [h["val/robust_acc"] for h in record["history"]]
+    assert len(curve) == 3 and record["best_epoch"] == curve.index(max(curve))
+    assert record["selection_rule"] == "robust_val_acc"
+
+
+def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
+    """Everything training and selection see is the validation/training split of x_train."""
+    from hydra import compose, initialize_config_dir
+
+    import imbadv.experiment as experiment
+    from imbadv.data.load import load_dataset
+    from imbadv.settings import from_config
+    from imbadv.store import Store
+
+    root = Path(__file__).resolve().parents[1] / "conf"
+    overrides = [
+        "experiment=smoke",
+        "dataset.train_per_class=60",
+        "dataset.test_per_class=10",
+        "counts.majority=60",
+        "imbalance=exp",
+        "trainer.selection=robust_val_acc",
+        f"paths.store_dir={tmp_path}",
+    ]
+    with initialize_config_dir(str(root), version_base="1.3"):
+        s = from_config(compose("config", overrides=overrides))
+    data = load_dataset(s.dataset, tmp_path)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(model, train, val, *args, **kwargs):
+        seen["train"], seen["val"] = train, val
+        raise Stop
+
+    monkeypatch.setattr(experiment, "fit", spy)
+    with pytest.raises(Stop):
+        experiment.obtain_model(data, s, s.imbalance, 0, torch.device("cpu"), Store(tmp_path))
+    split = experiment.select(
+        data.y_train,
+        experiment.class_counts(data.train_counts(), s.imbalance, 0),
+        s.val_fraction,
+        s.seed,
+    )
+    assert torch.equal(seen["val"][0], torch.from_numpy(data.x_train[split.val]))
+    assert torch.equal(seen["train"][0], torch.from_numpy(data.x_train[split.train]))
+    assert not set(split.val) & set(split.train)
+    test_rows = {row.tobytes() for row in data.x_test}
+    for xs in (seen["val"][0], seen["train"][0]):
+        assert not any(row.numpy().tobytes() in test_rows for row in xs)
+    # fit's only data arguments are the two training-split tensors; it has no test-set parameter
+    assert "test" not in " ".join(inspect.signature(fit).parameters)

@@ -28,8 +28,12 @@ class Split:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def class_counts(available: Sequence[int], profile: Spec, target: int | None) -> list[int]:
-    """Images kept per class under `profile`; refuses counts larger than the data has."""
+def class_counts(
+    available: Sequence[int], profile: Spec, target: int | None, val_fraction: float = 0.0
+) -> list[int]:
+    """Images kept per class under `profile`; refuses counts larger than the data has, and counts
+    that leave a class with no training image or (when `val_fraction` > 0) no validation image.
+    """
     entry = PROFILES.get("imbalance", profile.name)
     if entry.extra.get("targeted") and not (target is not None and 0 <= target < len(available)):
         raise ConfigError("class", target, f"a class index 0..{len(available) - 1}")
@@ -41,7 +45,26 @@ def class_counts(available: Sequence[int], profile: Spec, target: int | None) ->
             )
         if want < 1:
             raise ConfigError(f"imbalance (class {label})", want, "at least 1 image per class")
+    check_split(counts, val_fraction)
     return counts
+
+
+def check_split(counts: Sequence[int], val_fraction: float) -> None:
+    """Every class keeps >= 1 training image, and >= 1 validation image when val_fraction > 0."""
+    for label, count in enumerate(counts):
+        n_val = validation_size(count, val_fraction)
+        if count - n_val < 1 or (val_fraction > 0 and n_val < 1):
+            raise ConfigError(
+                f"imbalance (class {label})",
+                count,
+                f"a count leaving >= 1 training and >= 1 validation image at "
+                f"counts.val_fraction={val_fraction:g} (here {count - n_val} and {n_val})",
+            )
+
+
+def validation_size(count: int, val_fraction: float) -> int:
+    """Validation images held out of a class with `count` kept images."""
+    return int(round(count * val_fraction))
 
 
 def select(labels: np.ndarray, counts: Sequence[int], val_fraction: float, seed: int) -> Split:
@@ -53,11 +76,12 @@ def select(labels: np.ndarray, counts: Sequence[int], val_fraction: float, seed:
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError("counts.val_fraction", val_fraction, "a fraction in [0, 1)")
+    check_split(counts, val_fraction)
     train, val = [], []
     for label, count in enumerate(counts):
         idx = np.flatnonzero(labels == label)
         order = np.random.default_rng([seed, label]).permutation(idx)[:count]
-        n_val = int(round(count * val_fraction))
+        n_val = validation_size(count, val_fraction)
         val.append(np.sort(order[:n_val]))
         train.append(np.sort(order[n_val:]))
     return Split(

@@ -7,6 +7,7 @@ images per class (long-tail losses need them). Add one: docs/extending.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from imbadv.registry import Params, Registry, bounds
 
@@ -28,6 +29,11 @@ class TrainSettings(Params):
     patience: int = field(default=5, metadata=bounds(0))
     precision: str = "32-true"
     channels_last: bool = True
+    # Long-tail options (issue 11); their defaults keep today's behaviour and stored keys.
+    sampler: Literal["uniform", "class_balanced"] = "uniform"  # class_balanced: p(i) ~ 1/n_{y_i}
+    selection: Literal["val_loss", "robust_val_acc", "last"] = "val_loss"
+    robust_val_steps: int = field(default=10, metadata=bounds(1))  # PGD steps, robust validation
+    posthoc_tau: float = field(default=0.0, metadata=bounds(0.0))  # logits - tau log n_c at test
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,79 @@ class CrossEntropyParams(Params):
     """Plain cross-entropy (the paper's loss) has no parameter."""
 
 
+@dataclass(frozen=True)
+class WeightedCEParams(Params):
+    """Class-weighted cross-entropy: `inverse` frequency 1/n_c, or Cui et al. (2019)'s `effective`
+    number (1 - beta) / (1 - beta^n_c); either normalized to sum to the number of classes."""
+
+    weights: Literal["inverse", "effective"] = "effective"
+    beta: float = field(default=0.9999, metadata=bounds(0.0, 1.0))
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if self.weights == "effective" and self.beta >= 1.0:
+            from imbadv.errors import ConfigError
+
+            raise ConfigError(f"{key}.beta", self.beta, "a number in [0, 1) for effective weights")
+
+
+@dataclass(frozen=True)
+class BalancedSoftmaxParams(Params):
+    """Balanced softmax (Ren et al. 2020; AT-BSL) at tau 1, Menon et al.'s logit-adjusted loss
+    otherwise: cross-entropy on logits + tau * log n_c."""
+
+    tau: float = field(default=1.0, metadata=bounds(0.0))
+
+
 OBJECTIVES = Registry("objective")
 OBJECTIVES.add(
     "ce", CrossEntropyParams, "imbadv.training.objectives:cross_entropy", "cross-entropy"
 )
+OBJECTIVES.add(
+    "weighted_ce",
+    WeightedCEParams,
+    "imbadv.training.objectives:weighted_cross_entropy",
+    "class-weighted cross-entropy (inverse frequency or effective number)",
+)
+OBJECTIVES.add(
+    "balanced_softmax",
+    BalancedSoftmaxParams,
+    "imbadv.training.objectives:balanced_softmax",
+    "cross-entropy on logits + tau log n_c (balanced softmax, logit adjustment)",
+)
+
+
+@dataclass(frozen=True)
+class AdversarialSettings(Params):
+    """Adversarial training (config group `adversarial`): the inner attack and how it is used.
+
+    `pgd_at`: Madry et al. (2018), the loss on PGD examples (random start, `steps` of `alpha`);
+    `attack` names any registered attack to use instead of the built-in PGD. `fast_fgsm`: Wong
+    et al. (2020), one step of `alpha` from a uniform random start. `trades`: Zhang et al.
+    (2019), loss(clean) + beta * KL(clean || adversarial), the inner attack ascending the KL.
+    `alpha` None = eps/4 (2/255 at 8/255) for pgd_at and trades, 1.25 eps for fast_fgsm.
+    """
+
+    mode: Literal["none", "pgd_at", "fast_fgsm", "trades"] = "none"
+    eps: float = field(default=8 / 255, metadata=bounds(0.0, 1.0))
+    alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
+    steps: int = field(default=10, metadata=bounds(1))
+    beta: float = field(default=6.0, metadata=bounds(0.0))
+    attack: str | None = None
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if self.attack is not None:
+            from imbadv.attacks import ATTACKS  # torch-free registry
+
+            ATTACKS.get(f"{key}.attack", self.attack)
+            if self.mode != "pgd_at":
+                from imbadv.errors import ConfigError
+
+                raise ConfigError(f"{key}.attack", self.attack, "null unless mode is pgd_at")
+
+    def step_size(self) -> float:
+        """The inner attack's step: `alpha`, or the mode's default."""
+        if self.alpha is not None:
+            return self.alpha
+        return 1.25 * self.eps if self.mode == "fast_fgsm" else self.eps / 4

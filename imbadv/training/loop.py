@@ -14,7 +14,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from imbadv.errors import TrainingError
-from imbadv.training import TrainSettings
+from imbadv.training import AdversarialSettings, TrainSettings
+from imbadv.training.adversarial import AdversarialStep, robust_accuracy
 from imbadv.training.objectives import Loss
 
 
@@ -27,14 +28,30 @@ class TensorBatches:
     """Batches sliced from uint8 tensors already on the training device: no DataLoader, no copies.
 
     Each pass is a fresh permutation drawn from (seed, pass number), so a run is repeatable and
-    every epoch is shuffled differently.
+    every epoch is shuffled differently. `sampler="class_balanced"` instead draws len(y) indices
+    with replacement, image i with probability ~ 1/n_{y_i}: every class equally often on average.
     """
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sampler: str = "uniform",
     ) -> None:
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
-        self.passes = 0
+        self.sampling, self.passes = sampler, 0  # not `.sampler`: Lightning reads that name
+
+    def draw(self, gen: torch.Generator) -> torch.Tensor:
+        """This pass's order: a permutation, or a class-balanced draw with replacement."""
+        if self.sampling == "uniform":
+            return torch.randperm(len(self.y), generator=gen)
+        labels = self.y.cpu()
+        per_class = torch.bincount(labels).double()
+        weights = 1.0 / per_class[labels]
+        return torch.multinomial(weights, len(labels), replacement=True, generator=gen)
 
     def __len__(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
@@ -43,7 +60,7 @@ class TensorBatches:
         order = None
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.passes)
-            order = torch.randperm(len(self.y), generator=gen).to(self.y.device)
+            order = self.draw(gen).to(self.y.device)
         self.passes += 1
         for start in range(0, len(self.y), self.batch_size):
             if order is None:
@@ -65,10 +82,15 @@ class Classifier(L.LightningModule):
     """Trains a classifier with Keras-style RMSprop and logs `train/*` and `val/*` per epoch."""
 
     def __init__(
-        self, model: nn.Module, settings: TrainSettings, loss: Loss = F.cross_entropy
+        self,
+        model: nn.Module,
+        settings: TrainSettings,
+        loss: Loss = F.cross_entropy,
+        step: AdversarialStep | None = None,
     ) -> None:
         super().__init__()
         self.model, self.settings, self.loss = model, settings, loss
+        self.step = step  # adversarial training's batch loss; None = loss(model(x), y)
         self.loss_sum, self.seen = torch.zeros(()), 0
 
     def on_train_epoch_start(self) -> None:
@@ -79,7 +101,11 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss(self(x), y)
+        loss = (
+            self.loss(self(x), y)
+            if self.step is None
+            else self.step(self.model, to_unit(x), y, self.loss)
+        )
         # Summed on the device and checked once per epoch: a per-step self.log or isfinite()
         # costs ~1 ms of host time, a quarter of a GPU step at batch 32 (docs/bench.md).
         self.loss_sum += loss.detach() * len(y)
@@ -112,20 +138,46 @@ class Classifier(L.LightningModule):
 
 
 class KeepBest(Callback):
-    """Remembers the weights of the epoch with the lowest validation loss (Keras' restore_best_weights)."""
+    """Keeps the weights of the epoch the selection rule picks, judged on validation data only.
 
-    def __init__(self) -> None:
+    `val_loss`: the lowest clean validation loss (Keras' restore_best_weights); `robust_val_acc`:
+    the highest accuracy under PGD on the validation split (stopping after `patience` epochs
+    without a higher one); `last`: the last epoch. `robust`, when given, measures the robust
+    validation accuracy after every epoch, logged in the history as `val/robust_acc`.
+    """
+
+    def __init__(
+        self,
+        rule: str = "val_loss",
+        robust: Callable[[nn.Module], float] | None = None,
+        patience: int | None = None,
+    ) -> None:
+        self.rule, self.robust, self.patience = rule, robust, patience
         self.best_loss, self.best_epoch, self.state = math.inf, -1, None
+        self.best_score, self.waiting = -math.inf, 0
         self.history: list[dict[str, float]] = []
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """Higher is better; -inf when the rule's metric is missing."""
+        if self.rule == "robust_val_acc":
+            return metrics.get("val/robust_acc", -math.inf)
+        return -metrics.get("val/loss", math.inf)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # Runs after the epoch's validation, when both train/* and val/* metrics are in.
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if self.robust is not None:
+            metrics["val/robust_acc"] = self.robust(module.model)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
-        loss = metrics.get("val/loss", math.inf)
-        if loss < self.best_loss:
-            self.best_loss, self.best_epoch = loss, trainer.current_epoch
+        score = self.score(metrics)
+        if score > self.best_score or (self.rule == "last" and math.isfinite(score)):
+            self.best_score, self.best_epoch, self.waiting = score, trainer.current_epoch, 0
+            self.best_loss = metrics.get("val/loss", math.inf)
             self.state = copy.deepcopy(module.model.state_dict())
+            return
+        self.waiting += 1
+        if self.patience is not None and self.waiting >= self.patience:
+            trainer.should_stop = True
 
 
 def one_device(device: torch.device) -> dict[str, Any]:
@@ -163,23 +215,30 @@ def fit(
     seed: int,
     logger=False,
     loss: Loss = F.cross_entropy,
+    adversarial: AdversarialSettings | None = None,
 ) -> dict:
-    """Train until validation loss stops improving for `patience` epochs; keep the best weights.
+    """Train, selecting the epoch by `settings.selection` on the validation split; keep its weights.
 
-    `train` and `val` are (uint8 images, int64 labels) already on `device`. Returns the
-    training record (epochs run, best epoch and loss, per-epoch history); `model` ends with the
-    best weights, in eval mode.
+    `train` and `val` are (uint8 images, int64 labels) already on `device`: the test set never
+    enters. `adversarial` switches on adversarial training. Returns the training record (epochs
+    run, chosen epoch and its validation loss, per-epoch history); `model` ends with the chosen
+    weights, in eval mode.
     """
+    adversarial = adversarial or AdversarialSettings()
     L.seed_everything(seed, workers=True, verbose=False)
     if settings.channels_last:  # batches sliced from NHWC tensors stay NHWC: no per-step copies
         model.to(memory_format=torch.channels_last)
         train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
-    keep = KeepBest()
-    stop = EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min")
-    trainer = make_trainer(settings, device, [keep, stop], logger)
+    keep = selection(settings, adversarial, val, seed)
+    callbacks: list[Callback] = [keep]
+    if settings.selection == "val_loss":
+        callbacks.append(EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min"))
+    trainer = make_trainer(settings, device, callbacks, logger)
+    step = None if adversarial.mode == "none" else AdversarialStep(adversarial, seed)
+    batches = TensorBatches(*train, settings.batch_size, True, seed, settings.sampler)
     trainer.fit(
-        Classifier(model, settings, loss),
-        train_dataloaders=TensorBatches(*train, settings.batch_size, shuffle=True, seed=seed),
+        Classifier(model, settings, loss, step),
+        train_dataloaders=batches,
         val_dataloaders=TensorBatches(*val, 512, shuffle=False),
     )
     if keep.state is None:
@@ -188,7 +247,27 @@ def fit(
     model.eval()
     return {
         "epochs": trainer.current_epoch,
+        "selection_rule": settings.selection,
         "best_epoch": keep.best_epoch,
         "best_val_loss": keep.best_loss,
         "history": keep.history,
     }
+
+
+def selection(
+    settings: TrainSettings,
+    adversarial: AdversarialSettings,
+    val: tuple[torch.Tensor, torch.Tensor],
+    seed: int,
+) -> KeepBest:
+    """The epoch-selection callback; robust validation runs under robust selection or any AT."""
+    robust = None
+    if settings.selection == "robust_val_acc" or adversarial.mode != "none":
+        x, y = val
+        eps, steps = adversarial.eps, settings.robust_val_steps
+
+        def robust(model: nn.Module) -> float:
+            return robust_accuracy(model, x, y, eps, steps, seed)
+
+    patience = settings.patience if settings.selection == "robust_val_acc" else None
+    return KeepBest(settings.selection, robust, patience)
