@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
+from imbadv.attacks.goals import with_target_class
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
 from imbadv.devices import job_device, set_threads
@@ -134,6 +135,7 @@ def attack_rows(
                     "eps": spec.eps,
                     "eps_space": EPS_SPACE,
                     "direction": spec.direction.value,
+                    "target_class": spec.target_class,
                     "source": src,
                     "seed": s.seed,
                     "dataset": data.name,
@@ -203,7 +205,10 @@ def balanced_profile(s: Settings) -> Spec:
 
 def attack_identity(spec: AttackSpec) -> dict[str, Any]:
     """What makes two attack settings the same for the store (component key, eps, direction)."""
-    return {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
+    identity = {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
+    if spec.target_class is not None:  # absent otherwise: existing store keys stay as they were
+        identity["target_class"] = spec.target_class
+    return identity
 
 
 def resolve_class(target: int | str, data: Dataset) -> int:
@@ -237,6 +242,7 @@ def _run_checked(
     threads = set_threads(s.threads, concurrent_jobs)
     data = load_dataset(s.dataset, s.cache_dir)
     target = resolve_class(s.target, data)
+    s = replace(s, specs=with_target_class(s.specs, data.classes, target))  # names -> indices
     store = Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
         result, trained = compute(data, s, target, device, store)

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from imbadv.attacks import ATTACKS, Direction
+from imbadv.attacks.goals import check_direction, with_target_class
 from imbadv.data import DATASETS
 from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
@@ -32,11 +33,18 @@ class AttackSpec:
     method: Spec
     eps: float
     direction: Direction = Direction.ASCENT
+    target_class: int | str | None = None  # direction toward: an index (a name until resolved)
+
+    @property
+    def goal(self) -> str:
+        """The direction, with the target class for `toward` (toward=5)."""
+        tail = "" if self.target_class is None else f"={self.target_class}"
+        return f"{self.direction}{tail}"
 
     @property
     def name(self) -> str:
         """Unique within a run: two settings of one method differ in their parameters."""
-        return f"{self.method.label()}/eps={self.eps:g}/{self.direction}"
+        return f"{self.method.label()}/eps={self.eps:g}/{self.goal}"
 
 
 class Source(StrEnum):
@@ -130,9 +138,12 @@ def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
         methods.append(ATTACKS.parse("attack.methods", options.pop("name", None), options))
     eps = [_number("attack.eps", e, 0.0, 1.0) for e in _as_list(cfg.eps)]
     direction = _choice("attack.direction", cfg.direction, Direction)
+    target_class = cfg.get("target_class")
+    for m in methods:
+        check_direction(m.name, direction, target_class)
     if not methods or not eps:
         raise ConfigError("attack.methods/eps", "[]", "at least one method and one eps")
-    specs = tuple(AttackSpec(m, e, direction) for m in methods for e in eps)
+    specs = tuple(AttackSpec(m, e, direction, target_class) for m in methods for e in eps)
     names = [s.name for s in specs]
     for name in names:
         if names.count(name) > 1:
@@ -171,7 +182,7 @@ def from_config(cfg: DictConfig) -> Settings:
         train=build_params(TrainSettings, "trainer", train),
         seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
         val_fraction=_number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9),
-        specs=attack_specs(cfg.attack),
+        specs=with_target_class(attack_specs(cfg.attack), dataset.params.known_classes(), target),
         sources=sources,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
         device=_device(cfg.device),

@@ -32,7 +32,7 @@ BAD = [
     (["class=zebra"], "class=zebra"),
     (["imbalance=sideways"], "imbalance=sideways"),
     (["attack.eps=-1"], "attack.eps=-1"),
-    (["attack.methods=[pgd]"], "attack.methods=pgd"),
+    (["attack.methods=[pgd_linf]"], "attack.methods=pgd_linf"),
     (["attack.direction=up"], "attack.direction=up"),
     (["attack.sources=[other]"], "attack.sources=other"),
     (["dataset=imagenet"], "dataset=imagenet"),
@@ -44,6 +44,19 @@ BAD = [
     (["hydra.run.dir=/proc/imbadv-out"], "hydra.run.dir=/proc/imbadv-out"),
     (["counts.majority=9000"], "9000"),
     (["-m", "class=0..2,zebra"], "class="),
+    (["attack.methods=[{name:pgd,steps:0}]"], "attack.methods.steps=0"),
+    (["attack.methods=[{name:pgd,alpha:0}]"], "attack.methods.alpha=0"),
+    (["attack.methods=[{name:pgd_l2,alpha:2}]"], "attack.methods.alpha=2"),
+    (["attack.methods=[{name:pgd,restarts:0}]"], "attack.methods.restarts=0"),
+    (["attack.methods=[{name:mifgsm,steps:-3}]"], "attack.methods.steps=-3"),
+    (["attack.methods=[{name:pgd,loss:hinge}]"], "attack.methods.loss=hinge"),
+    (["attack.methods=[{name:autoattack,norm:L3}]"], "attack.methods.norm=L3"),
+    (["attack.eps=[0.01,-0.5]"], "attack.eps=-0.5"),
+    (["class=3", "attack.direction=toward", "attack.target_class=3"], "attack.target_class=3"),
+    (["class=3", "attack.direction=toward", "attack.target_class=13"], "attack.target_class=13"),
+    (["attack.direction=toward"], "attack.target_class=None"),
+    (["attack.target_class=2"], "attack.target_class=2"),
+    (["attack.methods=[apgd_pair]", "attack.direction=descent"], "attack.direction=descent"),
 ]
 
 
