@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,21 +23,27 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from imbadv.attacks.gradient_sign import bim, fgsm
+from imbadv.bench_attacks import (
+    PAPER_ATTACKS,
+    alternated,
+    bench_attacks,
+    sync,
+    timed,
+)
 from imbadv.evaluate import predict
 from imbadv.models.vgg import VGG
 from imbadv.training import TrainSettings
 from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
-TARGETS = {"train_vs_raw": 0.90, "attack_vs_torchattacks": 1.0}
+TARGETS = {
+    "train_vs_raw": 0.90,
+    "attack_vs_torchattacks": 1.0,
+    "pgd_vs_torchattacks": 0.95,
+    "pgd_l2_vs_torchattacks": 0.95,
+    "mifgsm_vs_torchattacks": 0.95,
+}
 REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
-IDENTICAL_TOL = 1e-6
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":  # GPU work is asynchronous: a clock read without this times launches
-        torch.cuda.synchronize(device)
 
 
 def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +57,11 @@ def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor
 def torch_flags_kept():
     """Undo the process-wide flags Trainer(deterministic=True) sets, so the raw side runs on defaults."""
     cudnn = torch.backends.cudnn
-    kept = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.benchmark)  # fmt: skip
+    kept = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+    )
     try:
         yield
     finally:
@@ -60,8 +69,9 @@ def torch_flags_kept():
         cudnn.benchmark = kept[2]
 
 
-def raw_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int,
-              seed: int = 0) -> float:  # fmt: skip
+def raw_train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int, seed: int = 0
+) -> float:
     """Seconds for the steps after `warmup` of a bare loop doing Lightning's optimizer steps."""
     opt = torch.optim.RMSprop(model.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, keras_decay(s.decay))
@@ -95,8 +105,15 @@ class StepClock(Callback):
             self.reads.append(time.perf_counter())
 
 
-def imbadv_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int,
-                 device: torch.device, seed: int = 0) -> float:  # fmt: skip
+def imbadv_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: TrainSettings,
+    warmup: int,
+    device: torch.device,
+    seed: int = 0,
+) -> float:
     """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it.
 
     Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
@@ -110,15 +127,18 @@ def imbadv_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSet
     return clock.reads[-1] - clock.reads[0]
 
 
-def bench_training(model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int,
-                   device: torch.device) -> dict:  # fmt: skip
+def bench_training(
+    model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int, device: torch.device
+) -> dict:
     """Images/s of both sides, alternated (raw, imbadv, imbadv, raw, ...) from the same weights."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
     if s.channels_last:  # as fit does: NHWC model and data
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    sides = {"raw": lambda m: raw_train(m, x, y, s, warmup),
-             "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device)}  # fmt: skip
+    sides = {
+        "raw": lambda m: raw_train(m, x, y, s, warmup),
+        "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device),
+    }
     seconds: dict[str, list[float]] = {"raw": [], "imbadv": []}
     final = {}
     for side in alternated(list(sides), repeats):
@@ -137,54 +157,6 @@ def bench_training(model: nn.Module, s: TrainSettings, warmup: int, steps: int, 
         # Same batches and optimizer from the same start: the two sides must end alike.
         "weights_max_abs_diff": max(float((raw_w[k] - imb_w[k]).abs().max()) for k in raw_w),
     }
-
-
-def alternated(sides: list[str], repeats: int) -> list[str]:
-    """A, B, B, A, A, B, ...: on a noisy machine neither side always runs first or in one stretch."""
-    return [side for r in range(repeats) for side in (sides if r % 2 == 0 else sides[::-1])]
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def check_identical(ours: torch.Tensor, theirs: torch.Tensor, name: str) -> float:
-    """Max |ours - theirs|; raises AssertionError when the two attacks' images differ."""
-    same_shape = ours.shape == theirs.shape
-    diff = float((ours - theirs).abs().max()) if same_shape and ours.numel() else 0.0
-    if not same_shape or not diff <= IDENTICAL_TOL:  # `not <=` also catches NaN
-        raise AssertionError(f"{name}: imbadv and torchattacks images differ (max {diff:g})")
-    return diff
-
-
-def bench_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch: int,
-                  repeats: int) -> dict:  # fmt: skip
-    """Images/s of imbadv's fgsm/bim and torchattacks' FGSM/BIM; their images must be identical."""
-    import torchattacks  # a dev dependency: imported only when the attack bench runs
-
-    # torchattacks averages the loss, imbadv sums it: the gradients differ by the factor 1/N,
-    # exact when N is a power of 2. For other N, rounding could in principle flip the sign of a
-    # near-zero gradient component and fail the check (not seen at N = 37, 50, 100, 500).
-    pairs = {"fgsm": (lambda x, y: fgsm(model, x, y, eps), torchattacks.FGSM(model, eps=eps)),
-             "bim": (lambda x, y: bim(model, x, y, eps, alpha=1 / 255, steps=3),
-                     torchattacks.BIM(model, eps=eps, alpha=1 / 255, steps=3))}  # fmt: skip
-    out: dict = {}
-    for name, (ours, theirs) in pairs.items():
-        runs = {side: (lambda a=atk: torch.cat([a(x[i : i + batch], y[i : i + batch])
-                                                for i in range(0, len(y), batch)]))
-                for side, atk in (("imbadv", ours), ("torchattacks", theirs))}  # fmt: skip
-        diff = check_identical(runs["imbadv"](), runs["torchattacks"](), name)  # also a warm-up
-        secs: dict[str, list[float]] = {"torchattacks": [], "imbadv": []}
-        for side in alternated(list(secs), repeats):
-            secs[side].append(timed(runs[side], x.device))
-        ratios = [t / i for t, i in zip(secs["torchattacks"], secs["imbadv"], strict=True)]
-        out[name] = {"ratio": statistics.median(ratios), "ratios": ratios, "max_abs_diff": diff}
-        out[name] |= {f"{s}_images_per_s": len(y) / statistics.median(t) for s, t in secs.items()}
-    return out
 
 
 def bench_predict(model: nn.Module, n: int, device: torch.device, repeats: int) -> dict:
@@ -253,6 +225,7 @@ OPTIONS = [
     ("--attack-images", int, 1024, 4096, "images per attack run"),
     ("--eval-images", int, 10_000, 10_000, "images per predict run (a test set)"),
     ("--eps", float, 0.01, 0.01, "attack eps, pixel units on [0, 1]"),
+    ("--attack-steps", int, 5, 10, "steps of pgd, pgd_l2 and mifgsm"),
     ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
 ]
 
@@ -262,6 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if seen")
     for flag, kind, cpu, gpu, text in OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=f"{text} (CPU {cpu}, GPU {gpu})")
+    p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
     p.add_argument("--data", default=None, help="class-folder .tar.gz for that job (else smoke)")
@@ -306,11 +280,22 @@ def run_bench(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     x, y = make_data(args.attack_images, device, seed=2)
-    attack = bench_attacks(model.eval(), to_unit(x), y, args.eps, args.batch_size, args.repeats)
+    names = tuple(args.attacks.split(",")) if args.attacks else None
+    attack = bench_attacks(
+        model.eval(),
+        to_unit(x),
+        y,
+        args.eps,
+        args.batch_size,
+        args.repeats,
+        args.attack_steps,
+        names,
+    )
     report = {
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
-        "attack_vs_torchattacks": min(a["ratio"] for a in attack.values()),
+        "attack_vs_torchattacks": min((a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS),
+                                      default=float("nan")),
         **{f"{name}_vs_torchattacks": a["ratio"] for name, a in attack.items()},
         "targets": TARGETS, "train": train, "attack": attack,
         "predict": bench_predict(model, args.eval_images, device, args.repeats),

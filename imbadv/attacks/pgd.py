@@ -27,7 +27,7 @@ def linf_start(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tenso
 def l2_start(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
     """A random direction scaled to a uniform radius in [0, eps], clipped (torchattacks' PGDL2)."""
     delta = torch.empty(x.shape, dtype=x.dtype).normal_(generator=gen).to(x.device)
-    n = delta.view(len(x), -1).norm(p=2, dim=1).view(len(x), 1, 1, 1)
+    n = delta.reshape(len(x), -1).norm(p=2, dim=1).view(len(x), 1, 1, 1)
     r = _uniform(n, 0.0, 1.0, gen)
     delta *= r / n * eps
     return torch.clamp(x + delta, min=0.0, max=1.0).detach()
@@ -45,9 +45,9 @@ def l2_step(
 ) -> torch.Tensor:
     """One step of L2 length alpha along the gradient, projected into the L2 ball and [0, 1]."""
     n = len(x)
-    grad = grad / (torch.norm(grad.view(n, -1), p=2, dim=1) + DIVISION_EPS).view(n, 1, 1, 1)
+    grad = grad / (torch.norm(grad.reshape(n, -1), p=2, dim=1) + DIVISION_EPS).view(n, 1, 1, 1)
     delta = x_adv + alpha * grad - x
-    norms = torch.norm(delta.view(n, -1), p=2, dim=1)
+    norms = torch.norm(delta.reshape(n, -1), p=2, dim=1)
     # torchattacks divides eps by the norm unguarded: 0 / 0 at eps 0 would give NaN images
     factor = torch.where(norms > 0, eps / norms, 1.0).clamp(max=1.0)
     return torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0.0, max=1.0).detach()
