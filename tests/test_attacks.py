@@ -286,3 +286,29 @@ def test_autoattack_without_the_extra_is_one_line_naming_the_install(monkeypatch
         ATTACKS.parse("attack.methods", method, {})
     assert method in str(err.value) and 'pip install -e ".[autoattack]"' in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_autoattack_adapter_equals_pyautoattack_called_directly():
+    from pyautoattack import AutoAttack
+
+    from imbadv.attacks.autoattack import PAIR, STANDARD, autoattack
+
+    gen = torch.Generator().manual_seed(3)
+    model = VGG(width=0.0625)
+    model.reset_parameters(gen)
+    model.eval()
+    x = torch.rand(8, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # all correct before the attack: the attack decides the accuracy
+    for attacks, version in ((STANDARD, "standard"), (PAIR, "custom")):
+        ours = autoattack(model, x, y, 2 / 255, attacks, seed=5)
+        options = {} if version == "standard" else {"attacks": list(PAIR)}
+        direct = AutoAttack(model, eps=2 / 255, seed=5, version=version, **options)
+        direct.apgd_targeted.n_target_classes = 9  # what `standard` sets, for the custom pair too
+        with torch.random.fork_rng():
+            theirs, _ = direct.run_standard_evaluation(x, y, batch_size=len(x))
+        with torch.no_grad():
+            acc = [float((model(a).argmax(1) == y).float().mean()) for a in (ours, theirs)]
+        assert acc[0] == acc[1] and acc[0] < 1.0, (version, acc)
+        assert torch.equal(ours, theirs)
+        assert float((ours - x).abs().max()) <= 2 / 255 + 1e-6
