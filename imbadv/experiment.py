@@ -22,7 +22,7 @@ from imbadv.errors import ImbadvError
 from imbadv.evaluate import evaluate_attacks, predict
 from imbadv.imbalance import PROFILES
 from imbadv.imbalance.split import class_counts, select
-from imbadv.metrics import attack_summary, model_summary
+from imbadv.metrics import attack_summary, flag_gradient_masking, model_summary
 from imbadv.models import MODELS
 from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
@@ -147,7 +147,7 @@ def attack_rows(
                     "zero_grad_fraction": ev.zero_grads[src] / max(1, len(labels)),
                 }
             )
-    return rows
+    return flag_gradient_masking(rows)
 
 
 def model_entry(

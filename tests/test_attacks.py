@@ -10,6 +10,7 @@ from imbadv.attacks import ATTACKS, Direction, PGDParams, bim_defaults
 from imbadv.attacks.core import input_gradient, margin_loss
 from imbadv.attacks.gradient_sign import bim, fgsm, mifgsm
 from imbadv.attacks.pgd import linf_start, pgd, pgd_l2
+from imbadv.metrics import flag_gradient_masking, gradient_masking
 from imbadv.models.vgg import VGG
 
 ALL = ATTACKS.names()
@@ -312,3 +313,78 @@ def test_autoattack_adapter_equals_pyautoattack_called_directly():
         assert acc[0] == acc[1] and acc[0] < 1.0, (version, acc)
         assert torch.equal(ours, theirs)
         assert float((ours - x).abs().max()) <= 2 / 255 + 1e-6
+
+
+class Scaled(nn.Module):
+    """A model whose logits are multiplied by `factor`: same predictions, other confidence."""
+
+    def __init__(self, net, factor):
+        super().__init__()
+        self.net, self.factor = net, factor
+
+    def forward(self, x):
+        return self.net(x) * self.factor
+
+
+def masking_rows(model, x, y, eps):
+    """The attack rows the experiment writes for PGD-CE and PGD-margin, as far as the flag reads."""
+    rows = []
+    zero = float((input_gradient(model, x, y).flatten(1).abs().amax(1) == 0).float().mean())
+    for loss_name in ("ce", "margin"):
+        p = PGDParams(steps=10, loss=loss_name)
+        adv = pgd(model, x, y, eps, p, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            acc = float((model(adv).argmax(1) == y).float().mean())
+        rows.append(
+            {
+                "method": "pgd",
+                "source": "same",
+                "eps": eps,
+                "direction": "ascent",
+                "target_class": None,
+                "params": p.resolved(eps),
+                "adv_acc": acc,
+                "zero_grad_fraction": zero,
+            }
+        )
+    return flag_gradient_masking(rows)
+
+
+def test_logit_scale_moves_pgd_ce_but_not_the_margin_attack_and_the_flag_fires():
+    """RoBal (CVPR 2021) Sec. 3.3 at small scale: logits x 10^k, k = -2..2."""
+    gen = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    x = torch.rand(200, 3, 8, 8, generator=gen)
+    with torch.no_grad():
+        y = net(x).argmax(1)  # every image right before the attack
+    by_k = {k: masking_rows(Scaled(net, 10.0**k).eval(), x, y, 0.02) for k in range(-2, 3)}
+    ce = [rows[0]["adv_acc"] for rows in by_k.values()]
+    margin = [rows[1]["adv_acc"] for rows in by_k.values()]
+    assert max(margin) - min(margin) <= 0.01
+    assert max(ce) - min(ce) > 0.03
+    assert by_k[2][0]["zero_grad_fraction"] > 0.05  # saturated softmax: gradients underflow to 0
+    assert by_k[2][0]["gradient_masking"] and by_k[2][1]["gradient_masking"]  # every row
+    assert all(
+        rows[0]["gradient_masking"]
+        == (rows[0]["masking_gap"] > 0.03 or rows[0]["zero_grad_fraction"] > 0.05)
+        for rows in by_k.values()
+    )
+
+
+def test_masking_flag_rules():
+    assert gradient_masking(0.50, 0.46, 0.0) and not gradient_masking(0.50, 0.48, 0.0)
+    assert gradient_masking(None, None, 0.06) and not gradient_masking(None, None, 0.05)
+    row = {
+        "method": "fgsm",
+        "source": "same",
+        "eps": 0.01,
+        "direction": "ascent",
+        "params": {},
+        "adv_acc": 0.2,
+        "zero_grad_fraction": 0.0,
+    }
+    (flagged,) = flag_gradient_masking([row])
+    assert flagged["gradient_masking"] is False and flagged["masking_gap"] is None
