@@ -22,7 +22,13 @@ from imbadv.errors import ImbadvError
 from imbadv.evaluate import evaluate_attacks, predict
 from imbadv.imbalance import PROFILES
 from imbadv.imbalance.split import class_counts, select
-from imbadv.metrics import attack_summary, flag_gradient_masking, model_summary
+from imbadv.metrics import (
+    attack_summary,
+    class_summary,
+    flag_gradient_masking,
+    model_summary,
+    stratified_subset,
+)
 from imbadv.models import MODELS
 from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
@@ -115,7 +121,7 @@ def attack_rows(
     device: torch.device,
 ) -> list[dict[str, Any]]:
     """Attack the target class's test images with every source and spec; one row per combination."""
-    idx = np.flatnonzero(data.y_test == target)
+    idx = attacked_indices(data, s, target)
     sources = {src.value: models[src.value] for src in s.sources}
     images = on_device(data, idx, device, False)
     ev = evaluate_attacks(
@@ -126,7 +132,10 @@ def attack_rows(
     for src in sources:
         for spec in s.specs:
             key = f"{src}|{spec.name}"
-            summary = attack_summary(labels, preds["clean"], preds[key], data.num_classes)
+            on = labels == target  # the paper's row: the target class's images only
+            summary = attack_summary(
+                labels[on], preds["clean"][on], preds[key][on], data.num_classes
+            )
             rows.append(
                 {
                     "method": spec.method.name,
@@ -145,9 +154,28 @@ def attack_rows(
                     **summary,
                     "max_abs_delta": ev.max_delta[key],
                     "zero_grad_fraction": ev.zero_grads[src] / max(1, len(labels)),
+                    **every_class(s, labels, preds["clean"], preds[key], data.num_classes),
                 }
             )
     return flag_gradient_masking(rows)
+
+
+def attacked_indices(data: Dataset, s: Settings, target: int) -> np.ndarray:
+    """The test images attacked: the target class's (the paper), or every class's (all of them
+    or a seeded class-stratified subset of `per_class` each)."""
+    if s.attack_images == "target":
+        return np.flatnonzero(data.y_test == target)
+    return stratified_subset(data.y_test, s.per_class, s.seed)
+
+
+def every_class(
+    s: Settings, labels: np.ndarray, clean: np.ndarray, adv: np.ndarray, num_classes: int
+) -> dict[str, Any]:
+    """With attack.images=all: the per-class numbers of one row (nothing for the paper's rows)."""
+    if s.attack_images == "target":
+        return {}
+    scope = {"images": s.attack_images, "per_class": s.per_class, "n": int(len(labels))}
+    return {"images": scope, "classes": class_summary(labels, clean, adv, num_classes)}
 
 
 def model_entry(
@@ -182,6 +210,8 @@ def compute(
             "class": target,
             "specs": [attack_identity(x) for x in s.specs],
             "sources": list(s.sources),
+            # absent for the paper's target-class images: existing result keys stay valid
+            **({} if s.attack_images == "target" else {"images": [s.attack_images, s.per_class]}),
         }
     )
     roles = {"target": models["same"], "balanced": models.get("balanced")}
@@ -255,7 +285,12 @@ def _run_checked(
         "imbalance": s.imbalance.name,
         "seed": s.seed,
         "eps_space": EPS_SPACE,
-        "test_set": "balanced official test split, every image of the target class",
+        "test_set": "balanced official test split, "
+        + (
+            "every image of the target class"
+            if s.attack_images == "target"
+            else f"every class ({s.per_class or 'all'} images per class, seeded)"
+        ),
         "device": str(device),
         "threads": threads,
         "trained_here": trained,

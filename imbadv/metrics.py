@@ -129,3 +129,52 @@ def flag_gradient_masking(rows: list[dict]) -> list[dict]:
         gap = pair[0] - pair[1] if pair[0] is not None else None
         out.append({**r, "masking_gap": gap, "gradient_masking": flag})
     return out
+
+
+def stratified_subset(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of `per_class` images of every class, drawn with default_rng(seed) (a class
+    with fewer keeps them all); every index when `per_class` is None."""
+    y = np.asarray(y)
+    if per_class is None:
+        return np.arange(y.size)
+    rng = np.random.default_rng(seed)
+    picks = [
+        rng.choice(np.flatnonzero(y == c), min(per_class, int(np.sum(y == c))), replace=False)
+        for c in np.unique(y)
+    ]
+    return np.sort(np.concatenate(picks)) if picks else np.arange(0)
+
+
+def class_summary(
+    y_true: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, num_classes: int
+) -> dict:
+    """Every class measured: per-class clean and adversarial accuracy with 95 % intervals, both
+    confusion matrices, the worst class under attack and balanced (mean per-class) accuracies.
+
+    Classes without images get NaN accuracies and are left out of the worst class and the means.
+    """
+    clean_cm = confusion_matrix(y_true, clean_pred, num_classes)
+    adv_cm = confusion_matrix(y_true, adv_pred, num_classes)
+    n = clean_cm.sum(axis=1)
+    per_class = [
+        {
+            "class": c,
+            "n": int(n[c]),
+            "clean_acc": float(clean_cm[c, c] / n[c]) if n[c] else math.nan,
+            "clean_acc_ci95": wilson_interval(int(clean_cm[c, c]), int(n[c])),
+            "adv_acc": float(adv_cm[c, c] / n[c]) if n[c] else math.nan,
+            "adv_acc_ci95": wilson_interval(int(adv_cm[c, c]), int(n[c])),
+        }
+        for c in range(num_classes)
+    ]
+    seen = [row for row in per_class if row["n"]]
+    worst = min(seen, key=lambda row: row["adv_acc"]) if seen else None
+    return {
+        "per_class": per_class,
+        "clean_confusion": clean_cm.tolist(),
+        "adv_confusion": adv_cm.tolist(),
+        "worst_class": worst["class"] if worst else None,
+        "worst_class_adv_acc": worst["adv_acc"] if worst else math.nan,
+        "balanced_clean_acc": float(np.mean([r["clean_acc"] for r in seen])) if seen else math.nan,
+        "balanced_adv_acc": float(np.mean([r["adv_acc"] for r in seen])) if seen else math.nan,
+    }

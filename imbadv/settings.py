@@ -74,6 +74,8 @@ class Settings:
     threads: int
     cache_dir: Path
     store_dir: Path
+    attack_images: str = "target"  # target: the target class's test images | all: every class
+    per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
 
 
 def _as_list(value: Any) -> list:
@@ -151,6 +153,18 @@ def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
     return specs
 
 
+def attack_images(cfg: DictConfig) -> dict[str, Any]:
+    """Which test images are attacked: `images` target | all, `per_class` N (only with all)."""
+    images, per_class = cfg.get("images", "target"), cfg.get("per_class")
+    if images not in ("target", "all"):
+        raise ConfigError("attack.images", images, "target or all")
+    if per_class is not None:
+        if images != "all":
+            raise ConfigError("attack.per_class", per_class, "null unless attack.images=all")
+        per_class = _number("attack.per_class", per_class, 1, integer=True)
+    return {"attack_images": images, "per_class": per_class}
+
+
 def import_plugins(cfg: DictConfig) -> None:
     """Import the user's modules named in `plugins`: they register components by name."""
     for name in _as_list(cfg.get("plugins") or []):
@@ -190,6 +204,7 @@ def from_config(cfg: DictConfig) -> Settings:
         threads=_number("threads", cfg.threads, 0, integer=True),
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
+        **attack_images(cfg.attack),
     )
 
 

@@ -57,6 +57,9 @@ BAD = [
     (["attack.direction=toward"], "attack.target_class=None"),
     (["attack.target_class=2"], "attack.target_class=2"),
     (["attack.methods=[apgd_pair]", "attack.direction=descent"], "attack.direction=descent"),
+    (["attack.images=some"], "attack.images=some"),
+    (["attack.per_class=5"], "attack.per_class=5"),
+    (["attack.images=all", "attack.per_class=0"], "attack.per_class=0"),
 ]
 
 
