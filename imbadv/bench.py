@@ -6,6 +6,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -30,8 +31,10 @@ from imbadv.bench_attacks import (
     sync,
     timed,
 )
+from imbadv.data.base import DataCard
 from imbadv.evaluate import predict
-from imbadv.models.vgg import VGG
+from imbadv.models import MODELS
+from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD, VGG
 from imbadv.training import TrainSettings
 from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
 
@@ -217,7 +220,7 @@ def sweep_totals(root: Path) -> dict:
 
 # (flag, type, CPU default, GPU default, help); None = not set
 OPTIONS = [
-    ("--width", float, 0.25, 1.0, "VGG width (1.0 = the paper's network)"),
+    ("--width", float, 0.25, 1.0, "model width (1.0 = the published network)"),
     ("--batch-size", int, 64, 32, "training and attack batch size"),
     ("--steps", int, 40, 200, "timed training steps per run"),
     ("--warmup", int, 3, 3, "untimed training steps per run"),
@@ -230,11 +233,23 @@ OPTIONS = [
 ]
 
 
+def bench_model(name: str, width: float) -> nn.Module:
+    """A registered model at `width` for CIFAR-10-shaped data (32x32 RGB, 10 classes)."""
+    if name == "vgg":
+        return VGG(width=width)
+    card = DataCard(tuple(str(c) for c in range(10)), 3, 32, CIFAR10_MEAN, CIFAR10_STD)
+    spec = MODELS.parse("model", name, {"width": width})
+    model = MODELS.get("model", name).load()(card, spec.params)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    return model
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m imbadv.bench", description=__doc__)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if seen")
     for flag, kind, cpu, gpu, text in OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=f"{text} (CPU {cpu}, GPU {gpu})")
+    p.add_argument("--model", default="vgg", help="a registered model (vgg, resnet18, ...)")
     p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
@@ -270,12 +285,13 @@ def run_bench(args: argparse.Namespace) -> dict:
     """Every measurement of one bench, in one process on one device; returns the JSON report."""
     device = torch.device(args.device)
     info = machine(device)  # first: the load average should be other processes', not ours
-    model = VGG(width=args.width).to(device)
+    model = bench_model(args.model, args.width).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     s = TrainSettings(batch_size=args.batch_size, max_epochs=1)
     train = bench_training(model, s, args.warmup, args.steps, args.repeats, device)
-    flop = 6 * MACS_PER_IMAGE * args.width**2  # forward + backward = 3 forwards, 2 FLOP per MAC
+    # forward + backward = 3 forwards, 2 FLOP per MAC; counted for the paper's VGG only
+    flop = 6 * MACS_PER_IMAGE * args.width**2 if args.model == "vgg" else math.nan
     train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
     if device.type == "cuda":
         train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -316,7 +332,7 @@ def format_table(r: dict) -> str:
         ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop")
     ]
     rows += [(k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks") for k, v in a.items()]  # fmt: skip
-    lines = [f"imbadv bench on {r['device']}, torch {m['torch']}, width {w['width']:g}, batch "
+    lines = [f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g}, batch "
              f"{w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} GFLOP/s; load {m['load_avg_1min']:.1f}",
              f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  (targets {TARGETS})"]  # fmt: skip
     lines += [f"  {a:<8} {b:>9.1f} {c:>9.1f} {d:>6.3f}  vs {e}" for a, b, c, d, e in rows]

@@ -111,3 +111,12 @@ def test_quick_job_reports_peak_rss_of_a_real_run():
     shrink = [x for x in TINY if x != "experiment=smoke"]
     result = bench.quick_job(None, torch.device("cpu"), 1, extra=tuple(shrink))
     assert positive(result["peak_rss_mib"]) and "experiment=smoke" in result["command"]
+
+
+def test_a_batchnorm_model_takes_the_same_steps_on_both_sides():
+    model = bench.bench_model("resnet18", 0.0625)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
+    assert result["weights_max_abs_diff"] < 1e-5  # BatchNorm statistics included
