@@ -58,9 +58,14 @@ def input_gradient(
             "input gradients are impossible under torch.inference_mode(); "
             "run attacks outside it (Lightning: Trainer(inference_mode=False))"
         )
-    x = x.detach().clone().requires_grad_(True)
+    # detach() makes a new leaf sharing x's memory: autograd never writes into it, so no copy
+    x = x.detach().requires_grad_(True)
     with torch.enable_grad(), eval_mode(model):
-        total = per_image_loss(model(x), y, loss).sum()
+        logits = model(x)
+        if loss == "ce":  # one fused reduction, as torchattacks' (mean) cross-entropy
+            total = F.cross_entropy(logits, y, reduction="sum")
+        else:
+            total = per_image_loss(logits, y, loss).sum()
         (grad,) = torch.autograd.grad(total, x)
     return grad
 
