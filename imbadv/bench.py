@@ -6,6 +6,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -14,7 +15,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,21 +24,29 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from imbadv.attacks.gradient_sign import bim, fgsm
+from imbadv.bench_attacks import (
+    PAPER_ATTACKS,
+    alternated,
+    bench_attacks,
+    sync,
+    timed,
+)
+from imbadv.data.base import DataCard
 from imbadv.evaluate import predict
-from imbadv.models.vgg import VGG
+from imbadv.models import MODELS
+from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD, VGG
 from imbadv.training import TrainSettings
 from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
-TARGETS = {"train_vs_raw": 0.90, "attack_vs_torchattacks": 1.0}
+TARGETS = {
+    "train_vs_raw": 0.90,
+    "attack_vs_torchattacks": 1.0,
+    "pgd_vs_torchattacks": 0.95,
+    "pgd_l2_vs_torchattacks": 0.95,
+    "mifgsm_vs_torchattacks": 0.95,
+}
 REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
-IDENTICAL_TOL = 1e-6
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":  # GPU work is asynchronous: a clock read without this times launches
-        torch.cuda.synchronize(device)
 
 
 def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +60,11 @@ def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor
 def torch_flags_kept():
     """Undo the process-wide flags Trainer(deterministic=True) sets, so the raw side runs on defaults."""
     cudnn = torch.backends.cudnn
-    kept = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.benchmark)  # fmt: skip
+    kept = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+    )
     try:
         yield
     finally:
@@ -60,8 +72,9 @@ def torch_flags_kept():
         cudnn.benchmark = kept[2]
 
 
-def raw_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int,
-              seed: int = 0) -> float:  # fmt: skip
+def raw_train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int, seed: int = 0
+) -> float:
     """Seconds for the steps after `warmup` of a bare loop doing Lightning's optimizer steps."""
     opt = torch.optim.RMSprop(model.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, keras_decay(s.decay))
@@ -95,8 +108,15 @@ class StepClock(Callback):
             self.reads.append(time.perf_counter())
 
 
-def imbadv_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int,
-                 device: torch.device, seed: int = 0) -> float:  # fmt: skip
+def imbadv_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: TrainSettings,
+    warmup: int,
+    device: torch.device,
+    seed: int = 0,
+) -> float:
     """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it.
 
     Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
@@ -110,15 +130,18 @@ def imbadv_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSet
     return clock.reads[-1] - clock.reads[0]
 
 
-def bench_training(model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int,
-                   device: torch.device) -> dict:  # fmt: skip
+def bench_training(
+    model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int, device: torch.device
+) -> dict:
     """Images/s of both sides, alternated (raw, imbadv, imbadv, raw, ...) from the same weights."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
     if s.channels_last:  # as fit does: NHWC model and data
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    sides = {"raw": lambda m: raw_train(m, x, y, s, warmup),
-             "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device)}  # fmt: skip
+    sides = {
+        "raw": lambda m: raw_train(m, x, y, s, warmup),
+        "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device),
+    }
     seconds: dict[str, list[float]] = {"raw": [], "imbadv": []}
     final = {}
     for side in alternated(list(sides), repeats):
@@ -137,54 +160,6 @@ def bench_training(model: nn.Module, s: TrainSettings, warmup: int, steps: int, 
         # Same batches and optimizer from the same start: the two sides must end alike.
         "weights_max_abs_diff": max(float((raw_w[k] - imb_w[k]).abs().max()) for k in raw_w),
     }
-
-
-def alternated(sides: list[str], repeats: int) -> list[str]:
-    """A, B, B, A, A, B, ...: on a noisy machine neither side always runs first or in one stretch."""
-    return [side for r in range(repeats) for side in (sides if r % 2 == 0 else sides[::-1])]
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def check_identical(ours: torch.Tensor, theirs: torch.Tensor, name: str) -> float:
-    """Max |ours - theirs|; raises AssertionError when the two attacks' images differ."""
-    same_shape = ours.shape == theirs.shape
-    diff = float((ours - theirs).abs().max()) if same_shape and ours.numel() else 0.0
-    if not same_shape or not diff <= IDENTICAL_TOL:  # `not <=` also catches NaN
-        raise AssertionError(f"{name}: imbadv and torchattacks images differ (max {diff:g})")
-    return diff
-
-
-def bench_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch: int,
-                  repeats: int) -> dict:  # fmt: skip
-    """Images/s of imbadv's fgsm/bim and torchattacks' FGSM/BIM; their images must be identical."""
-    import torchattacks  # a dev dependency: imported only when the attack bench runs
-
-    # torchattacks averages the loss, imbadv sums it: the gradients differ by the factor 1/N,
-    # exact when N is a power of 2. For other N, rounding could in principle flip the sign of a
-    # near-zero gradient component and fail the check (not seen at N = 37, 50, 100, 500).
-    pairs = {"fgsm": (lambda x, y: fgsm(model, x, y, eps), torchattacks.FGSM(model, eps=eps)),
-             "bim": (lambda x, y: bim(model, x, y, eps, alpha=1 / 255, steps=3),
-                     torchattacks.BIM(model, eps=eps, alpha=1 / 255, steps=3))}  # fmt: skip
-    out: dict = {}
-    for name, (ours, theirs) in pairs.items():
-        runs = {side: (lambda a=atk: torch.cat([a(x[i : i + batch], y[i : i + batch])
-                                                for i in range(0, len(y), batch)]))
-                for side, atk in (("imbadv", ours), ("torchattacks", theirs))}  # fmt: skip
-        diff = check_identical(runs["imbadv"](), runs["torchattacks"](), name)  # also a warm-up
-        secs: dict[str, list[float]] = {"torchattacks": [], "imbadv": []}
-        for side in alternated(list(secs), repeats):
-            secs[side].append(timed(runs[side], x.device))
-        ratios = [t / i for t, i in zip(secs["torchattacks"], secs["imbadv"], strict=True)]
-        out[name] = {"ratio": statistics.median(ratios), "ratios": ratios, "max_abs_diff": diff}
-        out[name] |= {f"{s}_images_per_s": len(y) / statistics.median(t) for s, t in secs.items()}
-    return out
 
 
 def bench_predict(model: nn.Module, n: int, device: torch.device, repeats: int) -> dict:
@@ -245,7 +220,7 @@ def sweep_totals(root: Path) -> dict:
 
 # (flag, type, CPU default, GPU default, help); None = not set
 OPTIONS = [
-    ("--width", float, 0.25, 1.0, "VGG width (1.0 = the paper's network)"),
+    ("--width", float, 0.25, 1.0, "model width (1.0 = the published network)"),
     ("--batch-size", int, 64, 32, "training and attack batch size"),
     ("--steps", int, 40, 200, "timed training steps per run"),
     ("--warmup", int, 3, 3, "untimed training steps per run"),
@@ -253,8 +228,20 @@ OPTIONS = [
     ("--attack-images", int, 1024, 4096, "images per attack run"),
     ("--eval-images", int, 10_000, 10_000, "images per predict run (a test set)"),
     ("--eps", float, 0.01, 0.01, "attack eps, pixel units on [0, 1]"),
+    ("--attack-steps", int, 5, 10, "steps of pgd, pgd_l2 and mifgsm"),
     ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
 ]
+
+
+def bench_model(name: str, width: float) -> nn.Module:
+    """A registered model at `width` for CIFAR-10-shaped data (32x32 RGB, 10 classes)."""
+    if name == "vgg":
+        return VGG(width=width)
+    card = DataCard(tuple(str(c) for c in range(10)), 3, 32, CIFAR10_MEAN, CIFAR10_STD)
+    spec = MODELS.parse("model", name, {"width": width})
+    model = MODELS.get("model", name).load()(card, spec.params)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    return model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,6 +249,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if seen")
     for flag, kind, cpu, gpu, text in OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=f"{text} (CPU {cpu}, GPU {gpu})")
+    p.add_argument("--model", default="vgg", help="a registered model (vgg, resnet18, ...)")
+    p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
     p.add_argument("--data", default=None, help="class-folder .tar.gz for that job (else smoke)")
@@ -296,21 +285,33 @@ def run_bench(args: argparse.Namespace) -> dict:
     """Every measurement of one bench, in one process on one device; returns the JSON report."""
     device = torch.device(args.device)
     info = machine(device)  # first: the load average should be other processes', not ours
-    model = VGG(width=args.width).to(device)
+    model = bench_model(args.model, args.width).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     s = TrainSettings(batch_size=args.batch_size, max_epochs=1)
     train = bench_training(model, s, args.warmup, args.steps, args.repeats, device)
-    flop = 6 * MACS_PER_IMAGE * args.width**2  # forward + backward = 3 forwards, 2 FLOP per MAC
+    # forward + backward = 3 forwards, 2 FLOP per MAC; counted for the paper's VGG only
+    flop = 6 * MACS_PER_IMAGE * args.width**2 if args.model == "vgg" else math.nan
     train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
     if device.type == "cuda":
         train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     x, y = make_data(args.attack_images, device, seed=2)
-    attack = bench_attacks(model.eval(), to_unit(x), y, args.eps, args.batch_size, args.repeats)
+    names = tuple(args.attacks.split(",")) if args.attacks else None
+    attack = bench_attacks(
+        model.eval(),
+        to_unit(x),
+        y,
+        args.eps,
+        args.batch_size,
+        args.repeats,
+        args.attack_steps,
+        names,
+    )
     report = {
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
-        "attack_vs_torchattacks": min(a["ratio"] for a in attack.values()),
+        "attack_vs_torchattacks": min((a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS),
+                                      default=float("nan")),
         **{f"{name}_vs_torchattacks": a["ratio"] for name, a in attack.items()},
         "targets": TARGETS, "train": train, "attack": attack,
         "predict": bench_predict(model, args.eval_images, device, args.repeats),
@@ -331,7 +332,7 @@ def format_table(r: dict) -> str:
         ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop")
     ]
     rows += [(k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks") for k, v in a.items()]  # fmt: skip
-    lines = [f"imbadv bench on {r['device']}, torch {m['torch']}, width {w['width']:g}, batch "
+    lines = [f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g}, batch "
              f"{w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} GFLOP/s; load {m['load_avg_1min']:.1f}",
              f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  (targets {TARGETS})"]  # fmt: skip
     lines += [f"  {a:<8} {b:>9.1f} {c:>9.1f} {d:>6.3f}  vs {e}" for a, b, c, d, e in rows]

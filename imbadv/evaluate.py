@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imbadv.attacks import ATTACKS
+from imbadv.attacks import ATTACKS, UNTARGETED
 from imbadv.attacks.core import eval_mode, input_gradient
 from imbadv.attacks.gradient_sign import fgsm_from_gradient
 from imbadv.settings import AttackSpec
@@ -60,7 +60,8 @@ class AttackEvaluation(L.LightningModule):
         self, spec: AttackSpec, source: nn.Module, x: torch.Tensor, y: torch.Tensor, grad
     ) -> torch.Tensor:
         """The adversarial images of `spec`; FGSM reuses the batch's gradient for every eps."""
-        if self.entries[spec.name].extra.get("reuses_gradient"):
+        reusable = spec.direction in UNTARGETED  # the batch's gradient is the true labels'
+        if reusable and self.entries[spec.name].extra.get("reuses_gradient"):
             return fgsm_from_gradient(x, grad, spec.eps, spec.direction)
         function = self.functions[spec.name]
         return function(
@@ -71,6 +72,7 @@ class AttackEvaluation(L.LightningModule):
             spec.method.params,
             direction=spec.direction,
             generator=self.generator,
+            target=spec.target_class,
         )
 
     def _record(self, key: str, x: torch.Tensor, adv: torch.Tensor) -> None:

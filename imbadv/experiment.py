@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
+from imbadv.attacks.goals import with_target_class
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
 from imbadv.devices import job_device, set_threads
@@ -21,7 +22,13 @@ from imbadv.errors import ImbadvError
 from imbadv.evaluate import evaluate_attacks, predict
 from imbadv.imbalance import PROFILES
 from imbadv.imbalance.split import class_counts, select
-from imbadv.metrics import attack_summary, model_summary
+from imbadv.metrics import (
+    attack_summary,
+    class_summary,
+    flag_gradient_masking,
+    model_summary,
+    stratified_subset,
+)
 from imbadv.models import MODELS
 from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
@@ -128,7 +135,7 @@ def attack_rows(
     device: torch.device,
 ) -> list[dict[str, Any]]:
     """Attack the target class's test images with every source and spec; one row per combination."""
-    idx = np.flatnonzero(data.y_test == target)
+    idx = attacked_indices(data, s, target)
     sources = {src.value: models[src.value] for src in s.sources}
     images = on_device(data, idx, device, False)
     ev = evaluate_attacks(
@@ -139,7 +146,10 @@ def attack_rows(
     for src in sources:
         for spec in s.specs:
             key = f"{src}|{spec.name}"
-            summary = attack_summary(labels, preds["clean"], preds[key], data.num_classes)
+            on = labels == target  # the paper's row: the target class's images only
+            summary = attack_summary(
+                labels[on], preds["clean"][on], preds[key][on], data.num_classes
+            )
             rows.append(
                 {
                     "method": spec.method.name,
@@ -148,6 +158,7 @@ def attack_rows(
                     "eps": spec.eps,
                     "eps_space": EPS_SPACE,
                     "direction": spec.direction.value,
+                    "target_class": spec.target_class,
                     "source": src,
                     "seed": s.seed,
                     "dataset": data.name,
@@ -157,9 +168,28 @@ def attack_rows(
                     **summary,
                     "max_abs_delta": ev.max_delta[key],
                     "zero_grad_fraction": ev.zero_grads[src] / max(1, len(labels)),
+                    **every_class(s, labels, preds["clean"], preds[key], data.num_classes),
                 }
             )
-    return rows
+    return flag_gradient_masking(rows)
+
+
+def attacked_indices(data: Dataset, s: Settings, target: int) -> np.ndarray:
+    """The test images attacked: the target class's (the paper), or every class's (all of them
+    or a seeded class-stratified subset of `per_class` each)."""
+    if s.attack_images == "target":
+        return np.flatnonzero(data.y_test == target)
+    return stratified_subset(data.y_test, s.per_class, s.seed)
+
+
+def every_class(
+    s: Settings, labels: np.ndarray, clean: np.ndarray, adv: np.ndarray, num_classes: int
+) -> dict[str, Any]:
+    """With attack.images=all: the per-class numbers of one row (nothing for the paper's rows)."""
+    if s.attack_images == "target":
+        return {}
+    scope = {"images": s.attack_images, "per_class": s.per_class, "n": int(len(labels))}
+    return {"images": scope, "classes": class_summary(labels, clean, adv, num_classes)}
 
 
 def model_entry(
@@ -194,6 +224,8 @@ def compute(
             "class": target,
             "specs": [attack_identity(x) for x in s.specs],
             "sources": list(s.sources),
+            # absent for the paper's target-class images: existing result keys stay valid
+            **({} if s.attack_images == "target" else {"images": [s.attack_images, s.per_class]}),
         }
     )
     roles = {"target": models["same"], "balanced": models.get("balanced")}
@@ -218,7 +250,10 @@ def balanced_profile(s: Settings, available: list[int] | None = None) -> Spec:
 
 def attack_identity(spec: AttackSpec) -> dict[str, Any]:
     """What makes two attack settings the same for the store (component key, eps, direction)."""
-    return {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
+    identity = {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
+    if spec.target_class is not None:  # absent otherwise: existing store keys stay as they were
+        identity["target_class"] = spec.target_class
+    return identity
 
 
 def resolve_class(target: int | str, data: Dataset) -> int:
@@ -252,6 +287,7 @@ def _run_checked(
     threads = set_threads(s.threads, concurrent_jobs)
     data = load_dataset(s.dataset, s.cache_dir)
     target = resolve_class(s.target, data)
+    s = replace(s, specs=with_target_class(s.specs, data.classes, target))  # names -> indices
     store = Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
         result, trained = compute(data, s, target, device, store)
@@ -264,7 +300,12 @@ def _run_checked(
         "imbalance": s.imbalance.name,
         "seed": s.seed,
         "eps_space": EPS_SPACE,
-        "test_set": "balanced official test split, every image of the target class",
+        "test_set": "balanced official test split, "
+        + (
+            "every image of the target class"
+            if s.attack_images == "target"
+            else f"every class ({s.per_class or 'all'} images per class, seeded)"
+        ),
         "device": str(device),
         "threads": threads,
         "trained_here": trained,

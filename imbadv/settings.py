@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from imbadv.attacks import ATTACKS, Direction
+from imbadv.attacks.goals import check_direction, with_target_class
 from imbadv.data import DATASETS
 from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
@@ -33,11 +34,18 @@ class AttackSpec:
     method: Spec
     eps: float
     direction: Direction = Direction.ASCENT
+    target_class: int | str | None = None  # direction toward: an index (a name until resolved)
+
+    @property
+    def goal(self) -> str:
+        """The direction, with the target class for `toward` (toward=5)."""
+        tail = "" if self.target_class is None else f"={self.target_class}"
+        return f"{self.direction}{tail}"
 
     @property
     def name(self) -> str:
         """Unique within a run: two settings of one method differ in their parameters."""
-        return f"{self.method.label()}/eps={self.eps:g}/{self.direction}"
+        return f"{self.method.label()}/eps={self.eps:g}/{self.goal}"
 
 
 class Source(StrEnum):
@@ -68,6 +76,8 @@ class Settings:
     cache_dir: Path
     store_dir: Path
     adversarial: AdversarialSettings = AdversarialSettings()  # mode none: standard training
+    attack_images: str = "target"  # target: the target class's test images | all: every class
+    per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
 
 
 def _as_list(value: Any) -> list:
@@ -132,14 +142,29 @@ def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
         methods.append(ATTACKS.parse("attack.methods", options.pop("name", None), options))
     eps = [_number("attack.eps", e, 0.0, 1.0) for e in _as_list(cfg.eps)]
     direction = _choice("attack.direction", cfg.direction, Direction)
+    target_class = cfg.get("target_class")
+    for m in methods:
+        check_direction(m.name, direction, target_class)
     if not methods or not eps:
         raise ConfigError("attack.methods/eps", "[]", "at least one method and one eps")
-    specs = tuple(AttackSpec(m, e, direction) for m in methods for e in eps)
+    specs = tuple(AttackSpec(m, e, direction, target_class) for m in methods for e in eps)
     names = [s.name for s in specs]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("attack.methods", name, "each method setting once")
     return specs
+
+
+def attack_images(cfg: DictConfig) -> dict[str, Any]:
+    """Which test images are attacked: `images` target | all, `per_class` N (only with all)."""
+    images, per_class = cfg.get("images", "target"), cfg.get("per_class")
+    if images not in ("target", "all"):
+        raise ConfigError("attack.images", images, "target or all")
+    if per_class is not None:
+        if images != "all":
+            raise ConfigError("attack.per_class", per_class, "null unless attack.images=all")
+        per_class = _number("attack.per_class", per_class, 1, integer=True)
+    return {"attack_images": images, "per_class": per_class}
 
 
 def import_plugins(cfg: DictConfig) -> None:
@@ -174,7 +199,7 @@ def from_config(cfg: DictConfig) -> Settings:
         train=build_params(TrainSettings, "trainer", train),
         seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
         val_fraction=val_fraction,
-        specs=attack_specs(cfg.attack),
+        specs=with_target_class(attack_specs(cfg.attack), dataset.params.known_classes(), target),
         sources=sources,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
         device=_device(cfg.device),
@@ -183,6 +208,7 @@ def from_config(cfg: DictConfig) -> Settings:
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
         adversarial=adversarial_settings(cfg),
+        **attack_images(cfg.attack),
     )
 
 

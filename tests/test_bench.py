@@ -12,13 +12,14 @@ import pytest
 import torch
 from conftest import TINY
 
-from imbadv import bench
+from imbadv import bench, bench_attacks
 from imbadv.attacks.gradient_sign import fgsm
 from imbadv.models.vgg import VGG
 from imbadv.training import TrainSettings
 
 TINY_BENCH = ["--device", "cpu", "--width", "0.0625", "--batch-size", "8", "--steps", "2",
-              "--warmup", "1", "--repeats", "1", "--attack-images", "16", "--eval-images", "64"]  # fmt: skip
+              "--warmup", "1", "--repeats", "1", "--attack-images", "16", "--eval-images", "64",
+              "--attack-steps", "2"]  # fmt: skip
 
 
 def positive(value: float) -> bool:
@@ -39,7 +40,14 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
     written = json.loads(out.read_text())
     assert set(bench.REQUIRED_KEYS) <= set(written)
     assert written["device"].startswith("cpu (")
-    for key in ("train_vs_raw", "attack_vs_torchattacks", "fgsm_vs_torchattacks"):
+    for key in (
+        "train_vs_raw",
+        "attack_vs_torchattacks",
+        "fgsm_vs_torchattacks",
+        "pgd_vs_torchattacks",
+        "pgd_l2_vs_torchattacks",
+        "mifgsm_vs_torchattacks",
+    ):
         assert positive(written[key]), key
     assert written["attack_vs_torchattacks"] == min(written["fgsm_vs_torchattacks"],
                                                     written["bim_vs_torchattacks"])  # fmt: skip
@@ -66,9 +74,12 @@ def test_both_training_sides_take_the_same_optimizer_steps():
 
 def test_attack_images_are_identical_to_torchattacks():
     x, y = bench.make_data(16, torch.device("cpu"), seed=3)
-    result = bench.bench_attacks(VGG(width=0.0625).eval(), x.float() / 255, y, 0.01, 8, 1)
-    for name in ("fgsm", "bim"):
-        assert result[name]["max_abs_diff"] <= bench.IDENTICAL_TOL
+    # batches of 8 and 5: each batch's random start is seeded by its first index on both sides
+    result = bench_attacks.bench_attacks(
+        VGG(width=0.0625).eval(), x.float() / 255, y, 8 / 255, 5, 1, 3
+    )
+    for name in ("fgsm", "bim", "pgd", "pgd_l2", "mifgsm"):
+        assert result[name]["max_abs_diff"] <= bench_attacks.IDENTICAL_TOL
         assert positive(result[name]["imbadv_images_per_s"]), name
 
 
@@ -76,13 +87,13 @@ def test_identity_check_fails_when_the_images_differ():
     model = VGG(width=0.0625).eval()
     x, y = bench.make_data(4, torch.device("cpu"), seed=4)
     adv = fgsm(model, x.float() / 255, y, 0.01)
-    assert bench.check_identical(adv, adv.clone(), "fgsm") == 0.0
+    assert bench_attacks.check_identical(adv, adv.clone(), "fgsm") == 0.0
     moved = adv.clone()
     moved[0, 0, 0, 0] += 1e-3
     with pytest.raises(AssertionError, match="differ"):
-        bench.check_identical(adv, moved, "fgsm")
+        bench_attacks.check_identical(adv, moved, "fgsm")
     with pytest.raises(AssertionError, match="differ"):
-        bench.check_identical(adv, adv[:2], "fgsm")
+        bench_attacks.check_identical(adv, adv[:2], "fgsm")
 
 
 def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
@@ -100,3 +111,12 @@ def test_quick_job_reports_peak_rss_of_a_real_run():
     shrink = [x for x in TINY if x != "experiment=smoke"]
     result = bench.quick_job(None, torch.device("cpu"), 1, extra=tuple(shrink))
     assert positive(result["peak_rss_mib"]) and "experiment=smoke" in result["command"]
+
+
+def test_a_batchnorm_model_takes_the_same_steps_on_both_sides():
+    model = bench.bench_model("resnet18", 0.0625)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
+    assert result["weights_max_abs_diff"] < 1e-5  # BatchNorm statistics included

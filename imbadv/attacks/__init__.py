@@ -1,17 +1,20 @@
 """Attacks by name: each a pure function on [0, 1] images, registered with its checked parameters.
 
 Every registered function has one signature, `attack(model, x, y, eps, params, *, direction,
-generator) -> x_adv`: x (N, C, H, W) float in [0, 1], y (N,) int64 true labels, eps in pixel
-units, x_adv detached and shaped like x. Add one: docs/extending.md.
+generator, target=None) -> x_adv`: x (N, C, H, W) float in [0, 1], y (N,) int64 true labels, eps
+in pixel units, `target` the class index for `Direction.TOWARD`, x_adv detached and shaped like x.
+Add one: docs/attacks.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+from imbadv.errors import ConfigError
 from imbadv.registry import Params, Registry, bounds
 
 # eps, step sizes and every image live in pixel space [0, 1]: the model normalizes inside.
@@ -19,10 +22,21 @@ EPS_SPACE = "pixel [0, 1]"
 
 
 class Direction(StrEnum):
-    """`ascent` raises the true label's loss (the attack); `descent` lowers it (Sec. 3.3)."""
+    """Which way an attack moves the images.
+
+    `ascent` raises the true label's loss (the attack); `descent` lowers it (the paper, Sec. 3.3);
+    `least_likely` lowers the loss of the class the attacked model finds least likely for the clean
+    image; `toward` lowers the loss of `attack.target_class` (targeted).
+    """
 
     ASCENT = "ascent"
     DESCENT = "descent"
+    LEAST_LIKELY = "least_likely"
+    TOWARD = "toward"
+
+
+UNTARGETED = (Direction.ASCENT, Direction.DESCENT)
+ALL_DIRECTIONS = tuple(Direction)
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ class BIMParams(AttackParams):
     """Kurakin et al. (2016); None = alpha 1/255, steps floor(min(255 eps + 4, 1.25 * 255 eps))."""
 
     alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
-    steps: int | None = field(default=None, metadata=bounds(1))
+    steps: int | None = field(default=None, metadata=bounds(1, 100_000))
 
     def resolved(self, eps: float) -> dict[str, Any]:
         alpha, steps = bim_defaults(eps)
@@ -58,8 +72,127 @@ def bim_defaults(eps: float) -> tuple[float, int]:
     return 1.0 / 255.0, int(math.floor(min(eps * 255 + 4, 1.25 * eps * 255)))
 
 
+@dataclass(frozen=True)
+class PGDParams(AttackParams):
+    """Madry et al. (2018); alpha None = 2.5 eps / steps (Madry lab's rule: 2/255 at 8/255, 10 steps).
+
+    `loss`: `ce` (cross-entropy) or `margin` (Carlini-Wagner margin max_{j != y} z_j - z_y,
+    invariant to the logits' scale, so it is not fooled by saturated softmax).
+    """
+
+    alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
+    steps: int = field(default=10, metadata=bounds(1, 100_000))
+    restarts: int = field(default=1, metadata=bounds(1, 1000))
+    random_start: bool = True
+    loss: Literal["ce", "margin"] = "ce"
+
+    def resolved(self, eps: float) -> dict[str, Any]:
+        alpha = 2.5 * eps / self.steps if self.alpha is None else self.alpha
+        return {**self.__dict__, "alpha": alpha}
+
+
+@dataclass(frozen=True)
+class PGDL2Params(PGDParams):
+    """PGD in the L2 ball (Madry et al. 2018): attack.eps is the L2 radius in pixel units."""
+
+
+@dataclass(frozen=True)
+class MIFGSMParams(AttackParams):
+    """Dong et al. (2018); alpha None = eps / steps (the paper's choice), decay mu = 1.0."""
+
+    alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
+    steps: int = field(default=10, metadata=bounds(1, 100_000))
+    decay: float = field(default=1.0, metadata=bounds(0.0, 100.0))
+
+    def resolved(self, eps: float) -> dict[str, Any]:
+        alpha = eps / self.steps if self.alpha is None else self.alpha
+        return {**self.__dict__, "alpha": alpha}
+
+
+AUTOATTACK_INSTALL = 'pip install -e ".[autoattack]"'
+
+
+@dataclass(frozen=True)
+class AutoAttackParams(AttackParams):
+    """pyautoattack's `standard` or APGD-CE + APGD-T; L-inf; needs the optional extra."""
+
+    norm: Literal["Linf", "L2"] = "Linf"
+    registered: ClassVar[str] = "autoattack"  # the name in a refusal
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        # torch-free: find_spec looks for the package without importing it (or torch)
+        if importlib.util.find_spec("pyautoattack") is None:
+            raise ConfigError(
+                key, self.registered, f"pyautoattack installed ({AUTOATTACK_INSTALL})"
+            )
+
+
+@dataclass(frozen=True)
+class APGDPairParams(AutoAttackParams):
+    """APGD-CE + APGD-T from pyautoattack (RoBal's "AutoAttack"): named apart on purpose."""
+
+    registered: ClassVar[str] = "apgd_pair"
+
+
 ATTACKS = Registry("attack.methods")
-ATTACKS.add("fgsm", FGSMParams, "imbadv.attacks.gradient_sign:fgsm_attack",
-            "fast gradient sign, L-inf (Goodfellow et al. 2015)", reuses_gradient=True)  # fmt: skip
-ATTACKS.add("bim", BIMParams, "imbadv.attacks.gradient_sign:bim_attack",
-            "iterative gradient sign, L-inf (Kurakin et al. 2016)")  # fmt: skip
+_ENTRIES = [
+    (
+        "fgsm",
+        FGSMParams,
+        "gradient_sign:fgsm_attack",
+        "fast gradient sign, L-inf (Goodfellow et al. 2015)",
+        {"reuses_gradient": True},
+    ),
+    (
+        "bim",
+        BIMParams,
+        "gradient_sign:bim_attack",
+        "iterative gradient sign, L-inf (Kurakin et al. 2016)",
+        {},
+    ),
+    (
+        "mifgsm",
+        MIFGSMParams,
+        "gradient_sign:mifgsm_attack",
+        "momentum iterative gradient sign, L-inf (Dong et al. 2018)",
+        {},
+    ),
+    (
+        "pgd",
+        PGDParams,
+        "pgd:pgd_attack",
+        "projected gradient descent, L-inf (Madry et al. 2018)",
+        {},
+    ),
+    (
+        "pgd_l2",
+        PGDL2Params,
+        "pgd:pgd_l2_attack",
+        "projected gradient descent, L2 (Madry et al. 2018)",
+        {"norm": "L2"},
+    ),
+    (
+        "autoattack",
+        AutoAttackParams,
+        "autoattack:autoattack_attack",
+        "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020)",
+        {"directions": UNTARGETED[:1]},
+    ),
+    (
+        "apgd_pair",
+        APGDPairParams,
+        "autoattack:apgd_pair_attack",
+        "APGD-CE + APGD-T only: never to be called AutoAttack",
+        {"directions": UNTARGETED[:1]},
+    ),
+]
+for _name, _params, _target, _doc, _extra in _ENTRIES:
+    # `directions`: the Direction values the attack supports (settings refuse the others)
+    ATTACKS.add(
+        _name,
+        _params,
+        f"imbadv.attacks.{_target}",
+        _doc,
+        **{"directions": ALL_DIRECTIONS, **_extra},
+    )
