@@ -65,8 +65,12 @@ def evaluate_attacks(
     images: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
     batch_size: int,
+    callbacks: list | None = None,
 ) -> AttackEvaluation:
-    """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer."""
+    """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer.
+
+    `callbacks` are Lightning callbacks, e.g. imbadv.progress.AttackProgress.
+    """
     module = AttackEvaluation(target, sources, specs)
     trainer = L.Trainer(
         **one_device(device),
@@ -75,6 +79,7 @@ def evaluate_attacks(
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
+        callbacks=callbacks,
     )
     trainer.test(module, TensorBatches(*images, batch_size, shuffle=False), verbose=False)
     return module

@@ -21,9 +21,10 @@ from imbadv.evaluate import evaluate_attacks, predict
 from imbadv.imbalance import Profile, class_counts, select
 from imbadv.metrics import attack_summary, model_summary
 from imbadv.model import VGG
+from imbadv.progress import Watch, job_record
 from imbadv.settings import Settings, Source, from_config, parse_target
 from imbadv.store import FORMAT_VERSION, Store, atomic_write_json, content_key
-from imbadv.tracking import log_job
+from imbadv.tracking import start_job
 from imbadv.train import fit
 
 
@@ -64,19 +65,32 @@ def build_model(spec: dict[str, Any]) -> VGG:
 
 
 def obtain_model(
-    data: Dataset, s: Settings, profile: Profile, target: int, device: torch.device, store: Store
+    data: Dataset,
+    s: Settings,
+    profile: Profile,
+    target: int,
+    device: torch.device,
+    store: Store,
+    watch: Watch | None = None,
 ) -> tuple[VGG, dict[str, Any]]:
     """The model for (profile, target) from the store, trained here first if no job has yet."""
     spec = model_spec(data, s, profile, target)
     key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)
+    role = "target" if profile is s.imbalance else "balanced"
+    label = (
+        role
+        if spec["class"] is None
+        else f"{role} {profile.value} class {target} ({data.classes[target]})"
+    )
 
     def train(model: VGG) -> dict[str, Any]:
         model.reset_parameters(torch.Generator().manual_seed(s.seed))
         model.to(device)
         started = time.perf_counter()
         train_xy, val_xy = on_device(data, split.train, device), on_device(data, split.val, device)
-        record = fit(model, train_xy, val_xy, s.train, device, s.seed)
+        with (watch or Watch(lines=False)).training(key, role, label) as callbacks:
+            record = fit(model, train_xy, val_xy, s.train, device, s.seed, callbacks=callbacks)
         return {"spec": spec, "train_counts": split.train_counts, "val_counts": split.val_counts,
                 "train_seconds": time.perf_counter() - started, **record}  # fmt: skip
 
@@ -87,13 +101,19 @@ def obtain_model(
 
 
 def attack_rows(
-    data: Dataset, s: Settings, target: int, models: dict[str, VGG], device: torch.device
+    data: Dataset,
+    s: Settings,
+    target: int,
+    models: dict[str, VGG],
+    device: torch.device,
+    watch: Watch | None = None,
 ) -> list[dict[str, Any]]:
     """Attack the target class's test images with every source and spec; one row per combination."""
     idx = np.flatnonzero(data.y_test == target)
     sources = {src.value: models[src.value] for src in s.sources}
     ev = evaluate_attacks(models["same"], sources, list(s.specs), on_device(data, idx, device, False),
-                          device, s.attack_batch_size)  # fmt: skip
+                          device, s.attack_batch_size,
+                          (watch or Watch(lines=False)).attacks(f"class {target}"))  # fmt: skip
     labels, preds = ev.collected()
     rows = []
     for src in sources:
@@ -122,7 +142,12 @@ def model_entry(record: dict[str, Any], model: VGG, data: Dataset, device: torch
 
 
 def compute(
-    data: Dataset, s: Settings, target: int, device: torch.device, store: Store
+    data: Dataset,
+    s: Settings,
+    target: int,
+    device: torch.device,
+    store: Store,
+    watch: Watch | None = None,
 ) -> tuple[dict[str, Any], dict[str, bool]]:
     """Models, clean metrics and attack rows for one (class, imbalance, seed), computed once.
 
@@ -130,12 +155,14 @@ def compute(
     role, whether this job trained it.
     """
     models, records = {}, {}
-    models["same"], records["target"] = obtain_model(data, s, s.imbalance, target, device, store)
+    models["same"], records["target"] = obtain_model(
+        data, s, s.imbalance, target, device, store, watch
+    )
     if s.imbalance is Profile.BALANCED:
         s = replace(s, sources=(Source.SAME,))  # its own gradient is the balanced gradient: one row
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
-            data, s, Profile.BALANCED, target, device, store
+            data, s, Profile.BALANCED, target, device, store, watch
         )
     trained = {role: r["trained_here"] for role, r in records.items()}
     key = content_key({"models": {role: r["key"] for role, r in records.items()}, "class": target,
@@ -144,7 +171,7 @@ def compute(
     result, _ = store.result(key, lambda: {
         "key": key,
         "models": {r: model_entry(records[r], roles[r], data, device) for r in records},
-        "attacks": attack_rows(data, s, target, models, device),
+        "attacks": attack_rows(data, s, target, models, device, watch),
     })  # fmt: skip
     return result, trained
 
@@ -160,17 +187,22 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str
     `concurrent_jobs` is how many jobs share this machine's cores (`threads: 0` splits them).
     """
     s = from_config(cfg)
-    try:
-        return _run_checked(cfg, s, output_dir, concurrent_jobs)
-    except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results
-        record = {"error": str(err), "type": type(err).__name__, "time": time.time(),
-                  "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
-        atomic_write_json(output_dir / "failed.json", record)
-        raise
+    with job_record(output_dir, s.store_dir):  # job.json: what `python -m imbadv.status` reads
+        # W&B opens first so curves stream while models train; it never fails the job.
+        watch = Watch(s.progress == "lines", start_job(cfg, output_dir), s.store_dir / "locks")
+        try:
+            return _run_checked(cfg, s, output_dir, concurrent_jobs, watch)
+        except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results
+            record = {"error": str(err), "type": type(err).__name__, "time": time.time(),
+                      "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
+            atomic_write_json(output_dir / "failed.json", record)
+            raise
+        finally:
+            watch.tracker.close()  # marks an unfinished job's run; nothing after finish()
 
 
 def _run_checked(
-    cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int
+    cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int, watch: Watch
 ) -> dict[str, Any]:
     started = time.perf_counter()
     threads = set_threads(s.threads, concurrent_jobs)
@@ -178,7 +210,7 @@ def _run_checked(
     target = resolve_class(s.target, data)
     store = Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
-        result, trained = compute(data, s, target, device, store)
+        result, trained = compute(data, s, target, device, store, watch)
     meta = {
         "dataset": data.name, "dataset_source": data.source, "class": target,
         "class_name": data.classes[target], "imbalance": s.imbalance.value, "seed": s.seed,
@@ -190,7 +222,7 @@ def _run_checked(
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "results.json", full)
     print(format_table(full))
-    log_job(cfg, full, output_dir)
+    watch.tracker.finish(full)  # W&B is quiet: the table stays the last thing printed
     return full
 
 

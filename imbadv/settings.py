@@ -93,6 +93,7 @@ class Settings:
     threads: int
     cache_dir: Path
     store_dir: Path
+    progress: str = "lines"
 
 
 def _choice(key: str, value: Any, enum: type[StrEnum]) -> StrEnum:
@@ -226,7 +227,17 @@ def from_config(cfg: DictConfig) -> Settings:
         threads=_number("threads", cfg.threads, 0, integer=True),
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
+        progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
     )
+
+
+PROGRESS_MODES = ("lines", "quiet")  # a line per epoch and per ~30 s of attacks, or none
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(key, value, f"one of {', '.join(allowed)}")
+    return str(value)
 
 
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work

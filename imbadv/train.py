@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -159,12 +159,13 @@ def fit(
     device: torch.device,
     seed: int,
     logger=False,
+    callbacks: Sequence[Callback] = (),
 ) -> dict:
     """Train until validation loss stops improving for `patience` epochs; keep the best weights.
 
     `train` and `val` are (uint8 images, int64 labels) already on `device`. Returns the
     training record (epochs run, best epoch and loss, per-epoch history); `model` ends with the
-    best weights, in eval mode.
+    best weights, in eval mode. `callbacks` run after early stopping's check (progress, W&B).
     """
     L.seed_everything(seed, workers=True, verbose=False)
     if settings.channels_last:  # batches sliced from NHWC tensors stay NHWC: no per-step copies
@@ -172,7 +173,7 @@ def fit(
         train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
     keep = KeepBest()
     stop = EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min")
-    trainer = make_trainer(settings, device, [keep, stop], logger)
+    trainer = make_trainer(settings, device, [keep, stop, *callbacks], logger)
     trainer.fit(
         Classifier(model, settings),
         train_dataloaders=TensorBatches(*train, settings.batch_size, shuffle=True, seed=seed),
