@@ -79,8 +79,13 @@ class AttackProgress(Callback):
     def on_test_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.started = self.last = time.perf_counter()
         batches = trainer.num_test_batches[0] if trainer.num_test_batches else "?"
-        log.info("attack %s: %s batches, sources %s, attacks %s", self.label, batches,
-                 ",".join(module.sources), ",".join(s.name for s in module.specs))  # fmt: skip
+        log.info(
+            "attack %s: %s batches, sources %s, attacks %s",
+            self.label,
+            batches,
+            ",".join(module.sources),
+            ",".join(s.name for s in module.specs),
+        )
 
     def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *_: Any) -> None:
         now = time.perf_counter()
@@ -89,8 +94,14 @@ class AttackProgress(Callback):
         self.last, done, total = now, len(module.labels), trainer.num_test_batches[0]
         elapsed = now - self.started
         left = elapsed / done * (total - done) if done else float("nan")
-        log.info("attack %s: batch %d/%d, %.0f s elapsed, about %.0f s left",
-                 self.label, done, total, elapsed, left)  # fmt: skip
+        log.info(
+            "attack %s: batch %d/%d, %.0f s elapsed, about %.0f s left",
+            self.label,
+            done,
+            total,
+            elapsed,
+            left,
+        )
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         elapsed = time.perf_counter() - self.started
@@ -98,8 +109,14 @@ class AttackProgress(Callback):
         for key, pred in preds.items():
             if key != "clean":
                 acc = float((pred == labels).mean()) if len(labels) else float("nan")
-                log.info("attack %s: %s  %d images  acc %.3f  (%.1f s elapsed)",
-                         self.label, key, len(labels), acc, elapsed)  # fmt: skip
+                log.info(
+                    "attack %s: %s  %d images  acc %.3f  (%.1f s elapsed)",
+                    self.label,
+                    key,
+                    len(labels),
+                    acc,
+                    elapsed,
+                )
 
 
 class Heartbeat:
@@ -146,8 +163,12 @@ def owner() -> dict[str, Any]:
 def job_record(output_dir: Path, store_dir: Path) -> Iterator[None]:
     """`job.json` in the job folder for the job's duration; `ended` (and any error) added at the end."""
     path = Path(output_dir) / JOB_FILE
-    record = {**owner(), "started": time.time(), "cwd": os.getcwd(),
-              "store_dir": str(Path(store_dir).absolute())}  # fmt: skip
+    record = {
+        **owner(),
+        "started": time.time(),
+        "cwd": os.getcwd(),
+        "store_dir": str(Path(store_dir).absolute()),
+    }
     _write(path, record)
     Heartbeat.add(path)
     try:
@@ -204,5 +225,10 @@ class Watch:
 def marker_update(info: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """The marker after an epoch: how far the model is and how fast it goes."""
     done = row["epoch"] + 1
-    return {**info, "epoch": done, "max_epochs": row["max_epochs"],
-            "seconds_per_epoch": row["elapsed"] / done, "val/loss": row.get("val/loss")}  # fmt: skip
+    return {
+        **info,
+        "epoch": done,
+        "max_epochs": row["max_epochs"],
+        "seconds_per_epoch": row["elapsed"] / done,
+        "val/loss": row.get("val/loss"),
+    }

@@ -269,10 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         "--pair", default=None, help="Fig. 6 class pair, names or indices (cat,dog)"
     )
     parser.add_argument(
-        "--wandb", nargs="?", const="", default=None, metavar="MODE",
+        "--wandb",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MODE",
         help="also log Table 1, findings and figures as one W&B run in the sweep's group "
         "(MODE offline|online; default: the jobs' logger.mode)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     try:
         root = args.sweep if args.sweep is not None else newest_sweep(Path("multirun"))
@@ -284,9 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb is not None:
         from imbadv.tracking import log_report
 
-        log_report(root, {"table1": root / "table1.csv"}, sorted(root.glob("fig*.png")),
-                   {"report": root / "report.html", "findings": root / "report.md"},
-                   mode=args.wandb or None)  # fmt: skip
+        log_report(
+            root,
+            {"table1": root / "table1.csv"},
+            sorted(root.glob("fig*.png")),
+            {"report": root / "report.html", "findings": root / "report.md"},
+            mode=args.wandb or None,
+        )
     return 0
 
 

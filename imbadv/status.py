@@ -180,7 +180,6 @@ class SweepStatus:
     training: list[dict[str, Any]] = field(default_factory=list)
     reused: set[str] = field(default_factory=set)
     locks: dict[str, int] = field(default_factory=dict)
-    job_seconds: list[float] = field(default_factory=list)
 
     def count(self, state: str) -> int:
         return sum(j.state == state for j in self.jobs)
@@ -221,12 +220,9 @@ def _read_result(path: Path, st: SweepStatus) -> None:
     full = read(path) if path.exists() else None
     if not full:
         return
-    meta = full.get("meta", {})
-    for role, trained_here in meta.get("trained_here", {}).items():
+    for role, trained_here in full.get("meta", {}).get("trained_here", {}).items():
         if not trained_here:
             st.reused.add(str(full.get("models", {}).get(role, {}).get("key", role)))
-    if "wall_seconds" in meta:
-        st.job_seconds.append(float(meta["wall_seconds"]))
 
 
 def read_log(store: Path, kind: str = "trainings") -> list[dict[str, Any]]:
@@ -311,14 +307,30 @@ def format_status(st: SweepStatus, now: float | None = None) -> str:
         f"({st.count('interrupted')} interrupted, {st.pending - st.count('interrupted')} not started)",
     ]
     lines += model_lines(st)
-    for state, title in (("running", "running"), ("failed", "failed"), ("interrupted",
-                         "interrupted (started, process gone)")):  # fmt: skip
+    for state, title in (
+        ("running", "running"),
+        ("failed", "failed"),
+        ("interrupted", "interrupted (started, process gone)"),
+    ):
         chosen = [j for j in st.jobs if j.state == state]
         if chosen:
             lines.append(f"{title}:")
-            lines += [f"  {j.name}" + (f": {j.error or j.last_line}" if j.error or j.last_line else "")
-                      for j in chosen]  # fmt: skip
+            lines += [
+                f"  {j.name}" + (f": {j.error or j.last_line}" if j.error or j.last_line else "")
+                for j in chosen
+            ]
     return "\n".join(lines)
+
+
+def lock_kind(name: str) -> str:
+    """store.py's `<key>.lock` (a model) and `result-<key>.lock`, devices.py's `gpu<i>-slot<j>.lock`."""
+    return (
+        "result"
+        if name.startswith("result-")
+        else "GPU slot"
+        if name.startswith("gpu")
+        else "model"
+    )
 
 
 def model_lines(st: SweepStatus) -> list[str]:
@@ -326,14 +338,7 @@ def model_lines(st: SweepStatus) -> list[str]:
         return ["  models: store unknown (no job config readable)"]
     kinds = {"model": 0, "result": 0, "GPU slot": 0}
     for name in st.locks:
-        kind = (
-            "result"
-            if name.startswith("result-")
-            else "GPU slot"
-            if name.startswith("gpu")
-            else "model"
-        )
-        kinds[kind] += 1
+        kinds[lock_kind(name)] += 1
     held = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in kinds.items() if n) or "none"
     lines = [
         f"  models (store {st.store}): {len(st.trained)} trained in this sweep, "
@@ -343,8 +348,10 @@ def model_lines(st: SweepStatus) -> list[str]:
     for m in st.training:
         spe = m.get("seconds_per_epoch")
         pace = f", {spe:.1f} s/epoch" if spe else ""
-        lines.append(f"    training {m.get('label', m.get('key'))}: epoch {m.get('epoch', 0)}/"
-                     f"{m.get('max_epochs', '?')}{pace} (pid {m.get('pid')} on {m.get('host')})")  # fmt: skip
+        lines.append(
+            f"    training {m.get('label', m.get('key'))}: epoch {m.get('epoch', 0)}/"
+            f"{m.get('max_epochs', '?')}{pace} (pid {m.get('pid')} on {m.get('host')})"
+        )
     return lines
 
 

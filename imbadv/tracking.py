@@ -62,8 +62,13 @@ class JobRun:
             if role not in self.roles:
                 self.run.define_metric(f"train/{role}/*", step_metric=f"train/{role}/epoch")
                 self.roles.add(role)
-            names = {"epoch": "epoch", "train/loss": "loss", "val/loss": "val_loss",
-                     "val/acc": "val_acc", "seconds": "seconds"}  # fmt: skip
+            names = {
+                "epoch": "epoch",
+                "train/loss": "loss",
+                "val/loss": "val_loss",
+                "val/acc": "val_acc",
+                "seconds": "seconds",
+            }
             self.run.log({f"train/{role}/{n}": row[k] for k, n in names.items() if k in row})
         except Exception as err:
             _warn(err)
@@ -119,12 +124,18 @@ def _init_job(cfg: DictConfig, mode: str, output_dir: Path) -> Any:
     group, name = run_identity()
     output_dir.mkdir(parents=True, exist_ok=True)
     return wandb.init(
-        mode=mode, project=logger.get("project", "imbadv"), entity=logger.get("entity"),
-        group=logger.get("group") or group, name=name, job_type="experiment",
+        mode=mode,
+        project=logger.get("project", "imbadv"),
+        entity=logger.get("entity"),
+        group=logger.get("group") or group,
+        name=name,
+        job_type="experiment",
         tags=[*map(str, logger.get("tags") or []), str(cfg.dataset.name), str(cfg.imbalance)],
-        config=OmegaConf.to_container(cfg, resolve=True), dir=str(output_dir),
-        settings=_settings(logger), reinit="finish_previous",
-    )  # fmt: skip
+        config=OmegaConf.to_container(cfg, resolve=True),
+        dir=str(output_dir),
+        settings=_settings(logger),
+        reinit="finish_previous",
+    )
 
 
 def _settings(logger: Any) -> Any:
@@ -299,15 +310,21 @@ def log_report(
         return False
     try:
         run = wandb.init(
-            mode=mode, project=logger.get("project", "imbadv"), entity=logger.get("entity"),
-            group=logger.get("group") or sweep_group(sweep_dir), name="report", job_type="report",
-            dir=str(sweep_dir), settings=_settings(logger), reinit="finish_previous",
-        )  # fmt: skip
+            mode=mode,
+            project=logger.get("project", "imbadv"),
+            entity=logger.get("entity"),
+            group=logger.get("group") or sweep_group(sweep_dir),
+            name="report",
+            job_type="report",
+            dir=str(sweep_dir),
+            settings=_settings(logger),
+            reinit="finish_previous",
+        )
         media: dict[str, Any] = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures}
         for name, path in tables.items():
             with path.open(newline="") as f:
                 rows = list(csv.reader(f))
-            media[name] = wandb.Table(columns=rows[0], data=[list(map(_cell, r)) for r in rows[1:]])
+            media[name] = wandb.Table(columns=rows[0], data=typed_rows(rows[1:]))
         for name, path in (documents or {}).items():
             if path.suffix == ".md":
                 verdicts = findings_rows(path.read_text())
@@ -343,8 +360,14 @@ def findings_rows(markdown: str) -> list[list[str]]:
     return [[verdict, text] for verdict, text in found]
 
 
-def _cell(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+def typed_rows(rows: list[list[str]]) -> list[list[Any]]:
+    """CSV cells as numbers where a whole column is numeric (W&B wants one type per column)."""
+
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    numeric = [all(number(c) is not None for c in col) for col in zip(*rows, strict=True)]
+    return [[float(c) if num else c for c, num in zip(r, numeric, strict=True)] for r in rows]

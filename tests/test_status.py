@@ -20,8 +20,13 @@ from imbadv import status
 
 
 def status_cli(args: list[str], cwd: Path, timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imbadv.status", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "imbadv.status", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_finished_sweep_counts_and_newest_is_the_default(smoke_sweep):
@@ -61,11 +66,22 @@ def test_running_then_killed_sweep(smoke_sweep, tmp_path):
     store, sweep = tmp_path / "store", tmp_path / "sweep"
     shutil.copytree(smoke_sweep["store"], store)
     before = len(status.read_log(store))
-    args = ["-m", *TINY, "class=0,2,3", "imbalance=under", f"paths.store_dir={store}",
-            f"hydra.sweep.dir={sweep}"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "imbadv.run", *args], cwd=tmp_path,
-                            env={**os.environ, "WANDB_MODE": "disabled"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    args = [
+        "-m",
+        *TINY,
+        "class=0,2,3",
+        "imbalance=under",
+        f"paths.store_dir={store}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imbadv.run", *args],
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: any(m.get("epoch", 0) >= 1 for m in markers(store)), proc)
         os.killpg(proc.pid, signal.SIGSTOP)  # frozen mid-training: the status cannot race it
@@ -94,9 +110,18 @@ def test_running_then_killed_sweep(smoke_sweep, tmp_path):
 def test_failed_job_is_listed_with_its_error(smoke_sweep, tmp_path):
     store = tmp_path / "store"
     shutil.copytree(smoke_sweep["store"], store)  # lr 2e-3 (the preset's): nothing to train
-    proc = run_cli(["-m", *TINY, "class=0", "imbalance=under", "trainer.lr=2e-3,1e6",
-                    f"paths.store_dir={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                   cwd=tmp_path)  # fmt: skip
+    proc = run_cli(
+        [
+            "-m",
+            *TINY,
+            "class=0",
+            "imbalance=under",
+            "trainer.lr=2e-3,1e6",
+            f"paths.store_dir={store}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0  # Hydra runs every job, then reports the failed one
     st = status.collect(tmp_path / "sweep")
     assert (st.count("done"), st.count("failed"), st.pending) == (1, 1, 0)
@@ -136,8 +161,9 @@ def test_held_locks_and_liveness(tmp_path):
     assert not status.alive(
         {**me, "proc_start": "1"}, path
     )  # the pid was reused by another process
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout
     assert not status.alive({**me, "pid": int(dead)}, path)
     elsewhere = {**me, "host": "another-host"}
     assert status.alive(elsewhere, path)  # fresh heartbeat

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,17 +143,30 @@ def assert_curves_streamed_or_referenced(run: dict, full: dict) -> None:
             assert streamed == []
             continue
         assert all(run["history"].index(h) < final for h in streamed)
-        got = [(json.loads(h[f"train/{role}/epoch"]), json.loads(h[f"train/{role}/val_loss"]),
-                json.loads(h[f"train/{role}/loss"])) for h in streamed]  # fmt: skip
+        got = [
+            (
+                json.loads(h[f"train/{role}/epoch"]),
+                json.loads(h[f"train/{role}/val_loss"]),
+                json.loads(h[f"train/{role}/loss"]),
+            )
+            for h in streamed
+        ]
         want = [(p["epoch"], p["val/loss"], p["train/loss"]) for p in entry["history"]]
-        assert got == pytest.approx(want)
+        assert [g[0] for g in got] == [w[0] for w in want]  # epoch by epoch, none missing
+        assert [x for g in got for x in g[1:]] == pytest.approx([x for w in want for x in w[1:]])
 
 
 def test_each_model_curve_is_logged_once_in_the_job_that_trained_it(offline_sweep):
-    runs = {job.parent.name: (read_offline_run(job.parent), json.loads(job.read_text()))
-            for job in offline_sweep.glob("*/results.json")}  # fmt: skip
-    trained = [(role, full["models"][role]["key"]) for run, full in runs.values()
-               for role in full["models"] if full["meta"]["trained_here"][role]]  # fmt: skip
+    runs = {
+        job.parent.name: (read_offline_run(job.parent), json.loads(job.read_text()))
+        for job in offline_sweep.glob("*/results.json")
+    }
+    trained = [
+        (role, full["models"][role]["key"])
+        for run, full in runs.values()
+        for role in full["models"]
+        if full["meta"]["trained_here"][role]
+    ]
     assert len(trained) == len(set(trained)) == 3  # balanced once, two under-sampled models
     keys = {full["models"]["balanced"]["key"] for _, full in runs.values()}
     assert len(keys) == 1  # both jobs used the same balanced model; only one logged its curve
@@ -220,3 +238,36 @@ def test_confusion_expansion_and_group_names():
     assert y_true == [0, 0, 0, 1, 1, 1] and preds == [0, 0, 1, 1, 1, 1]
     assert tracking.sweep_group("multirun/2026-01-02/03-04-05") == "2026-01-02_03-04-05"
     assert tracking.sweep_group("/tmp/my-sweep") == "my-sweep"
+
+
+def test_report_run_holds_table1_findings_and_figures(smoke_sweep, tmp_path):
+    sweep = tmp_path / "rep-sweep"
+    shutil.copytree(smoke_sweep["sweep"], sweep)
+    env = {**os.environ, "WANDB_MODE": "offline", **wandb_home(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "imbadv.report", str(sweep), "--wandb"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B logging failed" not in proc.stdout + proc.stderr
+    run = read_offline_run(sweep)
+    assert run["group"] == "rep-sweep" and run["name"] == "report"
+    (table,) = (run["dir"] / "files/media/table").glob("table1_*.table.json")
+    logged = json.loads(table.read_text())
+    with (sweep / "table1.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert logged["columns"] == rows[0] and len(logged["data"]) == len(rows) - 1
+    figures = {p.stem for p in sweep.glob("fig*.png")}
+    images = list((run["dir"] / "files/media/images").rglob("*.png"))
+    assert figures and {p.name.split("_")[0] for p in images} == {f.split("_")[0] for f in figures}
+    assert len(images) == len(figures)
+    (found,) = (run["dir"] / "files/media/table").glob("findings_*.table.json")
+    bullets = tracking.findings_rows((sweep / "report.md").read_text())
+    assert json.loads(found.read_text())["data"] == bullets and len(bullets) == 7
+    verdicts = {v for v, _ in bullets}
+    assert {k: v for k, v in run["summary"].items() if k.startswith("findings/")} == {
+        f"findings/{v}": sum(b[0] == v for b in bullets) for v in verdicts
+    }
