@@ -36,10 +36,13 @@ reproduce: ## All 50 combinations of the paper (EXTRA="experiment=quick dataset=
 report: ## Table 1 and figures for a sweep (SWEEP=multirun/<date>/<time>; default: the newest)
 	$(PY) -m imbadv.report $(SWEEP)
 
+status: ## How far a sweep is: jobs done/running/failed/pending, models, time left (SWEEP=...; default: newest)
+	$(PY) -m imbadv.status $(SWEEP)
+
 bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 	$(PY) -m imbadv.bench --json bench.json
 
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test lint format smoke quick reproduce report bench clean
+.PHONY: help install test lint format smoke quick reproduce report status bench clean

@@ -69,6 +69,51 @@ class EpochReport(Callback):
             sink(row)
 
 
+class TrainingPulse(Callback):
+    """A line when training starts and at most every `every_s` s within an epoch: slow epochs
+    (a loaded CPU, the paper's full-size model) never leave the user without news for long."""
+
+    def __init__(self, label: str, every_s: float = 30.0) -> None:
+        self.label, self.every_s = label, every_s
+        self.last = self.epoch_started = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.last = time.perf_counter()
+        stop = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        log.info(
+            "train %s: up to %d epochs of %d batches, early stopping patience %s",
+            self.label,
+            trainer.max_epochs,
+            trainer.num_training_batches,
+            stop.patience if stop else "none",
+        )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, out: Any, batch: Any, index: int
+    ) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s:
+            return
+        self.last, done, total = now, index + 1, trainer.num_training_batches
+        spent = now - self.epoch_started
+        log.info(
+            "train %s: epoch %d/%d, batch %d/%d, %.0f s into the epoch, about %.0f s to its end",
+            self.label,
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            done,
+            total,
+            spent,
+            spent / max(done, 1) * (total - done),
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.last = time.perf_counter()  # the epoch's own line has just been printed
+
+
 class AttackProgress(Callback):
     """A line when an attack evaluation starts, at most every `every_s` seconds, and per result."""
 
@@ -212,7 +257,7 @@ class Watch:
             Heartbeat.add(marker)
             sinks.append(lambda row: _write(marker, marker_update(info, row)))
         try:
-            yield [EpochReport(label, sinks)]
+            yield [EpochReport(label, sinks), *([TrainingPulse(label)] if self.lines else [])]
         finally:
             if marker is not None:
                 Heartbeat.remove(marker)

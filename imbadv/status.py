@@ -346,11 +346,16 @@ def model_lines(st: SweepStatus) -> list[str]:
         f"  locks held now: {held}",
     ]
     for m in st.training:
-        spe = m.get("seconds_per_epoch")
-        pace = f", {spe:.1f} s/epoch" if spe else ""
+        where = f"(pid {m.get('pid')} on {m.get('host')})"
+        if "epoch" not in m:
+            since = duration(time.time() - m.get("started", time.time()))
+            lines.append(
+                f"    training {m.get('label')}: started {since} ago, no epoch done {where}"
+            )
+            continue
         lines.append(
-            f"    training {m.get('label', m.get('key'))}: epoch {m.get('epoch', 0)}/"
-            f"{m.get('max_epochs', '?')}{pace} (pid {m.get('pid')} on {m.get('host')})"
+            f"    training {m.get('label')}: epoch {m['epoch']}/{m.get('max_epochs')}, "
+            f"{m.get('seconds_per_epoch', 0):.1f} s/epoch {where}"
         )
     return lines
 

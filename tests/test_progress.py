@@ -86,13 +86,33 @@ def test_watch_feeds_lines_tracker_and_marker_every_epoch(tmp_path, caplog, line
     assert all(m["key"] == "k1" and m["pid"] > 0 for m in tracker.seen)
     assert not marker.exists()  # removed once the model is trained
     texts = [r.getMessage() for r in caplog.records if r.name == "imbadv.progress"]
-    assert len(texts) == (len(history) if lines else 0)
+    assert len(texts) == (len(history) + 1 if lines else 0)
     if lines:
+        start, *texts = texts
+        assert start == (
+            "train target under class 1 (cat): up to 3 epochs of 2 batches, early stopping patience 1"
+        )
         assert texts[0].startswith("train target under class 1 (cat): epoch 1/3  loss ")
         left = [int(LINE.search(f"[imbadv.progress][INFO] - {t}")["left"]) for t in texts]
         best = [h["val/loss"] for h in history]
         for i, n in enumerate(left):  # patience left: 1 after an improvement, 0 otherwise
             assert n == (1 if i == 0 or best[i] < min(best[:i]) else 0)
+
+
+def test_a_line_within_a_slow_epoch(caplog):
+    caplog.set_level(logging.INFO, logger="imbadv.progress")
+    settings = TrainSettings(lr=1e-3, batch_size=32, max_epochs=2, patience=5)
+    pulse = progress.TrainingPulse("balanced", every_s=0)  # every batch counts as slow here
+    model = VGG(num_classes=2, width=0.125)
+    fit(model, toy(), toy(32, 1), settings, torch.device("cpu"), 0, callbacks=[pulse])
+    texts = [r.getMessage() for r in caplog.records if r.name == "imbadv.progress"]
+    assert [t.split(", ")[:2] for t in texts[1:]] == [
+        ["train balanced: epoch 1/2", "batch 1/2"],
+        ["train balanced: epoch 1/2", "batch 2/2"],
+        ["train balanced: epoch 2/2", "batch 1/2"],
+        ["train balanced: epoch 2/2", "batch 2/2"],
+    ]
+    assert texts[1].endswith("s to its end")
 
 
 def test_epoch_line_format():
