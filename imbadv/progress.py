@@ -115,7 +115,11 @@ class TrainingPulse(Callback):
 
 
 class AttackProgress(Callback):
-    """A line when an attack evaluation starts, at most every `every_s` seconds, and per result."""
+    """A line when an attack evaluation starts, at most every `every_s` seconds, and per result.
+
+    Reads imbadv.evaluate.AttackEvaluation's `sources`, `specs` and `collected()` where they
+    exist; progress is a best effort and never fails a job.
+    """
 
     def __init__(self, label: str, every_s: float = 30.0) -> None:
         self.label, self.every_s = label, every_s
@@ -123,33 +127,44 @@ class AttackProgress(Callback):
 
     def on_test_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.started = self.last = time.perf_counter()
-        batches = trainer.num_test_batches[0] if trainer.num_test_batches else "?"
+        sources = ",".join(getattr(module, "sources", {}))
+        attacks = ",".join(getattr(s, "name", str(s)) for s in getattr(module, "specs", []))
         log.info(
             "attack %s: %s batches, sources %s, attacks %s",
             self.label,
-            batches,
-            ",".join(module.sources),
-            ",".join(s.name for s in module.specs),
+            sum(trainer.num_test_batches),
+            sources,
+            attacks,
         )
 
-    def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *_: Any) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        out: Any,
+        batch: Any,
+        index: int,
+        *_: Any,
+    ) -> None:
         now = time.perf_counter()
         if now - self.last < self.every_s:
             return
-        self.last, done, total = now, len(module.labels), trainer.num_test_batches[0]
+        self.last, done, total = now, index + 1, sum(trainer.num_test_batches)
         elapsed = now - self.started
-        left = elapsed / done * (total - done) if done else float("nan")
         log.info(
             "attack %s: batch %d/%d, %.0f s elapsed, about %.0f s left",
             self.label,
             done,
             total,
             elapsed,
-            left,
+            elapsed / done * (total - done),
         )
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         elapsed = time.perf_counter() - self.started
+        if not hasattr(module, "collected"):
+            log.info("attack %s: done in %.1f s", self.label, elapsed)
+            return
         labels, preds = module.collected()
         for key, pred in preds.items():
             if key != "clean":
