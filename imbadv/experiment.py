@@ -78,8 +78,8 @@ def obtain_model(
     key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)
     role = "target" if profile is s.imbalance else "balanced"
-    label = (
-        role
+    label = (  # the balanced model is the same whichever job trains it, target or source
+        "balanced"
         if spec["class"] is None
         else f"{role} {profile.value} class {target} ({data.classes[target]})"
     )
