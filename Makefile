@@ -45,10 +45,13 @@ longtail-quick: ## Long-tail study on CPU: CIFAR-10-LT IR 10, standard/fast-FGSM
 report: ## Table 1 and figures for a sweep (SWEEP=multirun/<date>/<time>; default: the newest)
 	$(PY) -m imbadv.report $(SWEEP)
 
+status: ## How far a sweep is: jobs done/running/failed/pending, models, time left (SWEEP=...; default: newest)
+	$(PY) -m imbadv.status $(SWEEP)
+
 bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 	$(PY) -m imbadv.bench --json bench.json
 
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-cluster lint format smoke quick reproduce longtail-quick report bench clean
+.PHONY: help install test test-cluster lint format smoke quick reproduce longtail-quick report status bench clean

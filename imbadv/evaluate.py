@@ -95,8 +95,12 @@ def evaluate_attacks(
     device: torch.device,
     batch_size: int,
     seed: int = 0,
+    callbacks: list | None = None,
 ) -> AttackEvaluation:
-    """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer."""
+    """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer.
+
+    `callbacks` are Lightning callbacks, e.g. imbadv.progress.AttackProgress.
+    """
     module = AttackEvaluation(target, sources, specs, seed)
     trainer = L.Trainer(
         **one_device(device),
@@ -105,6 +109,7 @@ def evaluate_attacks(
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
+        callbacks=callbacks,
     )
     trainer.test(module, TensorBatches(*images, batch_size, shuffle=False), verbose=False)
     return module

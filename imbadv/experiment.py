@@ -30,11 +30,12 @@ from imbadv.metrics import (
     stratified_subset,
 )
 from imbadv.models import MODELS
+from imbadv.progress import Watch, job_record
 from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
 from imbadv.settings import AttackSpec, Settings, Source, from_config, parse_target
 from imbadv.store import Store, atomic_write_json, content_key
-from imbadv.tracking import log_job
+from imbadv.tracking import start_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
 from imbadv.training.objectives import LogitAdjusted
@@ -89,12 +90,24 @@ def build_model(data: Dataset, s: Settings) -> torch.nn.Module:
 
 
 def obtain_model(
-    data: Dataset, s: Settings, profile: Spec, target: int, device: torch.device, store: Store
+    data: Dataset,
+    s: Settings,
+    profile: Spec,
+    target: int,
+    device: torch.device,
+    store: Store,
+    watch: Watch | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model for (profile, target) from the store, trained here first if no job has yet."""
     spec = model_spec(data, s, profile, target)
     key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)
+    role = "target" if profile == s.imbalance else "balanced"
+    label = (  # an untargeted model is the same whichever job trains it, target or source
+        profile.name
+        if spec["class"] is None
+        else f"{role} {profile.name} class {target} ({data.classes[target]})"
+    )
 
     def train(model: torch.nn.Module) -> dict[str, Any]:
         model.reset_parameters(torch.Generator().manual_seed(s.seed))
@@ -104,9 +117,18 @@ def obtain_model(
         loss = OBJECTIVES.get("objective", s.objective.name).load()(
             s.objective.params, split.train_counts
         )
-        record = fit(
-            model, train_xy, val_xy, s.train, device, s.seed, loss=loss, adversarial=s.adversarial
-        )
+        with (watch or Watch(lines=False)).training(key, role, label) as callbacks:
+            record = fit(
+                model,
+                train_xy,
+                val_xy,
+                s.train,
+                device,
+                s.seed,
+                loss=loss,
+                adversarial=s.adversarial,
+                callbacks=callbacks,
+            )
         return {
             "spec": spec,
             "train_counts": split.train_counts,
@@ -133,13 +155,22 @@ def attack_rows(
     target: int,
     models: dict[str, torch.nn.Module],
     device: torch.device,
+    watch: Watch | None = None,
 ) -> list[dict[str, Any]]:
     """Attack the target class's test images with every source and spec; one row per combination."""
     idx = attacked_indices(data, s, target)
     sources = {src.value: models[src.value] for src in s.sources}
     images = on_device(data, idx, device, False)
+    progress = (watch or Watch(lines=False)).attacks(f"class {target}")
     ev = evaluate_attacks(
-        models["same"], sources, list(s.specs), images, device, s.attack_batch_size, s.seed
+        models["same"],
+        sources,
+        list(s.specs),
+        images,
+        device,
+        s.attack_batch_size,
+        s.seed,
+        progress,
     )
     labels, preds = ev.collected()
     rows = []
@@ -202,7 +233,12 @@ def model_entry(
 
 
 def compute(
-    data: Dataset, s: Settings, target: int, device: torch.device, store: Store
+    data: Dataset,
+    s: Settings,
+    target: int,
+    device: torch.device,
+    store: Store,
+    watch: Watch | None = None,
 ) -> tuple[dict[str, Any], dict[str, bool]]:
     """Models, clean metrics and attack rows for one (class, imbalance, seed), computed once.
 
@@ -210,12 +246,14 @@ def compute(
     role, whether this job trained it.
     """
     models, records = {}, {}
-    models["same"], records["target"] = obtain_model(data, s, s.imbalance, target, device, store)
+    models["same"], records["target"] = obtain_model(
+        data, s, s.imbalance, target, device, store, watch
+    )
     if s.imbalance.name == BALANCED:
         s = replace(s, sources=(Source.SAME,))  # its own gradient is the balanced gradient: one row
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
-            data, s, balanced_profile(s, data.train_counts()), target, device, store
+            data, s, balanced_profile(s, data.train_counts()), target, device, store, watch
         )
     trained = {role: r["trained_here"] for role, r in records.items()}
     key = content_key(
@@ -235,7 +273,7 @@ def compute(
         return {
             "key": key,
             "models": entries,
-            "attacks": attack_rows(data, s, target, models, device),
+            "attacks": attack_rows(data, s, target, models, device, watch),
         }
 
     result, _ = store.result(key, evaluate)
@@ -267,21 +305,26 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str
     `concurrent_jobs` is how many jobs share this machine's cores (`threads: 0` splits them).
     """
     s = from_config(cfg)
-    try:
-        return _run_checked(cfg, s, output_dir, concurrent_jobs)
-    except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results
-        record = {
-            "error": str(err),
-            "type": type(err).__name__,
-            "time": time.time(),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
-        atomic_write_json(output_dir / "failed.json", record)
-        raise
+    with job_record(output_dir, s.store_dir):  # job.json: what `python -m imbadv.status` reads
+        # W&B opens first so curves stream while models train; it never fails the job.
+        watch = Watch(s.progress == "lines", start_job(cfg, output_dir), s.store_dir / "locks")
+        try:
+            return _run_checked(cfg, s, output_dir, concurrent_jobs, watch)
+        except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results
+            record = {
+                "error": str(err),
+                "type": type(err).__name__,
+                "time": time.time(),
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            }
+            atomic_write_json(output_dir / "failed.json", record)
+            raise
+        finally:
+            watch.tracker.close()  # marks an unfinished job's run; nothing after finish()
 
 
 def _run_checked(
-    cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int
+    cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int, watch: Watch
 ) -> dict[str, Any]:
     started = time.perf_counter()
     threads = set_threads(s.threads, concurrent_jobs)
@@ -290,7 +333,7 @@ def _run_checked(
     s = replace(s, specs=with_target_class(s.specs, data.classes, target))  # names -> indices
     store = Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
-        result, trained = compute(data, s, target, device, store)
+        result, trained = compute(data, s, target, device, store, watch)
     meta = {
         "dataset": data.name,
         "dataset_source": data.source,
@@ -321,7 +364,7 @@ def _run_checked(
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "results.json", full)
     print(format_table(full))
-    log_job(cfg, full, output_dir)
+    watch.tracker.finish(full)  # W&B is quiet: the table stays the last thing printed
     return full
 
 

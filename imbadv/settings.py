@@ -78,6 +78,7 @@ class Settings:
     adversarial: AdversarialSettings = AdversarialSettings()  # mode none: standard training
     attack_images: str = "target"  # target: the target class's test images | all: every class
     per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
+    progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
 
 
 def _as_list(value: Any) -> list:
@@ -209,6 +210,7 @@ def from_config(cfg: DictConfig) -> Settings:
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
         adversarial=adversarial_settings(cfg),
         **attack_images(cfg.attack),
+        progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
     )
 
 
@@ -228,6 +230,15 @@ def check_counts(
     have = dataset.params.known_train_counts()
     if have is not None and isinstance(target, int):
         class_counts(list(have), imbalance, target, val_fraction)
+
+
+PROGRESS_MODES = ("lines", "quiet")  # a line per epoch and per ~30 s of attacks, or none
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(key, value, f"one of {', '.join(allowed)}")
+    return str(value)
 
 
 MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work

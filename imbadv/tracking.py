@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import math
 import os
@@ -10,34 +12,97 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
-EPOCH_KEYS = ("train/loss", "val/loss", "val/acc")
 
 
 def log_job(cfg: DictConfig, full: dict[str, Any], output_dir: Path) -> None:
-    """Log the finished job `full` (the results.json content) with the tracker `cfg.logger` names."""
+    """Log the finished job `full` (the results.json content) in one go; never raises."""
+    start_job(cfg, output_dir).finish(full)
+
+
+def start_job(cfg: DictConfig, output_dir: Path) -> JobRun:
+    """The job's W&B run, opened when the job starts so curves stream while models train.
+
+    Returns a JobRun that does nothing when `cfg.logger` asks for no W&B or W&B fails to start.
+    """
     logger = cfg.logger
     if logger.name == "none":
-        return
+        return JobRun(None)
     if logger.name != "wandb":
         log.warning("logger=%s is unknown: nothing logged (results.json is written)", logger.name)
-        return
+        return JobRun(None)
     mode = choose_mode(logger.get("mode", "offline"), os.environ.get("WANDB_MODE"))
     if mode is None:
         log.warning("logger.mode=%s is not one of %s: W&B skipped", logger.get("mode"), MODES)
-        return
-    if mode == "disabled":
-        return
+    if mode in (None, "disabled"):
+        return JobRun(None)
     try:
-        _log_wandb(logger, mode, full, output_dir)
-    except Exception as err:  # the results are already on disk; W&B holds a copy
-        log.warning(
-            "W&B logging failed (%s: %s); results.json is unaffected", type(err).__name__, err
-        )
+        return JobRun(_init_job(cfg, mode, output_dir))
+    except Exception as err:  # the job goes on; results.json will hold every number
+        _warn(err)
+        _finish(1)
+        return JobRun(None)
+
+
+class JobRun:
+    """A job's open W&B run; after any W&B error it does nothing, so W&B never fails a job."""
+
+    def __init__(self, run: Any) -> None:
+        self.run, self.roles = run, set()
+
+    def epoch(self, role: str, row: dict[str, Any]) -> None:
+        """One epoch of the model `role` (target, balanced) under `train/<role>/...`."""
+        if self.run is None:
+            return
+        try:
+            if role not in self.roles:
+                self.run.define_metric(f"train/{role}/*", step_metric=f"train/{role}/epoch")
+                self.roles.add(role)
+            names = {
+                "epoch": "epoch",
+                "train/loss": "loss",
+                "val/loss": "val_loss",
+                "val/acc": "val_acc",
+                "seconds": "seconds",
+            }
+            self.run.log({f"train/{role}/{n}": row[k] for k, n in names.items() if k in row})
+        except Exception as err:
+            _warn(err)
+            self.close(1)
+
+    def finish(self, full: dict[str, Any]) -> None:
+        """The job's numbers (results.json is written already), then the run is closed."""
+        if self.run is None:
+            return
+        try:
+            self.run.config.update({"meta": run_config(full)["meta"]}, allow_val_change=True)
+            write_run(self.run, full)
+        except Exception as err:
+            _warn(err)
+        self.close(0)
+
+    def close(self, exit_code: int = 1) -> None:
+        """Finish the run (bounded by logger.finish_timeout); 1 marks a job that did not finish."""
+        if self.run is not None:
+            self.run = None
+            _finish(exit_code)
+
+
+def _warn(err: Exception) -> None:
+    log.warning("W&B logging failed (%s: %s); results.json is unaffected", type(err).__name__, err)
+
+
+def _finish(exit_code: int) -> None:
+    import wandb
+
+    try:
+        wandb.finish(exit_code=exit_code)  # an open run would be silently reused by the next job
+    except Exception as err:
+        _warn(err)
 
 
 def choose_mode(configured: Any, env_mode: str | None) -> str | None:
@@ -52,40 +117,47 @@ def choose_mode(configured: Any, env_mode: str | None) -> str | None:
     return mode if mode in MODES else None
 
 
-def _log_wandb(logger: DictConfig, mode: str, full: dict[str, Any], output_dir: Path) -> None:
+def _init_job(cfg: DictConfig, mode: str, output_dir: Path) -> Any:
     import wandb
 
+    logger = cfg.logger
     group, name = run_identity()
-    settings = wandb.Settings(
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        mode=mode,
+        project=logger.get("project", "imbadv"),
+        entity=logger.get("entity"),
+        group=logger.get("group") or group,
+        name=name,
+        job_type="experiment",
+        tags=[*map(str, logger.get("tags") or []), str(cfg.dataset.name), str(cfg.imbalance)],
+        config=OmegaConf.to_container(cfg, resolve=True),
+        dir=str(output_dir),
+        settings=_settings(logger),
+        reinit="finish_previous",
+    )
+
+
+def _settings(logger: Any) -> Any:
+    import wandb
+
+    return wandb.Settings(
         init_timeout=float(logger.get("init_timeout", 60)),
         finish_timeout=float(logger.get("finish_timeout", 60)),
-        console="off",  # the job has finished; its output is already in Hydra's log
+        console="off",  # the job's output is in Hydra's log; capturing it would wrap stdout
         quiet=True,  # no run summary after the results table: results.json holds it
     )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        run = wandb.init(
-            mode=mode, project=logger.get("project", "imbadv"), entity=logger.get("entity"),
-            group=logger.get("group") or group, name=name, job_type="experiment",
-            tags=[*map(str, logger.get("tags") or []), full["meta"]["dataset"], full["meta"]["imbalance"]],
-            config=run_config(full), dir=str(output_dir), settings=settings, reinit="finish_previous",
-        )  # fmt: skip
-        write_run(run, full)
-    finally:
-        wandb.finish()  # an open run would be silently reused by the next job in this process
 
 
 def write_run(run: Any, full: dict[str, Any]) -> None:
-    """Curves per epoch, then the final scalars, confusion matrices and tables, and the summary."""
+    """The final scalars, confusion matrices and tables, the summary, and where each model came from.
+
+    Curves were streamed while each model trained (`train/<role>/...`); a model another job
+    trained is referenced by its store key, not logged again.
+    """
     import wandb
 
     names = class_names(full)
-    run.define_metric("epoch")
-    for role in full["models"]:
-        for part in ("train", "val"):
-            run.define_metric(f"{role}/{part}/*", step_metric="epoch")
-    for row in history_rows(full["models"]):
-        run.log(row)
     scalars = job_scalars(full, names)
     media = {}
     for role, entry in full["models"].items():
@@ -96,7 +168,10 @@ def write_run(run: Any, full: dict[str, Any]) -> None:
     columns, rows = destination_rows(full["attacks"], names)
     media["attacks/destinations"] = wandb.Table(columns=columns, data=rows)
     run.log({**scalars, **media})
-    run.summary.update(scalars)
+    trained = full["meta"].get("trained_here", {})
+    origin = {f"{role}/model_key": entry.get("key") for role, entry in full["models"].items()}
+    origin |= {f"{role}/trained_here": bool(trained.get(role)) for role in full["models"]}
+    run.summary.update({**scalars, **origin})
 
 
 def run_identity() -> tuple[str | None, str]:
@@ -152,16 +227,6 @@ def expand_confusion(counts: list[list[int]]) -> tuple[list[int], list[int]]:
     ).tolist()
 
 
-def history_rows(models: dict[str, Any]) -> list[dict[str, float]]:
-    """One dict per epoch with every model's curves, keyed `<role>/train/loss` etc."""
-    rows: dict[int, dict[str, float]] = {}
-    for role, entry in models.items():
-        for point in entry.get("history", []):
-            row = rows.setdefault(int(point["epoch"]), {"epoch": int(point["epoch"])})
-            row.update({f"{role}/{k}": point[k] for k in EPOCH_KEYS if k in point})
-    return [rows[e] for e in sorted(rows)]
-
-
 def job_scalars(full: dict[str, Any], names: list[str]) -> dict[str, float]:
     """Every number a user compares across a sweep, under slash keys."""
     out: dict[str, float] = {}
@@ -215,3 +280,87 @@ def destination_rows(attacks: list[dict[str, Any]], names: list[str]) -> tuple[l
 def _number(value: Any) -> float:
     """A float for W&B; None (a metric that does not exist, e.g. drop with no clean hits) is NaN."""
     return math.nan if value is None else float(value)
+
+
+def log_report(
+    sweep_dir: Path,
+    tables: dict[str, Path],
+    figures: list[Path],
+    documents: dict[str, Path] | None = None,
+    mode: str | None = None,
+) -> bool:
+    """One summary run in the sweep's group: CSV `tables`, `figures`, the findings and documents.
+
+    W&B settings come from the sweep's jobs (`logger.*` in a results.json), `mode` overrides
+    theirs. Returns whether the run was written; any W&B error is a warning, never an exception.
+    """
+    import wandb
+
+    logger = OmegaConf.create(sweep_logger(Path(sweep_dir)))
+    mode = choose_mode(mode or logger.get("mode", "offline"), os.environ.get("WANDB_MODE"))
+    if mode in (None, "disabled"):
+        log.warning("W&B mode %s: no report run written", mode)
+        return False
+    try:
+        run = wandb.init(
+            mode=mode,
+            project=logger.get("project", "imbadv"),
+            entity=logger.get("entity"),
+            group=logger.get("group") or sweep_group(sweep_dir),
+            name="report",
+            job_type="report",
+            dir=str(sweep_dir),
+            settings=_settings(logger),
+            reinit="finish_previous",
+        )
+        media: dict[str, Any] = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures}
+        for name, path in tables.items():
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            media[name] = wandb.Table(columns=rows[0], data=typed_rows(rows[1:]))
+        for name, path in (documents or {}).items():
+            if path.suffix == ".md":
+                verdicts = findings_rows(path.read_text())
+                media["findings"] = wandb.Table(columns=["verdict", "finding"], data=verdicts)
+                run.summary.update(
+                    {f"findings/{v}": sum(r[0] == v for r in verdicts) for v, _ in verdicts}
+                )
+            else:
+                media[name] = wandb.Html(path.read_text(), inject=False)
+        run.log(media)
+        return True
+    except Exception as err:
+        _warn(err)
+        return False
+    finally:
+        _finish(0)
+
+
+def sweep_logger(sweep_dir: Path) -> dict[str, Any]:
+    """The `logger` settings of the sweep's first job with results ({} when there is none)."""
+    for path in sorted(sweep_dir.rglob("results.json")):
+        try:
+            return dict(json.loads(path.read_text())["config"].get("logger") or {})
+        except (OSError, ValueError, KeyError):
+            continue
+    return {}
+
+
+def findings_rows(markdown: str) -> list[list[str]]:
+    """(verdict, claim and evidence) for each `- **verdict**: ...` bullet of the findings section."""
+    section = markdown.split("findings", 1)[-1]
+    found = re.findall(r"^- \*\*([^*]+)\*\*: (.+)$", section, flags=re.MULTILINE)
+    return [[verdict, text] for verdict, text in found]
+
+
+def typed_rows(rows: list[list[str]]) -> list[list[Any]]:
+    """CSV cells as numbers where a whole column is numeric (W&B wants one type per column)."""
+
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    numeric = [all(number(c) is not None for c in col) for col in zip(*rows, strict=True)]
+    return [[float(c) if num else c for c, num in zip(r, numeric, strict=True)] for r in rows]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +58,8 @@ def read_offline_run(job_dir: Path) -> dict:
         if kind == "run":
             run["group"], run["name"] = record.run.run_group, record.run.display_name
             run["config"] |= {u.key: json.loads(u.value_json) for u in record.run.config.update}
+        elif kind == "config":  # config.update() after init (the job's meta, known at its end)
+            run["config"] |= {u.key: json.loads(u.value_json) for u in record.config.update}
         elif kind == "summary":
             run["summary"] |= {
                 u.key: json.loads(u.value_json) for u in record.summary.update if u.key
@@ -62,16 +69,22 @@ def read_offline_run(job_dir: Path) -> dict:
     return run
 
 
+def wandb_home(base: Path) -> dict[str, str]:
+    return {
+        k: str(base / "home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")
+    }
+
+
 @pytest.fixture(scope="module")
-def offline_sweep(smoke_sweep, tmp_path_factory) -> Path:
-    """Two jobs (class 0 and 1, under) logged offline; models come from the smoke sweep's store."""
+def offline_sweep(tmp_path_factory) -> Path:
+    """Two jobs (class 0 and 1, under) logged offline on a fresh store: the first trains the
+    balanced and its under-sampled model, the second only its own and loads the balanced one."""
     base = tmp_path_factory.mktemp("wandb")
     sweep = base / "wb-sweep"
-    wandb_home = {k: str(base / "home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}  # fmt: skip
     proc = run_cli(
         ["-m", *TINY, "class=0,1", "imbalance=under", "logger=wandb",
-         f"paths.store_dir={smoke_sweep['store']}", f"hydra.sweep.dir={sweep}"],
-        cwd=base, env={"WANDB_MODE": "offline", **wandb_home},
+         f"paths.store_dir={base / 'store'}", f"hydra.sweep.dir={sweep}"],
+        cwd=base, env={"WANDB_MODE": "offline", **wandb_home(base)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "W&B logging failed" not in proc.stdout + proc.stderr
@@ -114,8 +127,49 @@ def test_offline_run_holds_confusion_matrix_summary_and_curves(offline_sweep):
             cm[names.index(actual), names.index(predicted)] += count
         assert np.array_equal(cm, np.array(full["models"]["target"]["clean"]["confusion"]))
 
-        curve = [h for h in run["history"] if "target/val/loss" in h]
-        assert [json.loads(h["epoch"]) for h in curve] == [p["epoch"] for p in full["models"]["target"]["history"]]  # fmt: skip
+        assert_curves_streamed_or_referenced(run, full)
+
+
+def assert_curves_streamed_or_referenced(run: dict, full: dict) -> None:
+    """A model trained by this job has its per-epoch curve under train/<role>/ (streamed while it
+    trained, so logged before the job's final numbers); a model loaded from the store is named by
+    its key and has no curve here."""
+    final = next(i for i, h in enumerate(run["history"]) if "clean/acc" in h)
+    for role, entry in full["models"].items():
+        streamed = [h for h in run["history"] if f"train/{role}/val_loss" in h]
+        assert run["summary"][f"{role}/model_key"] == entry["key"]
+        assert run["summary"][f"{role}/trained_here"] == full["meta"]["trained_here"][role]
+        if not full["meta"]["trained_here"][role]:
+            assert streamed == []
+            continue
+        assert all(run["history"].index(h) < final for h in streamed)
+        got = [
+            (
+                json.loads(h[f"train/{role}/epoch"]),
+                json.loads(h[f"train/{role}/val_loss"]),
+                json.loads(h[f"train/{role}/loss"]),
+            )
+            for h in streamed
+        ]
+        want = [(p["epoch"], p["val/loss"], p["train/loss"]) for p in entry["history"]]
+        assert [g[0] for g in got] == [w[0] for w in want]  # epoch by epoch, none missing
+        assert [x for g in got for x in g[1:]] == pytest.approx([x for w in want for x in w[1:]])
+
+
+def test_each_model_curve_is_logged_once_in_the_job_that_trained_it(offline_sweep):
+    runs = {
+        job.parent.name: (read_offline_run(job.parent), json.loads(job.read_text()))
+        for job in offline_sweep.glob("*/results.json")
+    }
+    trained = [
+        (role, full["models"][role]["key"])
+        for run, full in runs.values()
+        for role in full["models"]
+        if full["meta"]["trained_here"][role]
+    ]
+    assert len(trained) == len(set(trained)) == 3  # balanced once, two under-sampled models
+    keys = {full["models"]["balanced"]["key"] for _, full in runs.values()}
+    assert len(keys) == 1  # both jobs used the same balanced model; only one logged its curve
 
 
 def test_unreachable_online_server_neither_fails_nor_hangs_the_job(smoke_sweep, tmp_path):
@@ -179,17 +233,41 @@ def test_scalar_keys_name_eps_only_when_a_job_has_several():
     assert two["adv/fgsm/eps=0.01/same/acc"] == 0.25 and two["adv/fgsm/eps=0.02/same/acc"] == 0.0
 
 
-def test_confusion_expansion_and_history_rows():
+def test_confusion_expansion_and_group_names():
     y_true, preds = tracking.expand_confusion([[2, 1], [0, 3]])
     assert y_true == [0, 0, 0, 1, 1, 1] and preds == [0, 0, 1, 1, 1, 1]
-    models = {
-        "target": {"history": [{"epoch": 0, "train/loss": 2.0, "val/loss": 1.5, "val/acc": 0.4},
-                               {"epoch": 1, "train/loss": 1.0, "val/loss": 1.2, "val/acc": 0.5}]},
-        "balanced": {"history": [{"epoch": 0, "train/loss": 1.8, "val/loss": 1.4, "val/acc": 0.45}]},
-    }  # fmt: skip
-    rows = tracking.history_rows(models)
-    assert rows[0] == {"epoch": 0, "target/train/loss": 2.0, "target/val/loss": 1.5, "target/val/acc": 0.4,
-                       "balanced/train/loss": 1.8, "balanced/val/loss": 1.4, "balanced/val/acc": 0.45}  # fmt: skip
-    assert rows[1] == {"epoch": 1, "target/train/loss": 1.0, "target/val/loss": 1.2, "target/val/acc": 0.5}  # fmt: skip
     assert tracking.sweep_group("multirun/2026-01-02/03-04-05") == "2026-01-02_03-04-05"
     assert tracking.sweep_group("/tmp/my-sweep") == "my-sweep"
+
+
+def test_report_run_holds_table1_findings_and_figures(smoke_sweep, tmp_path):
+    sweep = tmp_path / "rep-sweep"
+    shutil.copytree(smoke_sweep["sweep"], sweep)
+    env = {**os.environ, "WANDB_MODE": "offline", **wandb_home(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "imbadv.report", str(sweep), "--wandb"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B logging failed" not in proc.stdout + proc.stderr
+    run = read_offline_run(sweep)
+    assert run["group"] == "rep-sweep" and run["name"] == "report"
+    (table,) = (run["dir"] / "files/media/table").glob("table1_*.table.json")
+    logged = json.loads(table.read_text())
+    with (sweep / "table1.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert logged["columns"] == rows[0] and len(logged["data"]) == len(rows) - 1
+    figures = {p.stem for p in sweep.glob("fig*.png")}
+    images = list((run["dir"] / "files/media/images").rglob("*.png"))
+    assert figures and {p.name.split("_")[0] for p in images} == {f.split("_")[0] for f in figures}
+    assert len(images) == len(figures)
+    (found,) = (run["dir"] / "files/media/table").glob("findings_*.table.json")
+    bullets = tracking.findings_rows((sweep / "report.md").read_text())
+    assert json.loads(found.read_text())["data"] == bullets and len(bullets) == 7
+    verdicts = {v for v, _ in bullets}
+    assert {k: v for k, v in run["summary"].items() if k.startswith("findings/")} == {
+        f"findings/{v}": sum(b[0] == v for b in bullets) for v in verdicts
+    }

@@ -156,6 +156,15 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="also write the report as this Markdown page, figures in a folder beside it",
     )
+    p.add_argument(
+        "--wandb",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MODE",
+        help="also log Table 1, findings and figures as one W&B run in the sweep's group "
+        "(MODE offline|online; default: the jobs' logger.mode)",
+    )
     return p
 
 
@@ -176,4 +185,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imbadv.report: error: {err}", file=sys.stderr)
         return 2
     print(f"report: {written}")
+    if args.wandb is not None:
+        log_to_wandb(written.parent, args.wandb or None)
     return 0
+
+
+def log_to_wandb(folder: Path, mode: str | None) -> None:
+    """The report's tables, figures and documents as one summary run (W&B failures only warn)."""
+    from imbadv.tracking import log_report  # wandb loads only when asked for
+
+    documents = {"report": folder / "report.html", "findings": folder / "report.md"}
+    log_report(
+        folder,
+        {"table1": folder / "table1.csv"},
+        sorted(folder.glob("fig*.png")),
+        documents,
+        mode=mode,
+    )

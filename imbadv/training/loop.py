@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -216,13 +216,15 @@ def fit(
     logger=False,
     loss: Loss = F.cross_entropy,
     adversarial: AdversarialSettings | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict:
     """Train, selecting the epoch by `settings.selection` on the validation split; keep its weights.
 
     `train` and `val` are (uint8 images, int64 labels) already on `device`: the test set never
-    enters. `adversarial` switches on adversarial training. Returns the training record (epochs
-    run, chosen epoch and its validation loss, per-epoch history); `model` ends with the chosen
-    weights, in eval mode.
+    enters. `adversarial` switches on adversarial training; `callbacks` (progress lines, W&B
+    curves) run after the selection and early-stopping callbacks. Returns the training record
+    (epochs run, chosen epoch and its validation loss, per-epoch history); `model` ends with the
+    chosen weights, in eval mode.
     """
     adversarial = adversarial or AdversarialSettings()
     L.seed_everything(seed, workers=True, verbose=False)
@@ -230,10 +232,10 @@ def fit(
         model.to(memory_format=torch.channels_last)
         train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
     keep = selection(settings, adversarial, val, seed)
-    callbacks: list[Callback] = [keep]
+    chosen: list[Callback] = [keep]
     if settings.selection == "val_loss":
-        callbacks.append(EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min"))
-    trainer = make_trainer(settings, device, callbacks, logger)
+        chosen.append(EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min"))
+    trainer = make_trainer(settings, device, [*chosen, *callbacks], logger)
     step = None if adversarial.mode == "none" else AdversarialStep(adversarial, seed)
     batches = TensorBatches(*train, settings.batch_size, True, seed, settings.sampler)
     trainer.fit(
