@@ -12,9 +12,11 @@ from conftest import TINY, run_cli
 
 from imbadv import progress, status
 from imbadv.evaluate import evaluate_attacks
-from imbadv.model import VGG
-from imbadv.settings import AttackSpec, Method
-from imbadv.train import TrainSettings, fit
+from imbadv.attacks import ATTACKS
+from imbadv.models.vgg import VGG
+from imbadv.settings import AttackSpec
+from imbadv.training import TrainSettings
+from imbadv.training.loop import fit
 
 LINE = re.compile(
     r"\[imbadv\.progress\]\[INFO\] - train (?P<label>.+?): epoch (?P<epoch>\d+)/(?P<cap>\d+)  "
@@ -26,7 +28,7 @@ LINE = re.compile(
 def label_of(spec: dict) -> str:
     if spec["class"] is None:
         return "balanced"
-    return f"target {spec['imbalance']} class {spec['class']} (class{spec['class']})"
+    return f"target {spec['imbalance']['name']} class {spec['class']} (class{spec['class']})"
 
 
 def test_sweep_prints_a_line_per_epoch_of_every_model_it_trains(smoke_sweep):
@@ -134,7 +136,7 @@ def test_epoch_line_format():
 
 def test_attack_progress_lines(caplog):
     model = VGG(num_classes=2, width=0.125).eval()
-    specs = [AttackSpec(Method.FGSM, 0.01), AttackSpec(Method.BIM, 0.01)]
+    specs = [AttackSpec(ATTACKS.parse("attack.methods", m, {}), 0.01) for m in ("fgsm", "bim")]
     caplog.set_level(logging.INFO, logger="imbadv.progress")
     evaluate_attacks(
         model,
@@ -143,7 +145,7 @@ def test_attack_progress_lines(caplog):
         toy(40),
         torch.device("cpu"),
         16,
-        [progress.AttackProgress("class 1", every_s=0)],
+        callbacks=[progress.AttackProgress("class 1", every_s=0)],
     )
     texts = [r.getMessage() for r in caplog.records if r.name == "imbadv.progress"]
     assert texts[0] == (
