@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -40,11 +41,16 @@ def epoch_line(label: str, row: dict[str, Any]) -> str:
 
 
 class EpochReport(Callback):
-    """After each epoch (and early stopping's check), hands one row of numbers to every sink."""
+    """After each epoch, hands one row of numbers to every sink.
+
+    Lightning runs EarlyStopping's epoch-end check after every other callback, so the patience
+    left is counted here the way it counts (a strictly lower validation loss resets it).
+    """
 
     def __init__(self, label: str, sinks: list[Sink]) -> None:
         self.label, self.sinks = label, sinks
         self.epoch_started = self.fit_started = time.perf_counter()
+        self.best, self.wait = math.inf, 0
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.fit_started = time.perf_counter()
@@ -55,15 +61,18 @@ class EpochReport(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         stop = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
         patience = stop.patience if stop else 0
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        loss = metrics.get(stop.monitor if stop else "val/loss", math.nan)
+        self.best, self.wait = (loss, 0) if loss < self.best else (self.best, self.wait + 1)
         now = time.perf_counter()
         row = {
             "epoch": trainer.current_epoch,
             "max_epochs": trainer.max_epochs,
-            **{k: float(v) for k, v in trainer.callback_metrics.items()},
+            **metrics,
             "seconds": now - self.epoch_started,
             "elapsed": now - self.fit_started,
             "patience": patience,
-            "patience_left": patience - (stop.wait_count if stop else 0),
+            "patience_left": max(0, patience - self.wait),
         }
         for sink in self.sinks:
             sink(row)

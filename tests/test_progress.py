@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 
 import pytest
@@ -95,10 +96,36 @@ def test_watch_feeds_lines_tracker_and_marker_every_epoch(tmp_path, caplog, line
             "train target under class 1 (cat): up to 3 epochs of 2 batches, early stopping patience 1"
         )
         assert texts[0].startswith("train target under class 1 (cat): epoch 1/3  loss ")
-        left = [int(LINE.search(f"[imbadv.progress][INFO] - {t}")["left"]) for t in texts]
-        best = [h["val/loss"] for h in history]
-        for i, n in enumerate(left):  # patience left: 1 after an improvement, 0 otherwise
-            assert n == (1 if i == 0 or best[i] < min(best[:i]) else 0)
+
+
+def test_patience_left_is_what_early_stopping_counts(caplog):
+    # Labels unrelated to the images: the validation loss soon stops improving.
+    gen = torch.Generator().manual_seed(0)
+    noise = [
+        ((torch.rand(n, 3, 32, 32, generator=gen) * 255).to(torch.uint8), torch.arange(n) % 2)
+        for n in (64, 32)
+    ]
+    caplog.set_level(logging.INFO, logger="imbadv.progress")
+    settings = TrainSettings(lr=3e-3, batch_size=32, max_epochs=12, patience=2)
+    with progress.Watch(lines=True).training("k", "target", "t") as callbacks:
+        record = fit(
+            VGG(num_classes=2, width=0.125),
+            *noise,
+            settings,
+            torch.device("cpu"),
+            0,
+            callbacks=callbacks,
+        )
+    texts = [f"[imbadv.progress][INFO] - {r.getMessage()}" for r in caplog.records]
+    left = [int(m["left"]) for m in map(LINE.search, texts) if m]
+    losses, expected, best, wait = [h["val/loss"] for h in record["history"]], [], math.inf, 0
+    for loss in losses:
+        best, wait = (loss, 0) if loss < best else (best, wait + 1)
+        expected.append(2 - wait)
+    assert left == expected and record["epochs"] < 12  # stopped early...
+    assert (
+        left[-1] == 0 and 0 not in left[:-1]
+    )  # ...exactly when the line said no patience was left
 
 
 def test_a_line_within_a_slow_epoch(caplog):
