@@ -20,7 +20,7 @@ class TrainSettings(Params):
     at most `max_epochs`, the best epoch's weights kept.
     """
 
-    lr: float = field(default=1e-4, metadata=bounds(0.0, 10.0, open_low=True))
+    lr: float = field(default=1e-4, metadata=bounds(0.0, open_low=True))
     decay: float = field(default=1e-5, metadata=bounds(0.0))
     rho: float = field(default=0.9, metadata=bounds(0.0, 1.0))
     eps: float = field(default=1e-7, metadata=bounds(0.0, 1.0, open_low=True))
