@@ -35,6 +35,7 @@ from imbadv.data.base import DataCard
 from imbadv.evaluate import predict
 from imbadv.models import MODELS
 from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD, VGG
+from imbadv.results import read_results
 from imbadv.training import TrainSettings
 from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
 
@@ -184,20 +185,37 @@ def quick_job(
     data: str | None, device: torch.device, threads: int | None, extra: tuple = ()
 ) -> dict:
     """Peak memory of one `quick` job (`smoke` without data; `extra` overrides) via imbadv.run."""
-    preset = ["experiment=quick", "dataset=folder", f"dataset.root={data}"] if data else ["experiment=smoke"]  # fmt: skip
+    preset = (
+        ["experiment=quick", "dataset=folder", f"dataset.root={data}"]
+        if data
+        else ["experiment=smoke"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        args = [sys.executable, "-m", "imbadv.run", *preset, "class=3", "imbalance=under",
-                f"device={device.type}", f"paths.store_dir={tmp}/store", f"hydra.run.dir={tmp}/run"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "imbadv.run",
+            *preset,
+            "class=3",
+            "imbalance=under",
+            f"device={device.type}",
+            f"paths.store_dir={tmp}/store",
+            f"hydra.run.dir={tmp}/run",
+        ]
         args += ([f"threads={threads}"] if threads else []) + list(extra)
         start = time.perf_counter()
-        proc = subprocess.run(args, capture_output=True, text=True,
-                              env={**os.environ, "WANDB_MODE": "disabled"})  # fmt: skip
+        proc = subprocess.run(
+            args, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     # GPU memory of the child is not measured: see the training section's max_memory_allocated.
-    return {"command": " ".join(args[1:]), "wall_seconds": time.perf_counter() - start,
-            # Linux reports ru_maxrss in KiB: the largest of this process's waited-for children.
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}  # fmt: skip
+    return {
+        "command": " ".join(args[1:]),
+        "wall_seconds": time.perf_counter() - start,
+        # Linux reports ru_maxrss in KiB: the largest of this process's waited-for children.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def sweep_totals(root: Path) -> dict:
@@ -207,7 +225,7 @@ def sweep_totals(root: Path) -> dict:
         raise FileNotFoundError(f"no results.json under {root}")
     totals = {"jobs": len(files), "trainings": 0, "wall_seconds": 0.0, "train_seconds": 0.0}
     for path in files:
-        full = json.loads(path.read_text())
+        full = read_results(path)  # the declared schema: a file of another format is refused
         totals["wall_seconds"] += full["meta"]["wall_seconds"]
         for role, here in full["meta"]["trained_here"].items():
             if here:  # a model loaded from the store carries the seconds of the job that trained it
@@ -272,13 +290,20 @@ def machine(device: torch.device) -> dict:
     import torchattacks
 
     gpu = device.type == "cuda"
-    return {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
-            "matmul_fp32_gflops": matmul_gflops(device, 4096 if gpu else 1024),
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            # Other processes' load: with it, 2 threads on 2 cores can run 10x slower than 1.
-            "load_avg_1min": os.getloadavg()[0],
-            "torch": torch.__version__, "lightning": lightning.__version__,
-            "torchattacks": torchattacks.__version__, "python": sys.version.split()[0]}  # fmt: skip
+    return {
+        "device": torch.cuda.get_device_name(device)
+        if gpu
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "matmul_fp32_gflops": matmul_gflops(device, 4096 if gpu else 1024),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # Other processes' load: with it, 2 threads on 2 cores can run 10x slower than 1.
+        "load_avg_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchattacks": torchattacks.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def run_bench(args: argparse.Namespace) -> dict:
@@ -310,14 +335,17 @@ def run_bench(args: argparse.Namespace) -> dict:
     report = {
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
-        "attack_vs_torchattacks": min((a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS),
-                                      default=float("nan")),
+        "attack_vs_torchattacks": min(
+            (a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS), default=float("nan")
+        ),
         **{f"{name}_vs_torchattacks": a["ratio"] for name, a in attack.items()},
-        "targets": TARGETS, "train": train, "attack": attack,
+        "targets": TARGETS,
+        "train": train,
+        "attack": attack,
         "predict": bench_predict(model, args.eval_images, device, args.repeats),
         "machine": info,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }  # fmt: skip
+    }
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
@@ -331,16 +359,26 @@ def format_table(r: dict) -> str:
     rows = [
         ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop")
     ]
-    rows += [(k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks") for k, v in a.items()]  # fmt: skip
-    lines = [f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g}, batch "
-             f"{w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} GFLOP/s; load {m['load_avg_1min']:.1f}",
-             f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  (targets {TARGETS})"]  # fmt: skip
+    rows += [
+        (k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks")
+        for k, v in a.items()
+    ]
+    lines = [
+        f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g}, batch "
+        f"{w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} GFLOP/s; load {m['load_avg_1min']:.1f}",
+        f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  (targets {TARGETS})",
+    ]
     lines += [f"  {a:<8} {b:>9.1f} {c:>9.1f} {d:>6.3f}  vs {e}" for a, b, c, d, e in rows]
-    lines += [f"  predict  {r['predict']['images_per_s']:>9.1f}",
-              f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})"]  # fmt: skip
+    lines += [
+        f"  predict  {r['predict']['images_per_s']:>9.1f}",
+        f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",
+    ]
     for key in ("quick_job", "sweep"):
         if key in r:
-            lines.append(f"  {key}: " + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command"))  # fmt: skip
+            lines.append(
+                f"  {key}: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command")
+            )
     return "\n".join(lines)
 
 

@@ -17,9 +17,26 @@ from imbadv.attacks.gradient_sign import fgsm
 from imbadv.models.vgg import VGG
 from imbadv.training import TrainSettings
 
-TINY_BENCH = ["--device", "cpu", "--width", "0.0625", "--batch-size", "8", "--steps", "2",
-              "--warmup", "1", "--repeats", "1", "--attack-images", "16", "--eval-images", "64",
-              "--attack-steps", "2"]  # fmt: skip
+TINY_BENCH = [
+    "--device",
+    "cpu",
+    "--width",
+    "0.0625",
+    "--batch-size",
+    "8",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--repeats",
+    "1",
+    "--attack-images",
+    "16",
+    "--eval-images",
+    "64",
+    "--attack-steps",
+    "2",
+]
 
 
 def positive(value: float) -> bool:
@@ -49,8 +66,9 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
         "mifgsm_vs_torchattacks",
     ):
         assert positive(written[key]), key
-    assert written["attack_vs_torchattacks"] == min(written["fgsm_vs_torchattacks"],
-                                                    written["bim_vs_torchattacks"])  # fmt: skip
+    assert written["attack_vs_torchattacks"] == min(
+        written["fgsm_vs_torchattacks"], written["bim_vs_torchattacks"]
+    )
     for key in ("imbadv_images_per_s", "raw_images_per_s", "imbadv_gflops"):
         assert positive(written["train"][key]), key
     assert positive(written["predict"]["images_per_s"])
@@ -64,7 +82,9 @@ def test_both_training_sides_take_the_same_optimizer_steps():
     model = VGG(width=0.0625)
     s = TrainSettings(batch_size=8, max_epochs=1)
     deterministic = torch.are_deterministic_algorithms_enabled()
-    result = bench.bench_training(model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu"))  # fmt: skip
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
     assert positive(result["raw_images_per_s"]) and positive(result["imbadv_images_per_s"])
     # Same start, batches and optimizer: if the raw loop drifted from imbadv's path, this moves.
     assert result["weights_max_abs_diff"] < 1e-5
@@ -97,12 +117,27 @@ def test_identity_check_fails_when_the_images_differ():
 
 
 def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
-    write_result(tmp_path / "a", 100.0, {"target": True, "balanced": True}, {"target": 30.0, "balanced": 50.0})  # fmt: skip
+    write_result(
+        tmp_path / "a",
+        100.0,
+        {"target": True, "balanced": True},
+        {"target": 30.0, "balanced": 50.0},
+    )
     # This job loaded the balanced model: its train_seconds belong to job "a".
-    write_result(tmp_path / "b", 40.0, {"target": True, "balanced": False}, {"target": 20.0, "balanced": 50.0})  # fmt: skip
+    write_result(
+        tmp_path / "b",
+        40.0,
+        {"target": True, "balanced": False},
+        {"target": 20.0, "balanced": 50.0},
+    )
     totals = bench.sweep_totals(tmp_path)
-    assert totals == {"jobs": 2, "trainings": 3, "wall_seconds": 140.0, "train_seconds": 100.0,
-                      "other_seconds": 40.0}  # fmt: skip
+    assert totals == {
+        "jobs": 2,
+        "trainings": 3,
+        "wall_seconds": 140.0,
+        "train_seconds": 100.0,
+        "other_seconds": 40.0,
+    }
     with pytest.raises(FileNotFoundError):
         bench.sweep_totals(tmp_path / "empty")
 

@@ -29,10 +29,20 @@ def load_dataset(name, cache_dir="data/cache", **options):
     """A data set by name and options, checked through the registry as the settings do."""
     return load_spec(DATASETS.parse("dataset", name, options), cache_dir)
 
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 def color(label: int, index: int) -> tuple[int, int, int]:
@@ -76,8 +86,9 @@ def assert_matches(ds, expected, classes=("ant", "bee", "cat")):
 
 
 def test_synthetic_shapes_dtypes_and_exact_counts():
-    ds = make_synthetic(train_per_class=30, test_per_class=7, num_classes=5, image_size=16,
-                        channels=1)  # fmt: skip
+    ds = make_synthetic(
+        train_per_class=30, test_per_class=7, num_classes=5, image_size=16, channels=1
+    )
     assert ds.x_train.shape == (150, 1, 16, 16) and ds.x_test.shape == (35, 1, 16, 16)
     assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
     assert ds.train_counts() == [30] * 5 and np.bincount(ds.y_test).tolist() == [7] * 5

@@ -510,5 +510,7 @@ def test_smoke_preset_on_a_200_class_64px_tiny_imagenet_folder(tmp_path):
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert (result["meta"]["class"], result["meta"]["dataset"]) == (7, "tiny_imagenet")
     counts = result["models"]["target"]["train_counts"]
-    assert len(counts) == 200 and counts[7] == 2 and counts[0] == 4  # 3 and 5, minus 1 for validation
+    assert (
+        len(counts) == 200 and counts[7] == 2 and counts[0] == 4
+    )  # 3 and 5, minus 1 for validation
     assert {r["n"] for r in result["attacks"]} == {1}  # one val image per class is the test set

@@ -12,8 +12,8 @@ import torch
 from conftest import TINY, run_cli
 
 from imbadv import progress, status
-from imbadv.evaluate import evaluate_attacks
 from imbadv.attacks import ATTACKS
+from imbadv.evaluate import evaluate_attacks
 from imbadv.models.vgg import VGG
 from imbadv.settings import AttackSpec
 from imbadv.training import TrainSettings

@@ -77,17 +77,32 @@ def test_bad_input_is_one_clear_line(tmp_path, args, named):
 
 
 def test_a_bad_job_in_a_sweep_stops_it_before_any_job_runs(tmp_path):
-    proc = run_cli(["-m", *TINY, "class=0,1", "imbalance=under,sideways",
-                    f"paths.store_dir={tmp_path}/store", f"hydra.sweep.dir={tmp_path}/mr"],
-                   cwd=tmp_path)  # fmt: skip
+    proc = run_cli(
+        [
+            "-m",
+            *TINY,
+            "class=0,1",
+            "imbalance=under,sideways",
+            f"paths.store_dir={tmp_path}/store",
+            f"hydra.sweep.dir={tmp_path}/mr",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "imbalance=sideways" in proc.stderr
     assert not (tmp_path / "mr").exists()
 
 
 def test_smoke_experiment_end_to_end(tmp_path):
-    proc = run_cli(["experiment=smoke", "class=3", "imbalance=under",
-                    f"paths.store_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/out"],
-                   cwd=tmp_path)  # fmt: skip
+    proc = run_cli(
+        [
+            "experiment=smoke",
+            "class=3",
+            "imbalance=under",
+            f"paths.store_dir={tmp_path}/store",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     meta = result["meta"]

@@ -65,7 +65,9 @@ def read_offline_run(job_dir: Path) -> dict:
                 u.key: json.loads(u.value_json) for u in record.summary.update if u.key
             }
         elif kind == "history":
-            run["history"].append({"/".join(i.nested_key) or i.key: i.value_json for i in record.history.item})  # fmt: skip
+            run["history"].append(
+                {"/".join(i.nested_key) or i.key: i.value_json for i in record.history.item}
+            )
     return run
 
 
@@ -82,10 +84,18 @@ def offline_sweep(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("wandb")
     sweep = base / "wb-sweep"
     proc = run_cli(
-        ["-m", *TINY, "class=0,1", "imbalance=under", "logger=wandb",
-         f"paths.store_dir={base / 'store'}", f"hydra.sweep.dir={sweep}"],
-        cwd=base, env={"WANDB_MODE": "offline", **wandb_home(base)},
-    )  # fmt: skip
+        [
+            "-m",
+            *TINY,
+            "class=0,1",
+            "imbalance=under",
+            "logger=wandb",
+            f"paths.store_dir={base / 'store'}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=base,
+        env={"WANDB_MODE": "offline", **wandb_home(base)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "W&B logging failed" not in proc.stdout + proc.stderr
     return sweep
@@ -173,15 +183,32 @@ def test_each_model_curve_is_logged_once_in_the_job_that_trained_it(offline_swee
 
 
 def test_unreachable_online_server_neither_fails_nor_hangs_the_job(smoke_sweep, tmp_path):
-    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
-           **{k: str(tmp_path / "home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}}  # fmt: skip
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_API_KEY": "x" * 40,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        **{
+            k: str(tmp_path / "home")
+            for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")
+        },
+    }
     started = time.monotonic()
     proc = run_cli(
-        [*TINY, "class=1", "imbalance=under", "logger=wandb", "logger.mode=online",
-         "logger.init_timeout=2", "logger.finish_timeout=2",
-         f"paths.store_dir={smoke_sweep['store']}", f"hydra.run.dir={tmp_path / 'job'}"],
-        cwd=tmp_path, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            *TINY,
+            "class=1",
+            "imbalance=under",
+            "logger=wandb",
+            "logger.mode=online",
+            "logger.init_timeout=2",
+            "logger.finish_timeout=2",
+            f"paths.store_dir={smoke_sweep['store']}",
+            f"hydra.run.dir={tmp_path / 'job'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "job" / "results.json").exists()
     assert "W&B logging failed" in proc.stdout + proc.stderr
@@ -222,10 +249,21 @@ def test_any_wandb_error_is_a_warning_and_the_run_is_finished(
 
 
 def test_scalar_keys_name_eps_only_when_a_job_has_several():
-    row = {"method": "fgsm", "source": "same", "eps": 0.01, "n": 4, "adv_acc": 0.25,
-           "adv_acc_ci95": [0.1, 0.6], "clean_acc": 0.75, "clean_acc_ci95": [0.3, 0.9],
-           "relative_drop": 2 / 3, "success_rate": 2 / 3, "zero_grad_fraction": 0.0,
-           "clean_row": [3, 1], "adv_row": [1, 3]}  # fmt: skip
+    row = {
+        "method": "fgsm",
+        "source": "same",
+        "eps": 0.01,
+        "n": 4,
+        "adv_acc": 0.25,
+        "adv_acc_ci95": [0.1, 0.6],
+        "clean_acc": 0.75,
+        "clean_acc_ci95": [0.3, 0.9],
+        "relative_drop": 2 / 3,
+        "success_rate": 2 / 3,
+        "zero_grad_fraction": 0.0,
+        "clean_row": [3, 1],
+        "adv_row": [1, 3],
+    }
     one = tracking.attack_scalars([row], ["cat", "dog"])
     assert one["adv/fgsm/same/acc"] == 0.25 and one["adv/fgsm/same/to/dog"] == 0.75
     assert one["clean/acc"] == 0.75 and one["clean/to/cat"] == 0.75

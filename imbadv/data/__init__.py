@@ -15,8 +15,17 @@ from imbadv.errors import ConfigError
 from imbadv.registry import UNKEYED, Params, Registry, bounds
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,10 @@ class FolderParams(DataParams):
 
         if not self.root or not Path(self.root).expanduser().exists():
             raise ConfigError(
-                f"{key}.root", self.root or "???",
+                f"{key}.root",
+                self.root or "???",
                 "an existing folder with train/ and test/, or a .tar.gz of one",
-            )  # fmt: skip
+            )
 
 
 @dataclass(frozen=True)

@@ -115,12 +115,23 @@ class MatchedParams(ProfileParams):
 
 
 PROFILES = Registry("imbalance")
-PROFILES.add("balanced", BalancedParams, "imbadv.imbalance.paper:balanced", "every class at majority",
-             targeted=False)  # fmt: skip
-PROFILES.add("under", PaperParams, "imbadv.imbalance.paper:under", "the class at minority",
-             targeted=True)  # fmt: skip
-PROFILES.add("over", PaperParams, "imbadv.imbalance.paper:over", "the class at majority, the rest at minority",
-             targeted=True)  # fmt: skip
+PROFILES.add(
+    "balanced",
+    BalancedParams,
+    "imbadv.imbalance.paper:balanced",
+    "every class at majority",
+    targeted=False,
+)
+PROFILES.add(
+    "under", PaperParams, "imbadv.imbalance.paper:under", "the class at minority", targeted=True
+)
+PROFILES.add(
+    "over",
+    PaperParams,
+    "imbadv.imbalance.paper:over",
+    "the class at majority, the rest at minority",
+    targeted=True,
+)
 PROFILES.add(
     "exp",
     LongTailParams,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imbadv.report.stats import Stat, summarize
+from imbadv.results import ResultsError, read_results
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -60,9 +60,9 @@ def load_sweeps(roots: list[Path], out: Path | None = None) -> Sweep:
         # with several folders, job names carry their folder so the report says where each is
         base = root if len(roots) == 1 else root.parent
         for path in sorted(root.rglob("results.json")):
-            try:
-                full = json.loads(path.read_text())
-            except (OSError, ValueError):
+            try:  # the declared schema (imbadv.results): another format is unreadable, not guessed
+                full = read_results(path)
+            except ResultsError:
                 sweep.unreadable.append(str(path.parent.relative_to(base)))
                 continue
             if full.get("key") in seen:  # the same job (key holds class, profile, seed, settings)
