@@ -130,7 +130,7 @@ def _init_job(cfg: DictConfig, mode: str, output_dir: Path) -> Any:
         group=logger.get("group") or group,
         name=name,
         job_type="experiment",
-        tags=[*map(str, logger.get("tags") or []), str(cfg.dataset.name), str(cfg.imbalance)],
+        tags=[*map(str, logger.get("tags") or []), str(cfg.dataset.name), str(cfg.imbalance.name)],
         config=OmegaConf.to_container(cfg, resolve=True),
         dir=str(output_dir),
         settings=_settings(logger),
