@@ -118,10 +118,9 @@ def format_table(full: dict[str, Any]) -> str:
         f"imbalance={m['imbalance']}  seed={m['seed']}  eps space: {m['eps_space']}"
     ]
     for role, entry in full["models"].items():
-        counts = ",".join(str(c) for c in entry["train_counts"])
         lines.append(
             f"  {role:<9} model: test acc {entry['clean']['acc']:.3f}  "
-            f"train counts [{counts}]  best epoch {entry['best_epoch']}"
+            f"train counts {counts_text(entry['train_counts'])}  best epoch {entry['best_epoch']}"
         )
     lines.append(
         f"  {'source':<9} {'attack':<10} {'eps':>6}  {'clean':>6}  {'adv':>6}  "
@@ -135,3 +134,10 @@ def format_table(full: dict[str, Any]) -> str:
             f"[{lo:.3f},{hi:.3f}]"
         )
     return "\n".join(lines)
+
+
+def counts_text(counts: list[int]) -> str:
+    """Per-class counts for the table: all of them, or a summary past 20 classes (one line)."""
+    if len(counts) <= 20:
+        return "[" + ",".join(str(c) for c in counts) + "]"
+    return f"{len(counts)} classes, {min(counts)}..{max(counts)} each, {sum(counts)} in all"

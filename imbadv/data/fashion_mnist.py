@@ -89,7 +89,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             f"{path} is cut short or too long: header says {shape}, "
             f"{len(blob) - header} bytes of data follow"
         )
-    return np.frombuffer(blob, np.uint8, offset=header).reshape(shape)
+    # a copy: frombuffer gives a read-only view, which torch.from_numpy warns about in every job
+    return np.frombuffer(blob, np.uint8, offset=header).reshape(shape).copy()
 
 
 def load_fashion_mnist(root: str | Path, download: bool = True) -> Dataset:
