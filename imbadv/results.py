@@ -122,14 +122,15 @@ def format_table(full: dict[str, Any]) -> str:
             f"  {role:<9} model: test acc {entry['clean']['acc']:.3f}  "
             f"train counts {counts_text(entry['train_counts'])}  best epoch {entry['best_epoch']}"
         )
+    w = max([10, *(len(r["attack"]) for r in full["attacks"])])  # long labels stay aligned
     lines.append(
-        f"  {'source':<9} {'attack':<10} {'eps':>6}  {'clean':>6}  {'adv':>6}  "
+        f"  {'source':<9} {'attack':<{w}} {'eps':>6}  {'clean':>6}  {'adv':>6}  "
         f"{'drop':>6}  {'success':>7}  {'95% CI adv':>13}"
     )
     for r in full["attacks"]:
         lo, hi = r["adv_acc_ci95"]
         lines.append(
-            f"  {r['source']:<9} {r['attack']:<10} {r['eps']:>6g}  {r['clean_acc']:>6.3f}  "
+            f"  {r['source']:<9} {r['attack']:<{w}} {r['eps']:>6g}  {r['clean_acc']:>6.3f}  "
             f"{r['adv_acc']:>6.3f}  {r['relative_drop']:>6.3f}  {r['success_rate']:>7.3f}  "
             f"[{lo:.3f},{hi:.3f}]"
         )
