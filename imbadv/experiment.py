@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
 from imbadv.attacks.goals import with_target_class
+from imbadv.data import DATASETS
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
 from imbadv.devices import job_device, set_threads
@@ -50,9 +51,10 @@ SELECTION_RULES = {  # trainer.selection -> its description in every model recor
 
 
 def data_identity(data: Dataset, s: Settings) -> dict[str, Any]:
-    """What makes two data sets the same for the store: folders by content hash, the rest by options."""
-    if data.name == "folder":
-        return {"name": "folder", "source": data.source}
+    """What makes two data sets the same for the store: file copies by their source (content hash),
+    the official ones by their options."""
+    if DATASETS.get("dataset", s.dataset.name).extra.get("identity") == "source":
+        return {"name": data.name, "source": data.source}
     return s.dataset.key()
 
 

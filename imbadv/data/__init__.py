@@ -190,7 +190,11 @@ class TinyImageNetParams(FilesParams):
 
 DATASETS = Registry("dataset")
 DATASETS.add("cifar10", CIFAR10Params, "imbadv.data.cifar10:load", "official CIFAR-10")
-DATASETS.add("folder", FolderParams, "imbadv.data.folder:load", "ImageFolder train/ test/")
+# identity="source": stored models are keyed by the loaded copy (its content hash), not options,
+# because two folders with the same options can hold different images.
+DATASETS.add(
+    "folder", FolderParams, "imbadv.data.folder:load", "ImageFolder train/ test/", identity="source"
+)
 DATASETS.add("synthetic", SyntheticParams, "imbadv.data.synthetic:load", "generated patterns")
 DATASETS.add("cifar100", CIFAR100Params, "imbadv.data.cifar100:load", "official CIFAR-100 (python)")
 DATASETS.add("svhn", SVHNParams, "imbadv.data.svhn:load", "SVHN .mat files (imbalanced train)")
@@ -198,5 +202,9 @@ DATASETS.add(
     "fashion_mnist", FashionMNISTParams, "imbadv.data.fashion_mnist:load", "Fashion-MNIST idx"
 )
 DATASETS.add(
-    "tiny_imagenet", TinyImageNetParams, "imbadv.data.tiny_imagenet:load", "Tiny-ImageNet-200"
+    "tiny_imagenet",
+    TinyImageNetParams,
+    "imbadv.data.tiny_imagenet:load",
+    "Tiny-ImageNet-200",
+    identity="source",
 )
