@@ -11,6 +11,7 @@ from typing import Any
 from imbadv.report.stats import Stat, summarize
 from imbadv.results import ResultsError, read_results
 
+# The paper's classes: only to decide whether Table 1 can stand next to the paper's.
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -149,15 +150,10 @@ def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def class_names(sweep: Sweep) -> list[str]:
-    """Names per class index: from the jobs that targeted each class, else from the data set kind."""
+    """Names per class index, from the data card every result carries (no guessing by data set)."""
     first = sweep.results[0]
     num = len(next(iter(first["models"].values()))["clean"]["confusion"])
-    kind = first["meta"]["dataset"]
-    names = (
-        list(CIFAR10_CLASSES)
-        if kind == "cifar10" and num == 10
-        else [f"class{i}" if kind == "synthetic" else str(i) for i in range(num)]
-    )
+    names = list(first["meta"].get("card", {}).get("classes") or [str(i) for i in range(num)])
     for result in sweep.results:
         names[int(result["meta"]["class"])] = result["meta"]["class_name"]
     return names
