@@ -35,12 +35,14 @@ from imbadv.data.base import DataCard
 from imbadv.evaluate import predict
 from imbadv.models import MODELS
 from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD, VGG
-from imbadv.training import TrainSettings
+from imbadv.training import AdversarialSettings, TrainSettings
+from imbadv.training.adversarial import AdversarialStep
 from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer, to_unit
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
 TARGETS = {
     "train_vs_raw": 0.90,
+    "at_train_vs_raw": 0.90,
     "attack_vs_torchattacks": 1.0,
     "pgd_vs_torchattacks": 0.95,
     "pgd_l2_vs_torchattacks": 0.95,
@@ -72,14 +74,36 @@ def torch_flags_kept():
         cudnn.benchmark = kept[2]
 
 
+def raw_fast_fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator
+) -> torch.Tensor:
+    """A bare fast-FGSM inner step (Wong et al. 2020): uniform start, one signed step of 1.25 eps."""
+    noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    x_adv = torch.minimum(torch.maximum(x + noise, x - eps), x + eps).clamp(0, 1)
+    model.eval()
+    x_adv.requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y, reduction="sum"), x_adv)
+    model.train()
+    x_adv = x_adv.detach() + 1.25 * eps * grad.sign()
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1).detach()
+
+
 def raw_train(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: TrainSettings, warmup: int, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: TrainSettings,
+    warmup: int,
+    seed: int = 0,
+    at_eps: float | None = None,
 ) -> float:
-    """Seconds for the steps after `warmup` of a bare loop doing Lightning's optimizer steps."""
+    """Seconds for the steps after `warmup` of a bare loop doing Lightning's optimizer steps
+    (with `at_eps`, on fast-FGSM adversarial examples drawn from the same seeded generator)."""
     opt = torch.optim.RMSprop(model.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, keras_decay(s.decay))
     gen = torch.Generator().manual_seed(seed * 100_003)  # TensorBatches' first pass: same batches
     order = torch.randperm(len(y), generator=gen).to(y.device)
+    at_gen = torch.Generator(device=y.device).manual_seed(seed)  # AdversarialStep's generator
     model.train()
     start = 0.0
     for i, first in enumerate(range(0, len(y), s.batch_size)):
@@ -87,7 +111,10 @@ def raw_train(
             sync(y.device)
             start = time.perf_counter()
         idx = order[first : first + s.batch_size]
-        loss = F.cross_entropy(model(x[idx].float().div_(255.0)), y[idx])
+        xb = x[idx].float().div_(255.0)
+        if at_eps is not None:
+            xb = raw_fast_fgsm(model, xb, y[idx], at_eps, at_gen)
+        loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -116,31 +143,43 @@ def imbadv_train(
     warmup: int,
     device: torch.device,
     seed: int = 0,
+    at_eps: float | None = None,
 ) -> float:
-    """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it.
+    """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it
+    (with `at_eps`, fast-FGSM adversarial training's `AdversarialStep`, as `fit` passes it).
 
     Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
     """
     L.seed_everything(seed, workers=True, verbose=False)
     clock = StepClock(warmup, device)
+    step = None
+    if at_eps is not None:
+        step = AdversarialStep(AdversarialSettings(mode="fast_fgsm", eps=at_eps), seed)
     with torch_flags_kept():
         trainer = make_trainer(s, device, [clock])
         batches = TensorBatches(x, y, s.batch_size, shuffle=True, seed=seed)
-        trainer.fit(Classifier(model, s), train_dataloaders=batches)
+        trainer.fit(Classifier(model, s, step=step), train_dataloaders=batches)
     return clock.reads[-1] - clock.reads[0]
 
 
 def bench_training(
-    model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int, device: torch.device
+    model: nn.Module,
+    s: TrainSettings,
+    warmup: int,
+    steps: int,
+    repeats: int,
+    device: torch.device,
+    at_eps: float | None = None,
 ) -> dict:
-    """Images/s of both sides, alternated (raw, imbadv, imbadv, raw, ...) from the same weights."""
+    """Images/s of both sides, alternated (raw, imbadv, imbadv, raw, ...) from the same weights;
+    with `at_eps`, both sides train on fast-FGSM examples (adversarial training)."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
     if s.channels_last:  # as fit does: NHWC model and data
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     sides = {
-        "raw": lambda m: raw_train(m, x, y, s, warmup),
-        "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device),
+        "raw": lambda m: raw_train(m, x, y, s, warmup, at_eps=at_eps),
+        "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device, at_eps=at_eps),
     }
     seconds: dict[str, list[float]] = {"raw": [], "imbadv": []}
     final = {}
@@ -319,6 +358,10 @@ def run_bench(args: argparse.Namespace) -> dict:
     train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
     if device.type == "cuda":
         train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    # adversarial training (fast FGSM at 8/255, the longtail_quick path) against a bare AT loop
+    at = bench_training(
+        copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
+    )
     x, y = make_data(args.attack_images, device, seed=2)
     names = tuple(args.attacks.split(",")) if args.attacks else None
     attack = bench_attacks(
@@ -334,12 +377,14 @@ def run_bench(args: argparse.Namespace) -> dict:
     report = {
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
+        "at_train_vs_raw": at["ratio"],
         "attack_vs_torchattacks": min(
             (a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS), default=float("nan")
         ),
         **{f"{name}_vs_torchattacks": a["ratio"] for name, a in attack.items()},
         "targets": TARGETS,
         "train": train,
+        "at_train": at,
         "attack": attack,
         "predict": bench_predict(model, args.eval_images, device, args.repeats),
         "machine": info,
@@ -355,8 +400,16 @@ def run_bench(args: argparse.Namespace) -> dict:
 def format_table(r: dict) -> str:
     """The report's headline numbers as text; the JSON holds them all."""
     t, m, w, a = r["train"], r["machine"], r["settings"], r["attack"]
+    at = r["at_train"]
     rows = [
-        ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop")
+        ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop"),
+        (
+            "AT train",
+            at["imbadv_images_per_s"],
+            at["raw_images_per_s"],
+            r["at_train_vs_raw"],
+            "raw AT loop",
+        ),
     ]
     rows += [
         (k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks")

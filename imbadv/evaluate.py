@@ -1,4 +1,4 @@
-"""Attack-evaluation stage: a Lightning module that attacks the target class batch by batch."""
+"""Attack-evaluation stage: a Lightning module that makes adversarial images batch by batch; predictions."""
 
 from __future__ import annotations
 
@@ -12,96 +12,81 @@ from torch import nn
 from imbadv.attacks import ATTACKS, UNTARGETED
 from imbadv.attacks.core import eval_mode, input_gradient
 from imbadv.attacks.gradient_sign import fgsm_from_gradient
+from imbadv.data.base import Dataset
 from imbadv.settings import AttackSpec
 from imbadv.training.loop import TensorBatches, one_device, to_unit
 
 
 class AttackEvaluation(L.LightningModule):
-    """Attacks `target` with adversarial images made from each gradient source in `sources`.
+    """Makes the adversarial images of every spec from one gradient source, batch by batch.
 
-    `sources` maps a source name ("same", "balanced") to the model whose input gradient makes
-    the images; the images are always classified by `target`. One input gradient per source
-    and batch serves every FGSM eps. Needs `Trainer(inference_mode=False)`: test steps
-    otherwise run under inference mode, where no input gradient exists.
+    The images are kept (on the CPU) for whichever models they are then tested on: the source
+    itself (white box) and every model that names it (transfer). One input gradient per batch
+    serves every FGSM eps; each spec draws its random starts from its own seeded generator, so a
+    set is the same whichever other specs are made with it. Needs `Trainer(inference_mode=False)`:
+    test steps otherwise run under inference mode, where no input gradient exists.
     """
 
     def __init__(
-        self,
-        target: nn.Module,
-        sources: dict[str, nn.Module],
-        specs: list[AttackSpec],
-        seed: int = 0,
+        self, name: str, source: nn.Module, specs: list[AttackSpec], seeds: dict[str, int]
     ):
         super().__init__()
-        self.target, self.specs = target, specs
+        self.source, self.specs = source, specs
+        self.sources = {name: source}  # read by imbadv.progress.AttackProgress
         self.entries = {
             spec.name: ATTACKS.get("attack.methods", spec.method.name) for spec in specs
         }
         self.functions = {name: entry.load() for name, entry in self.entries.items()}
-        # One generator for every random start, seeded per job: repeatable, no global RNG.
-        self.generator = torch.Generator().manual_seed(seed)
-        self.sources = nn.ModuleDict(sources)
-        self.preds: dict[str, list[torch.Tensor]] = defaultdict(list)
-        self.labels: list[torch.Tensor] = []
-        self.max_delta: dict[str, float] = defaultdict(float)
-        self.zero_grads: dict[str, int] = defaultdict(int)
+        self.generators = {n: torch.Generator().manual_seed(seeds[n]) for n in self.entries}
+        self.images: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.zero_grads = 0  # images whose input gradient is exactly zero (gradient masking)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = to_unit(batch[0]), batch[1]
-        self.labels.append(y.cpu())
-        self._record("clean", x, x)
-        for source_name, source in self.sources.items():
-            grad = input_gradient(source, x, y)
-            self.zero_grads[source_name] += int((grad.flatten(1).abs().amax(1) == 0).sum())
-            for spec in self.specs:
-                self._record(f"{source_name}|{spec.name}", x, self.attack(spec, source, x, y, grad))
+        grad = input_gradient(self.source, x, y)
+        self.zero_grads += int((grad.flatten(1).abs().amax(1) == 0).sum())
+        for spec in self.specs:
+            self.images[spec.name].append(self.attack(spec, x, y, grad).cpu())
 
-    def attack(
-        self, spec: AttackSpec, source: nn.Module, x: torch.Tensor, y: torch.Tensor, grad
-    ) -> torch.Tensor:
+    def attack(self, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, grad) -> torch.Tensor:
         """The adversarial images of `spec`; FGSM reuses the batch's gradient for every eps."""
         reusable = spec.direction in UNTARGETED  # the batch's gradient is the true labels'
         if reusable and self.entries[spec.name].extra.get("reuses_gradient"):
             return fgsm_from_gradient(x, grad, spec.eps, spec.direction)
-        function = self.functions[spec.name]
-        return function(
-            source,
+        return self.functions[spec.name](
+            self.source,
             x,
             y,
             spec.eps,
             spec.method.params,
             direction=spec.direction,
-            generator=self.generator,
+            generator=self.generators[spec.name],
             target=spec.target_class,
         )
 
-    def _record(self, key: str, x: torch.Tensor, adv: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.preds[key].append(self.target(adv).argmax(1).cpu())
-        delta = float((adv - x).abs().max()) if adv.numel() else 0.0
-        self.max_delta[key] = max(self.max_delta[key], delta)
-
-    def collected(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Labels and, per "clean" or "source|attack" key, the target model's predictions."""
-        labels = torch.cat(self.labels).numpy()
-        return labels, {k: torch.cat(v).numpy() for k, v in self.preds.items()}
+    def crafted(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per spec name: `adv` (N, C, H, W) float32 in [0, 1] and the source's `zero_grads` count."""
+        zero = np.array(self.zero_grads)
+        return {
+            name: {"adv": torch.cat(parts).numpy(), "zero_grads": zero}
+            for name, parts in self.images.items()
+        }
 
 
-def evaluate_attacks(
-    target: nn.Module,
-    sources: dict[str, nn.Module],
+def craft(
+    name: str,
+    source: nn.Module,
     specs: list[AttackSpec],
+    seeds: dict[str, int],
     images: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
     batch_size: int,
-    seed: int = 0,
     callbacks: list | None = None,
-) -> AttackEvaluation:
-    """Run the attack evaluation on `images` (uint8, labels) through a one-device Trainer.
-
-    `callbacks` are Lightning callbacks, e.g. imbadv.progress.AttackProgress.
+) -> dict[str, dict[str, np.ndarray]]:
+    """The adversarial images of `specs` made from `source` on `images` (uint8, labels) through a
+    one-device Trainer. `callbacks` are Lightning callbacks, e.g. imbadv.progress.AttackProgress.
     """
-    module = AttackEvaluation(target, sources, specs, seed)
+    module = AttackEvaluation(name, source, specs, seeds)
     trainer = L.Trainer(
         **one_device(device),
         inference_mode=False,
@@ -112,7 +97,15 @@ def evaluate_attacks(
         callbacks=callbacks,
     )
     trainer.test(module, TensorBatches(*images, batch_size, shuffle=False), verbose=False)
-    return module
+    return module.crafted()
+
+
+def on_device(
+    data: Dataset, idx: np.ndarray, device: torch.device, train: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen uint8 images and labels, moved once to the device the job computes on."""
+    x, y = (data.x_train, data.y_train) if train else (data.x_test, data.y_test)
+    return torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
 
 
 @torch.inference_mode()
@@ -124,3 +117,16 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.nda
             for i in range(0, len(x), batch_size)
         ]
     return torch.cat(out).numpy()
+
+
+@torch.inference_mode()
+def predict_unit(
+    model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 1024
+) -> np.ndarray:
+    """Predicted labels for float images `x` in [0, 1] (kept on the CPU, moved batch by batch)."""
+    with eval_mode(model):
+        out = [
+            model(torch.from_numpy(x[i : i + batch_size]).to(device)).argmax(1).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)

@@ -8,7 +8,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,26 +19,24 @@ from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
 from imbadv.devices import job_device, set_threads
 from imbadv.errors import ImbadvError
-from imbadv.evaluate import evaluate_attacks, predict
+from imbadv.evaluate import on_device, predict
 from imbadv.imbalance import PROFILES
 from imbadv.imbalance.split import class_counts, select
 from imbadv.metrics import (
-    attack_summary,
-    class_summary,
-    flag_gradient_masking,
     model_summary,
-    stratified_subset,
 )
 from imbadv.models import MODELS
 from imbadv.progress import Watch, job_record
 from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
-from imbadv.settings import AttackSpec, Settings, Source, from_config, parse_target
+from imbadv.settings import Settings, Source, from_config, parse_target
+from imbadv.sources import source_settings
 from imbadv.store import Store, atomic_write_json, content_key
 from imbadv.tracking import start_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
 from imbadv.training.objectives import LogitAdjusted
+from imbadv.transfer import attack_identity, attack_rows
 
 BALANCED = "balanced"  # the profile every transfer row takes its gradient from
 SELECTION_RULE = "lowest clean validation loss (validation split of the training data)"
@@ -78,14 +75,6 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
     }
 
 
-def on_device(
-    data: Dataset, idx: np.ndarray, device: torch.device, train: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chosen uint8 images and labels, moved once to the device the job computes on."""
-    x, y = (data.x_train, data.y_train) if train else (data.x_test, data.y_test)
-    return torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
-
-
 def build_model(data: Dataset, s: Settings) -> torch.nn.Module:
     """The configured model for this data set's card (classes, shape, mean and std)."""
     return MODELS.get("model", s.model.name).load()(data.card, s.model.params)
@@ -99,12 +88,13 @@ def obtain_model(
     device: torch.device,
     store: Store,
     watch: Watch | None = None,
+    role: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model for (profile, target) from the store, trained here first if no job has yet."""
     spec = model_spec(data, s, profile, target)
     key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)
-    role = "target" if profile == s.imbalance else "balanced"
+    role = role or ("target" if profile == s.imbalance else "balanced")
     label = (  # an untargeted model is the same whichever job trains it, target or source
         profile.name
         if spec["class"] is None
@@ -151,80 +141,6 @@ def obtain_model(
     return model, {**record, "trained_here": trained}
 
 
-def attack_rows(
-    data: Dataset,
-    s: Settings,
-    target: int,
-    models: dict[str, torch.nn.Module],
-    device: torch.device,
-    watch: Watch | None = None,
-) -> list[dict[str, Any]]:
-    """Attack the target class's test images with every source and spec; one row per combination."""
-    idx = attacked_indices(data, s, target)
-    sources = {src.value: models[src.value] for src in s.sources}
-    images = on_device(data, idx, device, False)
-    progress = (watch or Watch(lines=False)).attacks(f"class {target}")
-    ev = evaluate_attacks(
-        models["same"],
-        sources,
-        list(s.specs),
-        images,
-        device,
-        s.attack_batch_size,
-        s.seed,
-        progress,
-    )
-    labels, preds = ev.collected()
-    rows = []
-    for src in sources:
-        for spec in s.specs:
-            key = f"{src}|{spec.name}"
-            on = labels == target  # the paper's row: the target class's images only
-            summary = attack_summary(
-                labels[on], preds["clean"][on], preds[key][on], data.num_classes
-            )
-            rows.append(
-                {
-                    "method": spec.method.name,
-                    "attack": spec.method.label(),
-                    "params": spec.method.params.resolved(spec.eps),
-                    "eps": spec.eps,
-                    "eps_space": EPS_SPACE,
-                    "direction": spec.direction.value,
-                    "target_class": spec.target_class,
-                    "source": src,
-                    "seed": s.seed,
-                    "dataset": data.name,
-                    "class": target,
-                    "class_name": data.classes[target],
-                    "imbalance": s.imbalance.name,
-                    **summary,
-                    "max_abs_delta": ev.max_delta[key],
-                    "zero_grad_fraction": ev.zero_grads[src] / max(1, len(labels)),
-                    **every_class(s, labels, preds["clean"], preds[key], data.num_classes),
-                }
-            )
-    return flag_gradient_masking(rows)
-
-
-def attacked_indices(data: Dataset, s: Settings, target: int) -> np.ndarray:
-    """The test images attacked: the target class's (the paper), or every class's (all of them
-    or a seeded class-stratified subset of `per_class` each)."""
-    if s.attack_images == "target":
-        return np.flatnonzero(data.y_test == target)
-    return stratified_subset(data.y_test, s.per_class, s.seed)
-
-
-def every_class(
-    s: Settings, labels: np.ndarray, clean: np.ndarray, adv: np.ndarray, num_classes: int
-) -> dict[str, Any]:
-    """With attack.images=all: the per-class numbers of one row (nothing for the paper's rows)."""
-    if s.attack_images == "target":
-        return {}
-    scope = {"images": s.attack_images, "per_class": s.per_class, "n": int(len(labels))}
-    return {"images": scope, "classes": class_summary(labels, clean, adv, num_classes)}
-
-
 def model_entry(
     record: dict[str, Any], model: torch.nn.Module, data: Dataset, device: torch.device
 ) -> dict:
@@ -245,38 +161,42 @@ def compute(
     """Models, clean metrics and attack rows for one (class, imbalance, seed), computed once.
 
     Returns the result (from the store when another run already computed it) and, per model
-    role, whether this job trained it.
+    role (target, balanced, each named source), whether this job trained it.
     """
     models, records = {}, {}
-    models["same"], records["target"] = obtain_model(
+    models["target"], records["target"] = obtain_model(
         data, s, s.imbalance, target, device, store, watch
     )
-    if s.imbalance.name == BALANCED:
-        s = replace(s, sources=(Source.SAME,))  # its own gradient is the balanced gradient: one row
+    if s.imbalance.name == BALANCED:  # its own gradient is the balanced gradient: one row
+        s = replace(s, sources=tuple(x for x in s.sources if x != BALANCED) or (Source.SAME,))
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
             data, s, balanced_profile(s, data.train_counts()), target, device, store, watch
         )
+    for name, source in s.named_sources.items():
+        if name in s.sources:
+            cls = target if source.target is None else resolve_class(source.target, data)
+            models[name], records[name] = obtain_model(
+                data, source_settings(s, source), source.profile, cls, device, store, watch, name
+            )
     trained = {role: r["trained_here"] for role, r in records.items()}
+    keys = {role: r["key"] for role, r in records.items()}
     key = content_key(
         {
-            "models": {role: r["key"] for role, r in records.items()},
+            "models": keys,
             "class": target,
             "specs": [attack_identity(x) for x in s.specs],
             "sources": list(s.sources),
-            # absent for the paper's target-class images: existing result keys stay valid
+            "attack_batch_size": s.attack_batch_size,
+            "rows": 2,  # images through the store, the balanced model's own rows (docs/transfer.md)
             **({} if s.attack_images == "target" else {"images": [s.attack_images, s.per_class]}),
         }
     )
-    roles = {"target": models["same"], "balanced": models.get("balanced")}
 
     def evaluate() -> dict[str, Any]:
-        entries = {r: model_entry(records[r], roles[r], data, device) for r in records}
-        return {
-            "key": key,
-            "models": entries,
-            "attacks": attack_rows(data, s, target, models, device, watch),
-        }
+        entries = {r: model_entry(records[r], models[r], data, device) for r in records}
+        rows = attack_rows(data, s, target, models, keys, store, device, watch)
+        return {"key": key, "models": entries, "attacks": rows}
 
     result, _ = store.result(key, evaluate)
     return result, trained
@@ -286,14 +206,6 @@ def balanced_profile(s: Settings, available: list[int] | None = None) -> Spec:
     """The balanced profile with the job's counts: the model whose gradient transfer rows use."""
     count = s.imbalance.params.balanced_count(available)
     return PROFILES.parse("imbalance", BALANCED, {"majority": count})
-
-
-def attack_identity(spec: AttackSpec) -> dict[str, Any]:
-    """What makes two attack settings the same for the store (component key, eps, direction)."""
-    identity = {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
-    if spec.target_class is not None:  # absent otherwise: existing store keys stay as they were
-        identity["target_class"] = spec.target_class
-    return identity
 
 
 def resolve_class(target: int | str, data: Dataset) -> int:

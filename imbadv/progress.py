@@ -126,7 +126,7 @@ class TrainingPulse(Callback):
 class AttackProgress(Callback):
     """A line when an attack evaluation starts, at most every `every_s` seconds, and per result.
 
-    Reads imbadv.evaluate.AttackEvaluation's `sources`, `specs` and `collected()` where they
+    Reads imbadv.evaluate.AttackEvaluation's `sources`, `specs` and `crafted()` where they
     exist; progress is a best effort and never fails a job.
     """
 
@@ -171,21 +171,19 @@ class AttackProgress(Callback):
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         elapsed = time.perf_counter() - self.started
-        if not hasattr(module, "collected"):
+        if not hasattr(module, "crafted"):
             log.info("attack %s: done in %.1f s", self.label, elapsed)
             return
-        labels, preds = module.collected()
-        for key, pred in preds.items():
-            if key != "clean":
-                acc = float((pred == labels).mean()) if len(labels) else float("nan")
-                log.info(
-                    "attack %s: %s  %d images  acc %.3f  (%.1f s elapsed)",
-                    self.label,
-                    key,
-                    len(labels),
-                    acc,
-                    elapsed,
-                )
+        source = ",".join(getattr(module, "sources", {}))
+        for name, arrays in module.crafted().items():
+            log.info(
+                "attack %s: %s|%s  %d images made  (%.1f s elapsed)",
+                self.label,
+                source,
+                name,
+                len(arrays["adv"]),
+                elapsed,
+            )
 
 
 class Heartbeat:

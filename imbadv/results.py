@@ -27,7 +27,7 @@ class AttackRow:
     eps: float
     eps_space: str
     direction: str
-    source: str  # whose gradient made the images: same | balanced
+    source: str  # whose gradient made the images: same | balanced | a model of the sweep (under-3)
     seed: int
     dataset: str
     class_name: str
@@ -43,6 +43,8 @@ class AttackRow:
     adv_row: list
     max_abs_delta: float
     zero_grad_fraction: float
+    # Written since named sources (absent in older files, which the report still reads):
+    # model / source_model (canonical names: under-3, balanced+fast_fgsm), model_key, images_key.
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,16 @@ def format_table(full: dict[str, Any]) -> str:
             f"train counts {counts_text(entry['train_counts'])}  best epoch {entry['best_epoch']}"
         )
     w = max([10, *(len(r["attack"]) for r in full["attacks"])])  # long labels stay aligned
+    m = max([9, *(len(r.get("model", "")) for r in full["attacks"])])
+    s = max([9, *(len(r["source"]) for r in full["attacks"])])
     lines.append(
-        f"  {'source':<9} {'attack':<{w}} {'eps':>6}  {'clean':>6}  {'adv':>6}  "
+        f"  {'model':<{m}} {'source':<{s}} {'attack':<{w}} {'eps':>6}  {'clean':>6}  {'adv':>6}  "
         f"{'drop':>6}  {'success':>7}  {'95% CI adv':>13}"
     )
     for r in full["attacks"]:
         lo, hi = r["adv_acc_ci95"]
         lines.append(
-            f"  {r['source']:<9} {r['attack']:<{w}} {r['eps']:>6g}  {r['clean_acc']:>6.3f}  "
+            f"  {r.get('model', r['imbalance']):<{m}} {r['source']:<{s}} {r['attack']:<{w}} {r['eps']:>6g}  {r['clean_acc']:>6.3f}  "
             f"{r['adv_acc']:>6.3f}  {r['relative_drop']:>6.3f}  {r['success_rate']:>7.3f}  "
             f"[{lo:.3f},{hi:.3f}]"
         )

@@ -19,12 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from imbadv.cluster import check_cluster
 from imbadv.errors import ConfigError, ImbadvError
-from imbadv.settings import check_folder, from_config
+from imbadv.settings import CONF_DIR, check_folder, from_config
+from imbadv.sources import check_sweep
 
-# A wheel carries conf/ inside the package (pyproject maps it there); a source checkout has it
-# at the top level, where the user edits it.
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 # A..B with no path characters on either side, so `dataset.root=../data` is left alone.
 RANGE = re.compile(r"^(?P<key>[\w.]+)=\s*(?P<a>[+-]?[\w.]*\w)\s*\.\.\s*(?P<b>[+-]?\w[\w.]*)\s*$")
 
@@ -87,7 +84,7 @@ def check_jobs(args: list[str]) -> int:
     """
     multirun = any(a in ("-m", "--multirun") for a in args)
     jobs = job_overrides(args)
-    data, devices = {}, set()
+    data, devices, settings = {}, set(), []
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for overrides in jobs:
             try:
@@ -95,6 +92,7 @@ def check_jobs(args: list[str]) -> int:
             except HydraException as err:
                 raise ConfigError(*_hydra_problem(err, overrides)) from None
             s = from_config(cfg)
+            settings.append(s)
             data[repr(s.dataset)] = s.dataset
             devices.add(s.device)
             check_cluster(cfg)  # launcher resources too: nothing is submitted with a bad one
@@ -104,6 +102,7 @@ def check_jobs(args: list[str]) -> int:
                 else ("hydra.run.dir", cfg.hydra.run.dir)
             )
             check_folder(*out)
+    check_sweep(settings)  # a named gradient source must be a model some job trains
     for device in devices:
         check_device(device)
     for spec in data.values():

@@ -10,7 +10,7 @@ import importlib
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.registry import Spec, build_params
+from imbadv.sources import parse_sources
 from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
 
@@ -49,10 +50,17 @@ class AttackSpec:
 
 
 class Source(StrEnum):
-    """Whose input gradient makes the adversarial images (Sec. 4.2 of the paper)."""
+    """The paper's gradient sources (Sec. 4.2); any model of the sweep may be one too
+    (imbadv/sources.py)."""
 
     SAME = "same"  # the attacked model's own gradient (white box)
     BALANCED = "balanced"  # the balanced model's gradient (transfer)
+
+
+# A wheel carries conf/ inside the package (pyproject maps it there); a source checkout has it
+# at the top level, where the user edits it.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class Settings:
     seed: int
     val_fraction: float
     specs: tuple[AttackSpec, ...]
-    sources: tuple[Source, ...]
+    sources: tuple[str, ...]  # same, balanced, or canonical names of the sweep's models
     attack_batch_size: int
     device: str
     jobs_per_gpu: int
@@ -79,6 +87,7 @@ class Settings:
     attack_images: str = "target"  # target: the target class's test images | all: every class
     per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
     progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
+    named_sources: dict = field(default_factory=dict)  # name -> sources.SourceModel
 
 
 def _as_list(value: Any) -> list:
@@ -187,9 +196,9 @@ def from_config(cfg: DictConfig) -> Settings:
     target = parse_target(cfg["class"], dataset.params.known_classes())
     val_fraction = _number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9)
     check_counts(dataset, imbalance, target, val_fraction)
-    sources = tuple(
-        dict.fromkeys(_choice("attack.sources", s, Source) for s in _as_list(cfg.attack.sources))
-    )
+    adversarial = adversarial_settings(cfg)
+    classes = dataset.params.known_classes()
+    sources, named = parse_sources(cfg, (imbalance, target, adversarial), classes, CONF_DIR)
     train = OmegaConf.to_container(cfg.trainer, resolve=True)
     return Settings(
         target=target,
@@ -202,13 +211,14 @@ def from_config(cfg: DictConfig) -> Settings:
         val_fraction=val_fraction,
         specs=with_target_class(attack_specs(cfg.attack), dataset.params.known_classes(), target),
         sources=sources,
+        named_sources=named,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
         device=_device(cfg.device),
         jobs_per_gpu=_number("jobs_per_gpu", cfg.jobs_per_gpu, 1, integer=True),
         threads=_number("threads", cfg.threads, 0, integer=True),
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
-        adversarial=adversarial_settings(cfg),
+        adversarial=adversarial,
         **attack_images(cfg.attack),
         progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
     )

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -72,7 +73,7 @@ class Store:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        for sub in ("models", "results", "locks"):
+        for sub in ("models", "results", "images", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def lock(self, key: str) -> FileLock:
@@ -145,7 +146,51 @@ class Store:
             self._log("evaluations", key)
             return result, True
 
+    def load_images(self, key: str) -> dict[str, np.ndarray] | None:
+        """A stored adversarial image set (arrays `adv`, `zero_grads`), or None if absent or unreadable."""
+        path = self.root / "images" / f"{key}.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as f:
+                return {name: f[name] for name in f.files}
+        except (OSError, ValueError, EOFError) as err:
+            warnings.warn(
+                f"image set {key} in {self.root} is unreadable ({err}); remaking it", stacklevel=2
+            )
+            return None
+
+    def images(
+        self,
+        group: str,
+        keys: dict[str, str],
+        craft: Callable[[list[str]], dict[str, dict[str, np.ndarray]]],
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Each image set of `keys` (name -> key), the missing ones crafted once under `group`'s lock.
+
+        `craft(names)` makes the missing sets together (one input gradient per batch serves every
+        FGSM eps); each is stored exactly (float32, compressed) and logged under "craftings".
+        """
+        sets = {name: self.load_images(key) for name, key in keys.items()}
+        if all(v is not None for v in sets.values()):
+            return sets
+        with self.lock(f"images-{group}"):
+            sets = {name: self.load_images(key) for name, key in keys.items()}
+            missing = [name for name, v in sets.items() if v is None]
+            if missing:
+                for name, arrays in craft(missing).items():
+                    path = self.root / "images" / f"{keys[name]}.npz"
+                    atomic_write_bytes(path, lambda tmp, a=arrays: _save_npz(tmp, a))
+                    self._log("craftings", keys[name])
+                    sets[name] = arrays
+        return sets
+
     def work_log(self, kind: str = "trainings") -> list[dict]:
-        """Every piece of work of `kind` ("trainings" or "evaluations") this store recorded, in order."""
+        """Every piece of work of `kind` ("trainings", "evaluations", "craftings") recorded, in order."""
         path = self.root / f"{kind}.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: numpy would append .npz to a name
+        np.savez_compressed(f, **arrays)

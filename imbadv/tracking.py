@@ -253,11 +253,13 @@ def attack_scalars(attacks: list[dict[str, Any]], names: list[str]) -> dict[str,
     several_eps = len({r["eps"] for r in attacks}) > 1
     for row in attacks:
         n = max(1, row["n"])
-        if row["source"] == "same":  # clean numbers are the attacked model's, whatever the source
+        # the balanced model's own rows (measured with the transfer images) under balanced/
+        other = "balanced/" if row.get("role") == "balanced" else ""
+        if row["source"] == "same" and not other:  # clean numbers: the attacked model's
             out["clean/acc"] = row["clean_acc"]
             out["clean/acc_ci95_lo"], out["clean/acc_ci95_hi"] = row["clean_acc_ci95"]
             out |= {f"clean/to/{c}": k / n for c, k in zip(names, row["clean_row"], strict=False)}
-        p = attack_prefix(row, several_eps)
+        p = other + attack_prefix(row, several_eps)
         out[f"{p}/acc"] = row["adv_acc"]
         out[f"{p}/acc_ci95_lo"], out[f"{p}/acc_ci95_hi"] = row["adv_acc_ci95"]
         for key in ("relative_drop", "success_rate", "zero_grad_fraction"):
@@ -268,9 +270,9 @@ def attack_scalars(attacks: list[dict[str, Any]], names: list[str]) -> dict[str,
 
 def destination_rows(attacks: list[dict[str, Any]], names: list[str]) -> tuple[list[str], list]:
     """A table: per attack and source, how many target images each class got, clean and attacked."""
-    columns = ["method", "eps", "source", "predicted", "clean", "adversarial"]
+    columns = ["model", "method", "eps", "source", "predicted", "clean", "adversarial"]
     rows = [
-        [r["method"], r["eps"], r["source"], name, clean, adv]
+        [r.get("model", r["imbalance"]), r["method"], r["eps"], r["source"], name, clean, adv]
         for r in attacks
         for name, clean, adv in zip(names, r["clean_row"], r["adv_row"], strict=False)
     ]

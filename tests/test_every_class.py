@@ -8,10 +8,11 @@ import torch
 
 from imbadv.attacks import ATTACKS
 from imbadv.data.base import DataCard, Dataset
-from imbadv.experiment import attack_rows
 from imbadv.metrics import class_summary, stratified_subset
 from imbadv.models.vgg import VGG
 from imbadv.settings import AttackSpec, Source
+from imbadv.store import Store
+from imbadv.transfer import attack_rows
 
 
 def test_class_summary_counts_every_class_with_its_own_denominator():
@@ -39,7 +40,7 @@ def test_stratified_subset_is_seeded_and_per_class():
     assert np.array_equal(stratified_subset(y, None, seed=0), np.arange(y.size))
 
 
-def tiny_job(images, per_class):
+def tiny_job(images, per_class, store_dir):
     gen = torch.Generator().manual_seed(0)
     y = np.repeat(np.arange(10), 6)
     x = torch.randint(0, 256, (60, 3, 32, 32), generator=gen, dtype=torch.uint8).numpy()
@@ -53,16 +54,19 @@ def tiny_job(images, per_class):
         seed=0,
         attack_batch_size=16,
         imbalance=SimpleNamespace(name="under"),
+        target=3,
+        adversarial=SimpleNamespace(mode="none"),
         attack_images=images,
         per_class=per_class,
     )
-    return attack_rows(data, s, 3, {"same": model}, torch.device("cpu"))
+    store = Store(store_dir)
+    return attack_rows(data, s, 3, {"target": model}, {"target": "m"}, store, torch.device("cpu"))
 
 
-def test_rows_measure_every_class_and_keep_the_paper_row():
-    (paper,) = tiny_job("target", None)
+def test_rows_measure_every_class_and_keep_the_paper_row(tmp_path):
+    (paper,) = tiny_job("target", None, tmp_path)
     assert "classes" not in paper and paper["n"] == 6
-    (row,) = tiny_job("all", 4)
+    (row,) = tiny_job("all", 4, tmp_path)
     assert row["images"] == {"images": "all", "per_class": 4, "n": 40}
     per_class = row["classes"]["per_class"]
     assert [r["n"] for r in per_class] == [4] * 10

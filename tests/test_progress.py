@@ -13,7 +13,7 @@ from conftest import TINY, run_cli
 
 from imbadv import progress, status
 from imbadv.attacks import ATTACKS
-from imbadv.evaluate import evaluate_attacks
+from imbadv.evaluate import craft
 from imbadv.models.vgg import VGG
 from imbadv.settings import AttackSpec
 from imbadv.training import TrainSettings
@@ -165,10 +165,11 @@ def test_attack_progress_lines(caplog):
     model = VGG(num_classes=2, width=0.125).eval()
     specs = [AttackSpec(ATTACKS.parse("attack.methods", m, {}), 0.01) for m in ("fgsm", "bim")]
     caplog.set_level(logging.INFO, logger="imbadv.progress")
-    evaluate_attacks(
+    craft(
+        "same",
         model,
-        {"same": model},
         specs,
+        {spec.name: 0 for spec in specs},
         toy(40),
         torch.device("cpu"),
         16,
@@ -181,8 +182,8 @@ def test_attack_progress_lines(caplog):
     assert [t.split(",")[0] for t in texts[1:4]] == [
         f"attack class 1: batch {i}/3" for i in (1, 2, 3)
     ]
-    assert texts[4].startswith("attack class 1: same|fgsm/eps=0.01/ascent  40 images  acc ")
-    assert texts[5].startswith("attack class 1: same|bim/eps=0.01/ascent  40 images  acc ")
+    assert texts[4].startswith("attack class 1: same|fgsm/eps=0.01/ascent  40 images made  (")
+    assert texts[5].startswith("attack class 1: same|bim/eps=0.01/ascent  40 images made  (")
     assert len(texts) == 6
 
 

@@ -133,12 +133,19 @@ def seed_copies(sweep: Path, shifts: dict[int, float], extra_eps: float | None =
             other["key"] = f"{full['key']}-seed{seed}"  # a job's key holds its seed
             for row in other["attacks"]:
                 row["seed"], row["adv_acc"] = seed, min(1.0, row["adv_acc"] + shift)
+                row["model_key"] += f"-seed{seed}"  # another seed's model: rows told apart
             target = path.parent.with_name(path.parent.name + f",seed={seed}") / "results.json"
             target.parent.mkdir()
             target.write_text(json.dumps(other))
         if extra_eps is not None:
             full["attacks"] += [
-                {**r, "eps": extra_eps, "adv_acc": r["adv_acc"] / 2} for r in full["attacks"]
+                {
+                    **r,
+                    "eps": extra_eps,
+                    "adv_acc": r["adv_acc"] / 2,
+                    "images_key": r["images_key"] + "-eps",
+                }
+                for r in full["attacks"]
             ]
             path.write_text(json.dumps(full))
 
@@ -156,6 +163,7 @@ def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
             for r in f["attacks"]
             if r["method"] == "fgsm"
             and r["eps"] == 0.01
+            and r["role"] == "target"  # not the balanced model's rows measured again by under/over
             and r["class"] == cls
             and COLUMN[(r["imbalance"], r["source"])] == key
         ]
@@ -309,3 +317,17 @@ def test_results_page_copies_figures_beside_it(smoke_sweep, tmp_path):
         and (tmp_path / "docs" / "results" / "fig_transfer.png").exists()
     )
     assert "Made by `python -m imbadv.report " in text and "--results-page" in text
+
+
+def test_results_page_sections_are_added_then_replaced(smoke_sweep, tmp_path):
+    sweep_dir = copy_sweep(smoke_sweep, tmp_path / "sweep")
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\nintro\n")
+    for _ in range(2):  # the second run replaces its section, it does not add another
+        assert cli.main([str(sweep_dir), "--results-page", str(page), "--section", "lt"]) == 0
+    text = page.read_text()
+    assert text.startswith("# Results\n\nintro\n") and text.count("<!-- imbadv section lt -->") == 1
+    assert "](results/lt-fig_transfer.png)" in text
+    assert (tmp_path / "results" / "lt-fig_transfer.png").exists()
+    assert cli.main([str(sweep_dir), "--results-page", str(page), "--section", "other"]) == 0
+    assert page.read_text().index("section lt -->") < page.read_text().index("section other -->")

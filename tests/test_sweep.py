@@ -28,8 +28,18 @@ def test_sweep_rows_and_trainings(smoke_sweep):
     runs = results(smoke_sweep["sweep"])
     assert len(runs) == 6  # classes 0, 1 x balanced, under, over
     rows = [r for run in runs for r in run["attacks"]]
-    # per class and attack: balanced 1 row, under 2 (same, balanced gradient), over 2
-    assert len(rows) == 2 * 5 * 2
+    # per class and attack: balanced 1 row, under 2 (same, balanced gradient), over 2, and
+    # under and over each the balanced model's own row again (from the same images)
+    assert len(rows) == 2 * 5 * 2 + 2 * 2 * 2
+    again = [r for r in rows if r.get("role") == "balanced"]
+    own = {
+        (r["class"], r["attack"]): r
+        for r in rows
+        if r["imbalance"] == "balanced" and r["role"] == "target"
+    }
+    assert len(again) == 8 and all(
+        r["adv_row"] == own[(r["class"], r["attack"])]["adv_row"] for r in again
+    )
     keys = trained_keys(smoke_sweep["store"])
     assert len(keys) == len(set(keys)) == 5  # 1 balanced + 2 under + 2 over
     folders = {p.parent.name for p in smoke_sweep["sweep"].rglob("results.json")}

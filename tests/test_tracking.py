@@ -119,6 +119,9 @@ def test_offline_run_holds_confusion_matrix_summary_and_curves(offline_sweep):
         )
         s = run["summary"]
         assert s["adv/fgsm/same/acc"] == pytest.approx(fgsm["adv_acc"])
+        own = [r for r in full["attacks"] if r["role"] == "balanced" and r["method"] == "fgsm"]
+        if own:  # an imbalanced job: the balanced model's own row, kept apart from the job's
+            assert s["balanced/adv/fgsm/same/acc"] == pytest.approx(own[0]["adv_acc"])
         assert s["clean/acc"] == pytest.approx(fgsm["clean_acc"])
         assert s["adv/bim/balanced/acc"] == pytest.approx(transfer["adv_acc"])
         assert s["target/clean/acc"] == pytest.approx(full["models"]["target"]["clean"]["acc"])

@@ -132,6 +132,7 @@ def table_blocks(records: list[dict], sel: Any, names: list[str], floor: Any) ->
                 else "one seed, with the 95 % Wilson interval of the accuracy"
             )
             + f"; seeds {seeds}. "
+            f"Combinations measured: {sum(r['n_seeds'] > 0 for r in records)} of {len(records)}. "
             "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper. "
             f"† = degenerate baseline in at least one seed ({floor.describe()}): left out of findings; "
             f"{sum(r['degenerate'] for r in records)} of {sum(r['n_seeds'] for r in records)} (cell, seed) results are.",

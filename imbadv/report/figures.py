@@ -20,18 +20,31 @@ from imbadv.report.plots import (
 from imbadv.report.sweep import per_class, pick
 
 
+def matrix_role(name: str, cls: int) -> str:
+    """A model name relative to the row's class: `under-3` on class 3's images is `under-c`."""
+    base, plus, mode = name.partition("+")
+    if base.endswith(f"-{cls}"):
+        base = base[: -len(str(cls))] + "c"
+    return base + plus + mode
+
+
+def cell_names(r: dict) -> tuple[str, str]:
+    """(gradient source, attacked model) of a row, class-relative; older rows carry neither name."""
+    targeted = r["imbalance"] in ("under", "over")  # the report stays free of the registries
+    model = r.get("model") or r["imbalance"] + (f"-{r['class']}" if targeted else "")
+    source = r.get("source_model") or (model if r["source"] == "same" else "balanced")
+    return matrix_role(source, r["class"]), matrix_role(model, r["class"])
+
+
 def transfer_grid(rows: list[dict], sel: Any) -> dict[tuple[str, str], float]:
-    """(source, attacked model) -> mean adversarial target-class accuracy over classes and seeds."""
-    grid = {}
-    for m in MODEL_COLORS:
-        for src in ("same", "balanced"):
-            # the balanced model attacked with the balanced model's gradient is its own attack
-            cells = per_class(
-                rows, sel, "adv_acc", imbalance=m, source="same" if m == "balanced" else src
-            )
-            if cells:
-                grid[(src, m)] = float(np.mean([s.mean for s in cells.values()]))
-    return grid
+    """(source, attacked model) -> mean adversarial target-class accuracy over classes (each class
+    first averaged over its seeds). The diagonal is the white-box attack."""
+    cells: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for r in pick(rows, sel):
+        cells.setdefault(cell_names(r), {}).setdefault(int(r["class"]), []).append(r["adv_acc"])
+    return {
+        k: float(np.mean([np.mean(v) for v in by_class.values()])) for k, by_class in cells.items()
+    }
 
 
 def draw(
@@ -94,7 +107,7 @@ def draw(
             transfer_map,
             "fig_transfer.png",
             (grid,),
-            f"Transfer matrix: gradient source x attacked model, {tag}, mean target-class accuracy over classes and seeds",
+            f"Transfer matrix: gradient source (rows) x attacked model (columns), {tag}, mean target-class accuracy over classes and seeds; -c = the row's target class; the diagonal is the white-box attack",
         ),
         (
             len(sel.all_eps) > 1,

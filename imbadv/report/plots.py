@@ -151,12 +151,18 @@ def classwise_bars(
     return bars(path, series, names, "robust recall (%)", caption)
 
 
+def matrix_order(names: set[str]) -> list[str]:
+    """The paper's models first (balanced, under, over), then the others by name."""
+    first = ["balanced", "under-c", "over-c", "matched"]
+    return [n for n in first if n in names] + sorted(names - set(first))
+
+
 def transfer_map(path: Path, grid: dict[tuple[str, str], float], caption: str) -> tuple[str, str]:
     """Heat map: gradient source (rows) x attacked model (columns), adversarial accuracy."""
-    sources = [s for s in ("same", "balanced") if any(k[0] == s for k in grid)]
-    models = [m for m in MODEL_COLORS if any(k[1] == m for k in grid)]
+    sources = matrix_order({k[0] for k in grid})
+    models = matrix_order({k[1] for k in grid})
     data = np.array([[grid.get((s, m), np.nan) for m in models] for s in sources]) * 100
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models), 1.4 + 0.9 * len(sources)))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(models), 1.4 + 0.6 * len(sources)))
     image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=0, vmax=100)
     for (i, j), v in np.ndenumerate(data):
         ax.text(
@@ -166,11 +172,11 @@ def transfer_map(path: Path, grid: dict[tuple[str, str], float], caption: str) -
             ha="center",
             va="center",
             color="white" if not np.isnan(v) and v < 50 else "black",
+            fontweight="bold" if sources[i] == models[j] else "normal",  # white box
         )
-    labels = {"same": "own gradient", "balanced": "balanced model's gradient"}
     ax.set(xticks=range(len(models)), yticks=range(len(sources)), xlabel="attacked model")
-    ax.set_xticklabels(models)
-    ax.set_yticklabels([labels[s] for s in sources])
+    ax.set_xticklabels(models, rotation=30 if len(models) > 4 else 0)
+    ax.set_yticklabels([f"gradient of {s}" for s in sources])
     ax.set_title(_title(caption, 55), fontsize=9)
     fig.colorbar(image, ax=ax, label="adversarial accuracy (%)")
     return _save(fig, path, caption)

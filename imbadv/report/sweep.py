@@ -141,12 +141,21 @@ def pick(
 
 
 def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
-    """Every attack row, with its job's setting (profile, objective, adversarial, of) and `group`."""
-    return [
-        {**row, **setting(result), "group": group_of(result)}
-        for result in sweep.results
-        for row in result["attacks"]
-    ]
+    """Every attack row, with its model's setting (profile, objective, adversarial, of) and `group`.
+
+    A row measured in several jobs (the balanced model's own rows for a class come with every
+    job that uses its images) counts once: rows are told apart by attacked model and image set.
+    """
+    out, seen = [], set()
+    for result in sweep.results:
+        for row in result["attacks"]:
+            ident = (row.get("model_key"), row.get("images_key"))
+            if ident[0] is not None and ident in seen:
+                continue
+            seen.add(ident)
+            merged = {**setting(result), **row}  # a balanced model's own row says "balanced"
+            out.append({**merged, "group": group_label(merged)})
+    return out
 
 
 def class_names(sweep: Sweep) -> list[str]:
@@ -208,7 +217,10 @@ def setting(result: dict[str, Any]) -> dict[str, str]:
 
 def group_of(result: dict[str, Any]) -> str:
     """The setting as one label: `exp(ratio=50) + balanced_softmax + pgd_at`; defaults left out."""
-    s = setting(result)
+    return group_label(setting(result))
+
+
+def group_label(s: dict[str, Any]) -> str:
     extra = [s["objective"]] * (s["objective"] != "ce") + [s["adversarial"]] * (
         s["adversarial"] != "none"
     )

@@ -1,0 +1,165 @@
+"""Gradient sources by name: `same`, `balanced`, or any model of the sweep (`under-3`, `exp+fast_fgsm`).
+
+A model of a sweep is named `<profile>[-<class>][+<training mode>]`: the class only for profiles
+that have a target class (under, over), the training mode only when it is adversarial. A named
+source is the attacked job's own setting (data, model, objective, trainer, seed) with that
+profile, class and training mode; its profile's options are the job's own when the job has that
+profile, else that profile's config file (`conf/imbalance/<name>.yaml`, resolved against the
+job's `counts`). Without `+mode` a source trains as the job does, like `balanced`. No torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from imbadv.errors import ConfigError
+from imbadv.imbalance import PROFILES
+from imbadv.registry import Spec, build_params
+from imbadv.training import AdversarialSettings
+
+SAME, BALANCED = "same", "balanced"  # the paper's two sources (white box, transfer)
+NAME = re.compile(r"^(?P<profile>[A-Za-z_]\w*)(?:-(?P<cls>[^+]+))?(?:\+(?P<mode>[A-Za-z_]\w*))?$")
+ALLOWED = "same, balanced, or a model of the sweep: <profile>[-<class>][+<mode>], e.g. under-3"
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A named source resolved for one job: the model its gradient comes from."""
+
+    name: str  # canonical: under-3, balanced+fast_fgsm
+    profile: Spec
+    target: int | str | None  # None for a profile without a target class
+    adversarial: AdversarialSettings
+
+
+def targeted(profile: str) -> bool:
+    """Whether a profile is built around a target class (under, over)."""
+    return bool(PROFILES.get("imbalance", profile).extra.get("targeted", False))
+
+
+def model_name(profile: str, target: int | str | None, mode: str) -> str:
+    """The canonical name of a model of the sweep: `under-3`, `exp+fast_fgsm`, `balanced`."""
+    cls = f"-{target}" if targeted(profile) else ""
+    return f"{profile}{cls}" + (f"+{mode}" if mode != "none" else "")
+
+
+def group_options(cfg: DictConfig, group: str, name: str, conf_dir: Path) -> dict[str, Any]:
+    """Option `name` of config group `group` as a job with `group=name` would get it."""
+    path = conf_dir / group / f"{name}.yaml"
+    if not path.is_file():  # a plugin's component: its registered defaults
+        return {"name": name} if group == "imbalance" else {"mode": name}
+    counts = OmegaConf.to_container(cfg.counts, resolve=True)
+    node = OmegaConf.create({"counts": counts, group: OmegaConf.load(path)})
+    return dict(OmegaConf.to_container(node[group], resolve=True))
+
+
+def resolve(
+    text: Any,
+    cfg: DictConfig,
+    job: tuple[Spec, int | str, AdversarialSettings],
+    classes: tuple[str, ...] | None,
+    conf_dir: Path,
+) -> SourceModel:
+    """The model a source name stands for, for the job (profile, target, adversarial) `job`."""
+    from imbadv.settings import parse_target  # settings imports this module
+
+    match = NAME.match(str(text))
+    if match is None or match["profile"] not in PROFILES.names():
+        raise ConfigError("attack.sources", text, ALLOWED)
+    profile, cls, mode = match["profile"], match["cls"], match["mode"]
+    own_profile, own_target, own_adv = job
+    if targeted(profile) != (cls is not None):
+        need = "a class (under-3)" if targeted(profile) else "no class"
+        raise ConfigError("attack.sources", text, f"profile {profile} with {need}")
+    try:
+        target = None if cls is None else parse_target(cls, classes)
+    except ConfigError as err:
+        raise ConfigError("attack.sources", text, f"a class that is {err.allowed}") from None
+    if profile == own_profile.name:
+        spec = own_profile
+    else:
+        options = group_options(cfg, "imbalance", profile, conf_dir)
+        spec = PROFILES.parse("attack.sources", options.pop("name"), options)
+    adversarial = own_adv
+    if mode is not None and mode != own_adv.mode:
+        options = group_options(cfg, "adversarial", mode, conf_dir)
+        try:
+            adversarial = build_params(AdversarialSettings, "attack.sources", options)
+        except ConfigError:
+            raise ConfigError(
+                "attack.sources", text, "a training mode none, pgd_at, fast_fgsm or trades"
+            ) from None
+    return SourceModel(model_name(profile, target, adversarial.mode), spec, target, adversarial)
+
+
+def parse_sources(
+    cfg: DictConfig,
+    job: tuple[Spec, int | str, AdversarialSettings],
+    classes: tuple[str, ...] | None,
+    conf_dir: Path,
+) -> tuple[tuple[str, ...], dict[str, SourceModel]]:
+    """The job's sources in order (same, balanced, canonical names) and the named ones resolved.
+
+    A name that is the job's own model is `same`; one that is the balanced source is `balanced`.
+    """
+    profile, target, adversarial = job
+    own = model_name(profile.name, target, adversarial.mode)
+    balanced = model_name(BALANCED, None, adversarial.mode)
+    entries = cfg.attack.sources
+    entries = (
+        list(entries) if OmegaConf.is_list(entries) or isinstance(entries, list) else [entries]
+    )
+    order, named = [], {}
+    for text in entries:
+        if text in (SAME, BALANCED):
+            order.append(str(text))
+            continue
+        source = resolve(text, cfg, job, classes, conf_dir)
+        if source.name == own:
+            order.append(SAME)
+        elif source.name == balanced and source.profile.name == BALANCED:
+            order.append(BALANCED)
+        else:
+            order.append(source.name)
+            named[source.name] = source
+    return tuple(dict.fromkeys(order)), named
+
+
+def with_names(s: Any) -> dict[str, str]:
+    """Source -> canonical model name for settings `s` (`same` is the job's own model)."""
+    mode = s.adversarial.mode
+    names = {
+        SAME: model_name(s.imbalance.name, s.target, mode),
+        BALANCED: model_name(BALANCED, None, mode),
+    }
+    return {src: names.get(src, src) for src in s.sources}
+
+
+def check_sweep(jobs: list[Any]) -> None:
+    """Every named source of every job is a model some job of the sweep trains (one line if not).
+
+    `jobs` are the sweep's Settings; a job trains its own model and, with `balanced` among its
+    sources, the balanced one. Names compare across seeds: each seed's source is that seed's model.
+    """
+    trained = set()
+    for s in jobs:
+        trained.add(model_name(s.imbalance.name, s.target, s.adversarial.mode))
+        if BALANCED in s.sources:
+            trained.add(model_name(BALANCED, None, s.adversarial.mode))
+    for s in jobs:
+        for name in s.named_sources:
+            if name not in trained:
+                have = ", ".join(sorted(trained))
+                raise ConfigError("attack.sources", name, f"{ALLOWED}; this sweep trains: {have}")
+
+
+def source_settings(s: Any, source: SourceModel) -> Any:
+    """The job's settings with the source's profile, class and training mode."""
+    return replace(
+        s, imbalance=source.profile, target=source.target, adversarial=source.adversarial
+    )

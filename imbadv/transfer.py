@@ -1,0 +1,176 @@
+"""Transfer stage: adversarial images made once per (source model, attack, images), tested on every model.
+
+Every image set, the white-box ones included, goes through the store: a source's images for one
+class are made by the first job that needs them and read by all others, so the diagonal of the
+transfer matrix is the white-box number exactly and the balanced model's own row for a class
+comes with the images its transfer rows already need (docs/transfer.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from imbadv.attacks import EPS_SPACE
+from imbadv.data.base import Dataset
+from imbadv.evaluate import craft, on_device, predict, predict_unit
+from imbadv.metrics import attack_summary, class_summary, flag_gradient_masking, stratified_subset
+from imbadv.progress import Watch
+from imbadv.settings import AttackSpec, Settings
+from imbadv.sources import BALANCED, SAME, with_names
+from imbadv.store import Store, content_key
+from imbadv.training.loop import to_unit
+
+
+def role_of(source: str) -> str:
+    """The model role a source's gradient comes from: target (same), balanced, or its name."""
+    return "target" if source == SAME else source
+
+
+def attack_identity(spec: AttackSpec) -> dict[str, Any]:
+    """What makes two attack settings the same for the store (component key, eps, direction)."""
+    identity = {"method": spec.method.key(), "eps": spec.eps, "direction": spec.direction.value}
+    if spec.target_class is not None:  # absent otherwise: existing store keys stay as they were
+        identity["target_class"] = spec.target_class
+    return identity
+
+
+def attacked_indices(data: Dataset, s: Settings, target: int) -> np.ndarray:
+    """The test images attacked: the target class's (the paper), or every class's (all of them
+    or a seeded class-stratified subset of `per_class` each)."""
+    if s.attack_images == "target":
+        return np.flatnonzero(data.y_test == target)
+    return stratified_subset(data.y_test, s.per_class, s.seed)
+
+
+def image_sets(
+    store: Store,
+    source: tuple[str, torch.nn.Module, str],
+    s: Settings,
+    idx: np.ndarray,
+    images: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    watch: Watch,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per spec name, the images `source` (name, model, store key) makes from `images`, once."""
+    name, model, model_key = source
+    where = {"source": model_key, "indices": hashlib.sha256(idx.tobytes()).hexdigest()[:16]}
+    keys = {
+        spec.name: content_key(
+            {
+                **where,
+                "attack": attack_identity(spec),
+                "batch_size": s.attack_batch_size,  # random starts are drawn batch by batch
+                "seed": s.seed,
+            }
+        )
+        for spec in s.specs
+    }
+    specs = {spec.name: spec for spec in s.specs}
+    # each set's random starts from its own generator, seeded by its key: the same set whichever
+    # job makes it and whatever other sets are made with it
+    seeds = {n: int(k[:8], 16) for n, k in keys.items()}
+
+    def make(missing: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        callbacks = watch.attacks(f"{name} on {len(idx)} images")
+        todo = [specs[n] for n in missing]
+        return craft(name, model, todo, seeds, images, device, s.attack_batch_size, callbacks)
+
+    sets = store.images(content_key(where), keys, make)
+    return {n: {**arrays, "key": keys[n]} for n, arrays in sets.items()}
+
+
+def attack_rows(
+    data: Dataset,
+    s: Settings,
+    target: int,
+    models: dict[str, torch.nn.Module],
+    keys: dict[str, str],
+    store: Store,
+    device: torch.device,
+    watch: Watch | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (source, attack) on the attacked model, plus the balanced model's own rows.
+
+    `models` and `keys` are by role (target, balanced, a named source). With `balanced` among the
+    sources of an imbalanced job, the balanced model is tested on its own images too: its
+    white-box row for this class, so a sweep without `imbalance=balanced` jobs still has it.
+    """
+    watch = watch or Watch(lines=False)
+    idx = attacked_indices(data, s, target)
+    images = on_device(data, idx, device, False)
+    x = to_unit(images[0]).cpu().numpy()
+    labels = images[1].cpu().numpy()
+    names = with_names(s)
+    rows: dict[str, list[dict[str, Any]]] = {"target": [], "balanced": []}
+    clean = {who: predict(models[who], images[0]) for who in rows if who in models}
+    for src in s.sources:
+        role = role_of(src)
+        sets = image_sets(
+            store, (names[src], models[role], keys[role]), s, idx, images, device, watch
+        )
+        tested = [("target", src, names[SAME])]
+        if src == BALANCED and s.imbalance.name != BALANCED:
+            tested.append(("balanced", SAME, names[BALANCED]))
+        for who, row_source, model_name in tested:
+            for spec in s.specs:
+                adv = sets[spec.name]["adv"]
+                cell = {
+                    "role": who,  # target: the job's model; balanced: its own rows, same images
+                    "source": row_source,
+                    "model": model_name,
+                    "source_model": names[src],
+                    "model_key": keys[who],
+                    "images_key": sets[spec.name]["key"],
+                    "max_abs_delta": float(np.abs(adv - x).max()) if len(x) else 0.0,
+                    "zero_grad_fraction": float(sets[spec.name]["zero_grads"]) / max(1, len(x)),
+                }
+                if who == "balanced":
+                    cell |= {"imbalance": BALANCED, "profile": BALANCED}
+                preds = predict_unit(models[who], adv, device)
+                rows[who].append(row(data, s, target, spec, labels, clean[who], preds, cell))
+    return [r for group in rows.values() for r in flag_gradient_masking(group)]
+
+
+def row(
+    data: Dataset,
+    s: Settings,
+    target: int,
+    spec: AttackSpec,
+    labels: np.ndarray,
+    clean: np.ndarray,
+    adv: np.ndarray,
+    cell: dict[str, Any],
+) -> dict[str, Any]:
+    """One results row: the paper's target-class numbers, and every class's with images=all."""
+    on = labels == target  # the paper's row: the target class's images only
+    return {
+        "method": spec.method.name,
+        "attack": spec.method.label(),
+        "params": spec.method.params.resolved(spec.eps),
+        "eps": spec.eps,
+        "eps_space": EPS_SPACE,
+        "direction": spec.direction.value,
+        "target_class": spec.target_class,
+        "seed": s.seed,
+        "dataset": data.name,
+        "class": target,
+        "class_name": data.classes[target],
+        "imbalance": s.imbalance.name,
+        **attack_summary(labels[on], clean[on], adv[on], data.num_classes),
+        **every_class(s, labels, clean, adv, data.num_classes),
+        **cell,
+    }
+
+
+def every_class(
+    s: Settings, labels: np.ndarray, clean: np.ndarray, adv: np.ndarray, num_classes: int
+) -> dict[str, Any]:
+    """With attack.images=all: the per-class numbers of one row (nothing for the paper's rows)."""
+    if s.attack_images == "target":
+        return {}
+    scope = {"images": s.attack_images, "per_class": s.per_class, "n": int(len(labels))}
+    return {"images": scope, "classes": class_summary(labels, clean, adv, num_classes)}
