@@ -25,10 +25,15 @@ def lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def bench_matrix(store: Path, data: str, seed: int, extra: list[str]) -> dict:
-    """Run the matrix sweep on `store`'s models; its wall time and the work it did."""
+def bench_matrix(
+    store: Path, data: str, seed: int, extra: list[str], keep: Path | None = None
+) -> dict:
+    """Run the matrix sweep on `store`'s models; its wall time and the work it did.
+
+    The sweep folder is temporary unless `keep` names where it should stay (for a report)."""
     before = {k: lines(store / f"{k}.jsonl") for k in ("trainings", "craftings", "evaluations")}
     with tempfile.TemporaryDirectory() as tmp:
+        sweep = keep or Path(tmp) / "sweep"
         args = [
             sys.executable,
             "-m",
@@ -44,13 +49,13 @@ def bench_matrix(store: Path, data: str, seed: int, extra: list[str]) -> dict:
             "launcher=gpus",
             "logger=none",
             f"paths.store_dir={store}",
-            f"hydra.sweep.dir={tmp}/sweep",
+            f"hydra.sweep.dir={sweep}",
             *extra,
         ]
         start = time.perf_counter()
         proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ})
         seconds = time.perf_counter() - start
-        jobs = len(list(Path(tmp, "sweep").rglob("results.json")))
+        jobs = len(list(sweep.rglob("results.json")))
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     done = {k: lines(store / f"{k}.jsonl") - v for k, v in before.items()}
@@ -74,9 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data", required=True, help="the CIFAR-10 copy the models were trained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--keep", type=Path, default=None, help="keep the sweep folder here")
     p.add_argument("overrides", nargs="*", help="more overrides for the sweep (e.g. device=cpu)")
     args = p.parse_args(argv)
-    report = bench_matrix(args.store, args.data, args.seed, args.overrides)
+    report = bench_matrix(args.store, args.data, args.seed, args.overrides, args.keep)
     print(
         f"quick transfer matrix: {report['jobs']} jobs in {report['wall_seconds']:.0f} s "
         f"(target <= {TARGET_SECONDS} s: {'met' if report['within_target'] else 'MISSED'}); "

@@ -176,3 +176,27 @@ def run_cli_report(sweep: Path, cwd: Path) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (sweep / "report.md").read_text()
+
+
+def test_report_draws_the_whole_matrix_with_white_box_on_the_diagonal(matrix):
+    from imbadv.report import cli
+
+    sweep = matrix["base"] / "sweep"
+    assert cli.main([str(sweep)]) == 0
+    md = (sweep / "report.md").read_text()
+    table = md.split("## Transfer matrix")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| gradient of ")]
+    cells = {
+        line.split("|")[1].strip()[len("gradient of ") :]: line.split("|")[2:5] for line in lines
+    }
+    assert list(cells) == ["balanced", "under-c", "over-c"] and "—" not in table
+    white = {
+        r["model"]: r["adv_acc"]
+        for r in matrix["rows"]
+        if r["method"] == "fgsm" and r["source"] == "same"
+    }
+    for i, name in enumerate(cells):
+        assert float(cells[name][i]) == pytest.approx(
+            100 * white[name.replace("-c", "-1")], abs=0.051
+        )
+    assert (sweep / "fig_transfer.png").exists()

@@ -14,6 +14,7 @@ import numpy as np
 
 from imbadv.report import classdoc, figures
 from imbadv.report import paper as rp
+from imbadv.report.plots import matrix_order
 from imbadv.report.sweep import is_cifar10
 
 # A block of the report: ("h", level, text) | ("p", text) | ("ul", [text]) |
@@ -251,6 +252,29 @@ def finding_blocks(found: list[Any], names: list[str], cifar10: bool, floor: Any
     return blocks
 
 
+def transfer_blocks(rows: list[dict], sel: Any) -> list[Block]:
+    """The transfer matrix as a table: gradient source (rows) x attacked model (columns)."""
+    grid = figures.transfer_grid(rows, sel)
+    sources, models = (matrix_order({k[i] for k in grid}) for i in (0, 1))
+    if len(sources) < 2:
+        return []
+    body = [
+        [f"gradient of {s}"] + [pct(grid[(s, m)]) if (s, m) in grid else "—" for m in models]
+        for s in sources
+    ]
+    return [
+        ("h", 2, f"Transfer matrix: {sel.method.upper()}, eps {sel.eps:g}"),
+        (
+            "p",
+            "Adversarial target-class accuracy (%) of the attacked model (columns) on images made "
+            "with the gradient of the model in each row; each cell averaged over seeds within a "
+            "class, then over classes. `-c` = the row's target class; the diagonal is the "
+            "white-box attack (the same image sets, docs/transfer.md).",
+        ),
+        ("table", ["gradient / attacked model", *models], body),
+    ]
+
+
 def write_report(rep: Any) -> Path:
     """table1.md, the figures, report.md and report.html, all into the report folder."""
     root, sweep = rep.sweep.root, rep.sweep
@@ -271,6 +295,7 @@ def write_report(rep: Any) -> Path:
         ("ul", missing) if missing else ("p", "Nothing: every cell has results."),
         *classdoc.table2_blocks(rep.rows, rep.sel, rep.names, rep.floor),
         *classdoc.classwise_blocks(rep.sums, rep.names, rep.sel, rep.baseline, rep.counts),
+        *transfer_blocks(rep.rows, rep.sel),
         ("h", 2, "Figures"),
         *[("img", f, c) for f, c in figs],
         *finding_blocks(rep.found, rep.names, is_cifar10(sweep), rep.floor),
