@@ -128,10 +128,13 @@ class Store:
                 return record, False
             return self.save_model(key, model, train(model)), True
 
-    def result(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+    def result(
+        self, key: str, compute: Callable[[], dict], kind: str = "evaluations"
+    ) -> tuple[dict, bool]:
         """The stored result `key`, or compute and store it once: (result, whether this call computed it).
 
-        A stored file that does not parse is recomputed (with a warning), never used.
+        A stored file that does not parse is recomputed (with a warning), never used. `kind` names
+        the work log the computation is recorded in.
         """
         path = self.root / "results" / f"{key}.json"
         result = read_json(path)
@@ -143,7 +146,7 @@ class Store:
                 return result, False
             result = compute()
             atomic_write_json(path, result)
-            self._log("evaluations", key)
+            self._log(kind, key)
             return result, True
 
     def load_images(self, key: str) -> dict[str, np.ndarray] | None:
