@@ -92,6 +92,19 @@ def test_both_training_sides_take_the_same_optimizer_steps():
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
+def test_both_adversarial_training_sides_take_the_same_steps():
+    model = VGG(width=0.0625)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu"), at_eps=8 / 255
+    )
+    # the bare fast-FGSM loop draws the same random starts and takes the same inner step as
+    # imbadv's AdversarialStep: the weights end alike (they would not if either side changed)
+    assert result["weights_max_abs_diff"] < 1e-5
+    plain = bench.bench_training(model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu"))
+    assert plain["weights_max_abs_diff"] < 1e-5 and positive(result["imbadv_images_per_s"])
+
+
 def test_attack_images_are_identical_to_torchattacks():
     x, y = bench.make_data(16, torch.device("cpu"), seed=3)
     # batches of 8 and 5: each batch's random start is seeded by its first index on both sides
