@@ -256,7 +256,7 @@ def transfer_blocks(rows: list[dict], sel: Any) -> list[Block]:
     """The transfer matrix as a table: gradient source (rows) x attacked model (columns)."""
     grid = figures.transfer_grid(rows, sel)
     sources, models = (matrix_order({k[i] for k in grid}) for i in (0, 1))
-    if len(sources) < 2:
+    if all(s == m for s, m in grid):  # the diagonal alone is the class-wise section's
         return []
     body = [
         [f"gradient of {s}"] + [pct(grid[(s, m)]) if (s, m) in grid else "—" for m in models]

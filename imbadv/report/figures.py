@@ -33,7 +33,9 @@ def cell_names(r: dict) -> tuple[str, str]:
     targeted = r["imbalance"] in ("under", "over")  # the report stays free of the registries
     model = r.get("model") or r["imbalance"] + (f"-{r['class']}" if targeted else "")
     source = r.get("source_model") or (model if r["source"] == "same" else "balanced")
-    return matrix_role(source, r["class"]), matrix_role(model, r["class"])
+    # sources train with the job's objective: a name alone would pool ce and balanced softmax
+    tag = "" if r.get("objective", "ce") == "ce" else f" [{r['objective']}]"
+    return matrix_role(source, r["class"]) + tag, matrix_role(model, r["class"]) + tag
 
 
 def transfer_grid(rows: list[dict], sel: Any) -> dict[tuple[str, str], float]:
@@ -65,6 +67,12 @@ def draw(
 
     counts, n_models = balanced_confusion(sweep.results)
     grid = transfer_grid(rows, sel)
+    transfer = any(s != m for s, m in grid)  # a matrix with a diagonal only says nothing new
+    clean, drop, pairs = (
+        per_model("clean_acc"),
+        per_model("relative_drop"),
+        pair_data(rows, sel, pair),
+    )
     # (whether there is data, plot function, file, its data arguments, caption)
     plan = [
         (
@@ -75,24 +83,24 @@ def draw(
             f"Fig. 1: the balanced model's confusion on the clean test set (row %, {n_models} seed(s) summed)",
         ),
         (
-            True,
+            clean,
             bars,
             "fig2_clean_accuracy.png",
-            (per_model("clean_acc"), names, "clean accuracy (%)"),
+            (clean, names, "clean accuracy (%)"),
             "Fig. 2: clean target-class accuracy of every model (error bars: 95 % interval)",
         ),
         (
-            True,
+            drop,
             bars,
             "fig5_relative_drop.png",
-            (per_model("relative_drop"), names, "relative drop (%)"),
+            (drop, names, "relative drop (%)"),
             f"Fig. 5: relative drop (clean - adv) / clean, same-model {tag} (error bars: 95 % interval over seeds)",
         ),
         (
-            True,
+            pairs,
             pair_panels,
             f"fig6_pair_{a}_{b}.png",
-            (pair_data(rows, sel, pair), pair, names),
+            (pairs, pair, names),
             f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})",
         ),
         (
@@ -103,7 +111,7 @@ def draw(
             f"Class-wise: per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)",
         ),
         (
-            grid,
+            transfer,
             transfer_map,
             "fig_transfer.png",
             (grid,),
