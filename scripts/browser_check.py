@@ -46,6 +46,7 @@ def check(page: Path, width: int, screenshot: Path | None) -> dict:
     if browser is None:
         sys.exit("browser_check: chromium not found (apt install chromium)")
     with tempfile.TemporaryDirectory() as tmp:
+        page = page.resolve()
         probe = page.parent / f".probe-{page.name}"  # beside the page: relative figures resolve
         probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
         flags = [
