@@ -183,12 +183,11 @@ def compute(
         models["balanced"], records["balanced"] = obtain_model(
             data, s, balanced_profile(s, data.train_counts()), target, device, store, watch
         )
-    for name, source in s.named_sources.items():
-        if name in s.sources:
-            cls = target if source.target is None else resolve_class(source.target, data)
-            models[name], records[name] = obtain_model(
-                data, source_settings(s, source), source.profile, cls, device, store, watch, name
-            )
+    for name, source in s.named_sources.items():  # parse_sources keeps only those it lists
+        cls = target if source.target is None else resolve_class(source.target, data)
+        models[name], records[name] = obtain_model(
+            data, source_settings(s, source), source.profile, cls, device, store, watch, name
+        )
     trained = {role: r["trained_here"] for role, r in records.items()}
     keys = {role: r["key"] for role, r in records.items()}
     key = content_key(

@@ -90,10 +90,8 @@ def resolve(
         options = group_options(cfg, "adversarial", mode, conf_dir)
         try:
             adversarial = build_params(AdversarialSettings, "attack.sources", options)
-        except ConfigError:
-            raise ConfigError(
-                "attack.sources", text, "a training mode none, pgd_at, fast_fgsm or trades"
-            ) from None
+        except ConfigError as err:  # the allowed modes as the adversarial group declares them
+            raise ConfigError("attack.sources", text, f"a training mode: {err.allowed}") from None
     return SourceModel(model_name(profile, target, adversarial.mode), spec, target, adversarial)
 
 
@@ -122,7 +120,7 @@ def parse_sources(
         source = resolve(text, cfg, job, classes, conf_dir)
         if source.name == own:
             order.append(SAME)
-        elif source.name == balanced and source.profile.name == BALANCED:
+        elif source.name == balanced:  # the name starts with the profile: it is balanced
             order.append(BALANCED)
         else:
             order.append(source.name)
