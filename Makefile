@@ -16,10 +16,9 @@ install: ## Create .venv and install imbadv with its test tools (CPU or GPU torc
 test: ## Run the test suite (CPU, no network, a few minutes)
 	$(PY) -m pytest -q
 
-test-cluster: ## Real SLURM and Ray sweeps on this machine (root: apt and pip installs, daemons; ~5 min)
+test-cluster: ## Real SLURM and Ray sweeps on this machine (root: apt and pip installs, daemons on loopback only; ~5 min)
 	PY=$(PY) scripts/cluster.sh install
-	PY=$(PY) scripts/cluster.sh start
-	$(PY) -m pytest -q -m cluster tests/test_cluster.py; rc=$$?; PY=$(PY) scripts/cluster.sh stop; exit $$rc
+	PY=$(PY) scripts/cluster.sh test
 
 lint: ## ruff: lint and formatting
 	$(PY) -m ruff check .

@@ -5,12 +5,20 @@
 #   scripts/cluster.sh start     munged, mariadbd, slurmdbd, slurmctld, slurmd, then `ray start --head`
 #   scripts/cluster.sh status    sinfo and `ray status`
 #   scripts/cluster.sh stop      everything `start` started, by the pids it recorded
+#   scripts/cluster.sh test [pytest args]   start, the cluster tests, stop (also when a test fails),
+#                                all in a private network namespace: loopback only (make test-cluster)
+#   scripts/cluster.sh shell     a shell in such a namespace with the cluster up; stopped on exit
+#
+# `start` advertises 127.0.0.1 (Ray's node address, SLURM's NodeAddr), but the daemons listen on
+# every interface of the machine, and Ray's API has no authentication: on a shared machine use
+# `test` or `shell`, whose network namespace has no interface but loopback (docs/cluster.md).
 #
 # Runs as root (daemons and /etc/slurm). PY (default .venv/bin/python) is the environment whose
 # `ray` serves the head and whose pip gets the extras. State, logs and pids go to CLUSTER_DIR
 # (default /tmp/imbadv-cluster). ACCOUNTING=none starts SLURM without slurmdbd and MariaDB, as
 # clusters without accounting run (submitit then cannot see cancelled jobs). Details: docs/cluster.md.
 set -euo pipefail
+SELF=$(realpath "$0")
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/imbadv-cluster}
@@ -133,7 +141,7 @@ slurm_conf() {
 	node=$(slurmd -C | head -1)
 	cat <<-EOF
 		ClusterName=$CLUSTER_NAME
-		SlurmctldHost=$host
+		SlurmctldHost=$host(127.0.0.1)
 		SlurmUser=root
 		AuthType=auth/munge
 		StateSaveLocation=$CLUSTER_DIR/slurmctld
@@ -154,7 +162,7 @@ slurm_conf() {
 		MinJobAge=30
 		ReturnToService=2
 		SchedulerParameters=sched_interval=2
-		$node State=UNKNOWN
+		$node NodeAddr=127.0.0.1 State=UNKNOWN
 		PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
 	EOF
 }
@@ -190,7 +198,7 @@ start_ray() {
 	local ray
 	ray="$(dirname "$PY")/ray"
 	[[ -x $ray ]] || die "$ray not found: run 'scripts/cluster.sh install' (PY=$PY)"
-	"$ray" start --head --disable-usage-stats --include-dashboard=false \
+	"$ray" start --head --node-ip-address=127.0.0.1 --disable-usage-stats --include-dashboard=false \
 		>"$CLUSTER_DIR/ray.log" 2>&1 || die "ray start failed (log: $CLUSTER_DIR/ray.log)"
 	log "Ray head up: attach with hydra.launcher.ray.init.address=auto"
 }
@@ -214,6 +222,36 @@ status() {
 	"$(dirname "$PY")/ray" status 2>&1 | head -20 || true
 }
 
+# Re-run this script as `$1 ...` in a new network namespace whose only interface is loopback.
+in_private_network() {
+	if [[ ${IMBADV_PRIVATE_NET:-} == 1 ]]; then
+		ip link set lo up
+		# slurmdbd binds through getaddrinfo(AF_INET, AI_ADDRCONFIG), which finds nothing while
+		# the only IPv4 address is a 127.x one: one more address on the namespace's own loopback
+		# (198.18.0.0/15, set aside for tests) satisfies it; everything still talks over 127.0.0.1.
+		ip addr add 198.18.0.1/32 dev lo
+		return 0
+	fi
+	[[ ! -f $CLUSTER_DIR/slurmctld.pid ]] || die "a cluster from 'start' is running: '$0 stop' first"
+	exec unshare --net -- env IMBADV_PRIVATE_NET=1 "$SELF" "$@"
+}
+
+# The cluster tests between start and stop; the daemons stop whatever the tests do.
+run_tests() {
+	trap 'stop_ray; stop_slurm' EXIT
+	start_slurm
+	start_ray
+	"$PY" -m pytest -q -m cluster tests/test_cluster.py "$@"
+}
+
+shell() {
+	trap 'stop_ray; stop_slurm' EXIT
+	start_slurm
+	start_ray
+	log "a shell in a private network (loopback only); the cluster stops when it exits"
+	bash -i || true
+}
+
 main() {
 	local what=${1:-} engines=${2:-all}
 	[[ $(id -u) == 0 ]] || die "run as root (it starts SLURM daemons and writes /etc/slurm)"
@@ -229,7 +267,16 @@ main() {
 		[[ $engines == ray ]] || stop_slurm
 		;;
 	status) status ;;
-	*) die "usage: $0 install|start|stop|status [slurm|ray|all]" ;;
+	test)
+		in_private_network "$@"
+		shift
+		run_tests "$@"
+		;;
+	shell)
+		in_private_network "$@"
+		shell
+		;;
+	*) die "usage: $0 install|start|stop|status [slurm|ray|all] | test [pytest args] | shell" ;;
 	esac
 }
 

@@ -33,6 +33,15 @@ def results(sweep: Path) -> dict[str, list]:
     return {r["key"]: r["attacks"] for r in runs}
 
 
+def row_identities(sweep: Path) -> dict[str, list[tuple[str, str]]]:
+    """Per job, which model was tested on which image set: what a sweep measures, not the values
+    (a cluster job runs on 1 thread, the local sweep on torch's default)."""
+    return {
+        key: sorted((row["model_key"], row["images_key"]) for row in rows)
+        for key, rows in results(sweep).items()
+    }
+
+
 def trained(store: Path) -> list[str]:
     return [t["key"] for t in Store(store).work_log()]
 
@@ -86,10 +95,11 @@ def slurm_sweep(tmp_path_factory) -> dict:
 
 
 @cluster
-def test_slurm_smoke_sweep_every_result_each_model_once(slurm_sweep):
+def test_slurm_smoke_sweep_every_result_each_model_once(slurm_sweep, smoke_sweep):
     base = slurm_sweep["base"]
     assert len(results(base / "sweep")) == 6
-    assert sum(len(rows) for rows in results(base / "sweep").values()) == 20
+    # The same rows as the same sweep run locally (conftest's smoke_sweep), however many there are
+    assert row_identities(base / "sweep") == row_identities(smoke_sweep["sweep"])
     keys = trained(base / "store")
     assert len(keys) == len(set(keys)) == 5  # 1 balanced + 2 under + 2 over
     deadline = time.time() + 60  # a task's result is on disk a moment before SLURM ends it
@@ -101,32 +111,58 @@ def test_slurm_smoke_sweep_every_result_each_model_once(slurm_sweep):
     print(f"SLURM smoke sweep: {slurm_sweep['seconds']:.0f} s")
 
 
+def tasks(state: str) -> list[str]:
+    """SLURM ids (`<array>_<index>`, arrays expanded) of this machine's tasks in `state` (R, PD)."""
+    return slurm("squeue", "-h", "-r", "-t", state, "-o", "%i").split()
+
+
+def model_key(store: Path, profile: str, target: int) -> str:
+    """The store key of the (profile, class) model in a store that holds it."""
+    for path in (store / "models").glob("*.json"):
+        spec = json.loads(path.read_text())["spec"]
+        if spec["imbalance"]["name"] == profile and spec["class"] == target:
+            return path.stem
+    raise AssertionError(f"no {profile}-{target} model in {store}")
+
+
 @cluster
 def test_slurm_cancelled_job_then_rerun_matches_uninterrupted(slurm_sweep, tmp_path):
-    grid = ["class=0..1", "imbalance=under,over"]
+    # Jobs run one at a time in order (cluster.parallel=1): #0 under-0, #1 over-0, #2 under-1,
+    # #3 over-1. The test holds the store's lock on the under-1 model, so job #2 waits on it,
+    # running, until it is cancelled: a cancellation that surely comes before the job's result.
+    # (A pending array task is not cancelled: SLURM 22.05 keeps no sacct record of it, so
+    # submitit would wait for it forever; docs/cluster.md.)
+    grid = ["class=0..1", "imbalance=under,over", "cluster.parallel=1"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "imbadv.run", *sweep_args(SLURM, grid, tmp_path, "a")],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    victim = None
-    deadline = time.time() + 600
-    while victim is None and time.time() < deadline and first.poll() is None:
-        running = slurm("squeue", "-h", "-t", "R", "-o", "%i").split()
-        if running and trained(tmp_path / "store"):  # mid-sweep: some work done, a job running
-            victim = running[0]
-        time.sleep(0.5)
-    assert victim is not None, "no running job to cancel"
-    slurm("scancel", victim)
+    held = Store(tmp_path / "store").lock(model_key(slurm_sweep["base"] / "store", "under", 1))
+    held.acquire()
+    try:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "imbadv.run", *sweep_args(SLURM, grid, tmp_path, "a")],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        victim = None
+        deadline = time.time() + 600
+        while victim is None and time.time() < deadline and first.poll() is None:
+            victim = next((t for t in tasks("R") if t.endswith("_2")), None)
+            time.sleep(0.5)
+        assert victim is not None, "job #2 never ran"
+        assert len(trained(tmp_path / "store")) == 3  # mid-sweep: balanced, under-0, over-0
+        slurm("scancel", victim)
+        while victim in tasks("R") and time.time() < deadline:
+            time.sleep(0.5)
+    finally:
+        held.release()
     _, err = first.communicate(timeout=600)
-    assert (
-        first.returncode != 0
-    )  # the launcher reports the cancelled job instead of waiting forever
-    assert "CANCELLED" in err, err[-2000:]
+    assert first.returncode == 1, err[-2000:]  # reported after job #3 ended
+    lines = [line for line in err.splitlines() if line.startswith("imbadv: error: job #")]
+    assert len(lines) == 1 and f"(job {victim})" in lines[0] and "CANCELLED" in lines[0], err
+    assert lines[0].startswith("imbadv: error: job #2 (class=1 imbalance=under) ended CANCELLED")
+    assert "1 of 4 jobs unfinished" in err and "run the same command again" in err
     assert array_states(tmp_path / "a")[victim].startswith("CANCELLED")
 
     rerun = run_cli(sweep_args(SLURM, grid, tmp_path, "b"), cwd=tmp_path, timeout=900)
@@ -155,13 +191,13 @@ def test_slurm_bad_value_submits_nothing(tmp_path):
 
 
 @cluster
-def test_ray_smoke_sweep_every_result_each_model_once(tmp_path):
+def test_ray_smoke_sweep_every_result_each_model_once(tmp_path, smoke_sweep):
     start = time.time()
     proc = run_cli(sweep_args(RAY, GRID, tmp_path, "sweep"), cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Connected to Ray cluster" in proc.stderr  # the running head, not a private Ray
-    got = results(tmp_path / "sweep")
-    assert len(got) == 6 and sum(len(rows) for rows in got.values()) == 20
+    assert len(results(tmp_path / "sweep")) == 6
+    assert row_identities(tmp_path / "sweep") == row_identities(smoke_sweep["sweep"])
     keys = trained(tmp_path / "store")
     assert len(keys) == len(set(keys)) == 5
     print(f"Ray smoke sweep: {time.time() - start:.0f} s")
@@ -200,3 +236,52 @@ def test_bad_cluster_value_is_refused_before_submission(bad, key, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith(f"imbadv: error: {key}=") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "s").exists()
+
+
+class FakeJob:
+    """A submitit job as the launcher sees it: a result, or none and a final SLURM state."""
+
+    def __init__(self, job_id: str, state: str, result: object = None) -> None:
+        self.job_id, self.state, self.result = job_id, state, result
+
+    def results(self) -> list:
+        from submitit.core.utils import UncompletedJobError
+
+        if self.state != "COMPLETED":
+            raise UncompletedJobError(f"job {self.job_id} has not produced any output")
+        return [self.result]
+
+
+def test_unfinished_jobs_are_named_after_every_job_ended(capsys):
+    from hydra_plugins.imbadv_slurm.launcher import _Watched, report_unfinished
+
+    jobs = [
+        FakeJob("7_0", "COMPLETED", "r0"),
+        FakeJob("7_1", "CANCELLED"),
+        FakeJob("7_2", "TIMEOUT"),
+    ]
+    unfinished: list = []
+    returns = [_Watched(job, unfinished).results()[0] for job in jobs]  # none raises
+    assert returns == ["r0", None, None] and unfinished == jobs[1:]
+    overrides = [["a=1", "class=0"], ["a=1", "class=1", "imbalance=over"], ["a=1", "class=2"]]
+    with pytest.raises(SystemExit) as exit_:
+        report_unfinished(unfinished, jobs, overrides, first=0)
+    assert exit_.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "imbadv: error: job #1 (class=1 imbalance=over) ended CANCELLED in SLURM (job 7_1) "
+        "without a result"
+    )
+    assert "job #2 (class=2) ended TIMEOUT" in lines[1]
+    assert lines[2].startswith("imbadv: error: 2 of 3 jobs unfinished (1 finished")
+    assert "run the same command again" in lines[2]
+
+
+def test_slurm_preset_uses_the_launcher_that_names_unfinished_jobs():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    target = compose_launcher(["launcher=slurm_cpu"]).hydra.launcher._target_
+    assert target == "hydra_plugins.imbadv_slurm.launcher.SweepSlurmLauncher"
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert target in found  # Hydra's plugin scan sees it (a plugin elsewhere is refused)

@@ -23,6 +23,9 @@ def test_wheel_installed_elsewhere_runs_the_smoke_experiment(tmp_path):
     (wheel,) = wheels.glob("imbadv-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "imbadv/conf/config.yaml" in names and "imbadv/conf/experiment/smoke.yaml" in names
+    # launcher=slurm's launcher: Hydra finds launchers in the hydra_plugins namespace only
+    assert "hydra_plugins/imbadv_slurm/launcher.py" in names
+    assert "hydra_plugins/__init__.py" not in names  # a namespace shared with other plug-ins
     # Not editable: the wheel's files alone, found before the editable checkout on sys.path.
     subprocess.run(
         [*pip, "install", "--no-deps", "--target", site, wheel],
