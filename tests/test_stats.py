@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from imbadv.report import classwise, paper, stats, studies
+from imbadv.report import classwise, longtail, paper, stats, studies
 from imbadv.report.sweep import Floor, Selection
 
 SEL = Selection("fgsm", 0.01, "ascent", (0.01,))
@@ -360,3 +360,46 @@ def test_confusion_finding_compares_the_named_destination_with_the_others():
     assert paper.lost_shares([80, 10, 10], [80, 5, 15], 0) is None  # nothing lost: no shares
     assert paper.lost_shares([80, 10, 10], [60, 10, 30], 0) == [0.0, 0.0, 1.0]
     assert paper.pair_finding(spread, SEL, names[:4], 3, 5).verdict == stats.NOT_TESTED
+
+
+def test_longtail_contrasts_pair_seeds_by_value_and_keep_profiles_apart():
+    robust = [90, 80, 70, 60, 50, 40, 30, 20, 10, 5]
+    ce = [
+        unit("exp(ratio=10)", s, [r + s for r in robust], LT, profile="exp(ratio=10)")
+        for s in (0, 1, 2)
+    ]
+    # adversarial training: +5 robust images per class for seed s, listed in another order and
+    # missing seed 0; a second profile (ratio 50) must never be paired with ratio 10's base
+    at = [
+        unit(
+            "exp(ratio=10) + fast_fgsm",
+            s,
+            [r + 2 * s + 5 for r in robust],
+            LT,
+            profile="exp(ratio=10)",
+            adversarial="fast_fgsm",
+        )
+        for s in (2, 1)
+    ]
+    other = [
+        unit(
+            "exp(ratio=50) + fast_fgsm",
+            0,
+            robust,
+            LT,
+            profile="exp(ratio=50)",
+            adversarial="fast_fgsm",
+        )
+    ]
+    found = {(c.a, c.b, c.metric): c for c in longtail.contrasts(ce + at + other)}
+    gain = found[("exp(ratio=10) + fast_fgsm", "exp(ratio=10)", "balanced robust")]
+    assert gain.seeds == (1, 2) and gain.stat.n == 2
+    assert gain.stat.mean == pytest.approx(np.mean([0.05 + 0.01 * s for s in (1, 2)]))
+    assert not any("ratio=50" in a and "ratio=10" in b for a, b, _ in found)
+    head_tail = found[("exp(ratio=10)", "exp(ratio=10)", "head - tail robust")]
+    assert head_tail.seeds == (0, 1, 2) and head_tail.stat.mean == pytest.approx(
+        (80 - 35 / 3) / 100
+    )
+    blocks = longtail.contrast_blocks(list(found.values()))
+    assert blocks[0][2].startswith("Long-tail contrasts") and len(blocks[2][2]) == len(found)
+    assert longtail.contrast_blocks([]) == []

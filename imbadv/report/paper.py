@@ -186,6 +186,10 @@ def pair_finding(
                 named[key], others[key] = shares[dst], float(np.mean(rest))
     note = f"({gone} cell(s) left out: below the floor)" if gone else ""
     note += f" ({none_lost} cell(s) left out: no image lost)" if none_lost else ""
+    if not named and (gone or none_lost):  # measured, but nothing usable: tested, no answer
+        return Finding(
+            claim, INCONCLUSIVE, f"every cell left out {note.strip()}: nothing left to test"
+        )
     return compare(
         claim,
         f"share of the lost {names[a]} images sent to {names[b]} and back, same-model attack",
