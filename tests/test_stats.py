@@ -1,4 +1,4 @@
-"""Report statistics: verdict boundaries, paired t-intervals, the floor, class-wise numbers, DAFA's rho."""
+"""Report statistics: seed-level intervals (simulated coverage), Holm, verdicts, the floor, class-wise numbers, DAFA's rho."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
-from imbadv.report import classwise, paper, stats, studies
+from imbadv.report import classwise, longtail, paper, stats, studies
 from imbadv.report.sweep import Floor, Selection
 
 SEL = Selection("fgsm", 0.01, "ascent", (0.01,))
@@ -41,9 +42,14 @@ def test_paired_t_interval_matches_the_formula_and_its_verdicts():
     diffs = [0.10, 0.14, 0.08, 0.12, 0.11, 0.09]
     test = stats.paired(diffs)
     mean, sd = np.mean(diffs), np.std(diffs, ddof=1)
-    half = 2.571 * sd / math.sqrt(6)  # t 97.5 % with 5 degrees of freedom
+    half = 2.5706 * sd / math.sqrt(6)  # t 97.5 % with 5 degrees of freedom
     assert (test.n, test.mean, test.sd) == (6, pytest.approx(mean), pytest.approx(sd))
-    assert (test.lo, test.hi) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert (test.lo, test.hi) == (
+        pytest.approx(mean - half, rel=1e-4),
+        pytest.approx(mean + half, rel=1e-4),
+    )
+    t = mean / (sd / math.sqrt(6))  # two-sided p of the t statistic with 5 df
+    assert test.p == pytest.approx(2 * student_t.sf(t, 5)) and test.p < 1e-4
     assert test.d_z == pytest.approx(mean / sd) and test.verdict == "confirmed"
     assert stats.paired([-d for d in diffs]).verdict == "contradicted"
     # a positive mean whose interval spans 0 is not a confirmation (the bug of issue 12)
@@ -52,7 +58,7 @@ def test_paired_t_interval_matches_the_formula_and_its_verdicts():
     assert one.verdict == "inconclusive" and math.isnan(one.lo) and one.mean == 0.5
 
 
-def test_compare_is_paired_by_key_not_by_position():
+def test_compare_is_paired_by_key_and_tested_at_the_seed_level():
     # a large shared per-key offset (seed/class effect) with a constant +0.02 difference: only a
     # paired test sees it; unpaired means would drown in the spread between keys
     a = {(s, c): 0.1 * c + 0.01 * s + 0.02 for s in range(3) for c in range(5)}
@@ -60,11 +66,75 @@ def test_compare_is_paired_by_key_not_by_position():
     b[(9, 9)] = 0.0  # unpaired key: ignored
     found = stats.compare("claim", "what", a, b, ("a", "b"))
     assert found.verdict == "confirmed" and "over 15 (seed, class) pairs" in found.evidence
-    assert "paired t-interval" in found.evidence and "d_z" in found.evidence
-    single = stats.compare("claim", "what", {(0, 0): 0.9}, {(0, 0): 0.1}, ("a", "b"))
-    assert single.verdict == "inconclusive" and "1 pair: no interval" in single.evidence
+    assert "from 3 seed(s)" in found.evidence and "5 of 5 classes" in found.evidence
+    assert stats.INTERVAL in found.evidence and "d_z" in found.evidence
+    seed_means = [np.mean([a[(s, c)] - b[(s, c)] for c in range(5)]) for s in range(3)]
+    assert found.mean == pytest.approx(np.mean(seed_means)) and 0 < found.p < 0.05
+    single = stats.compare(
+        "claim", "what", {(0, 0): 0.9, (0, 1): 0.8}, {(0, 0): 0.1, (0, 1): 0.2}, ("a", "b")
+    )
+    assert single.verdict == "inconclusive" and "1 seed: no interval" in single.evidence
     none = stats.compare("claim", "what", {}, {(0, 0): 0.1}, ("a", "b"))
-    assert none.verdict == "inconclusive" and "not in this sweep" in none.evidence
+    assert none.verdict == stats.NOT_TESTED and not none.tested
+
+
+def test_t975_is_the_exact_quantile():
+    assert stats.t975(1) == pytest.approx(12.7062, abs=1e-4)
+    assert stats.t975(4) == pytest.approx(2.7764, abs=1e-4)  # 5 seeds
+    # past 30 df the old table's Cornish-Fisher term was off by 0.003; scipy's quantile is exact
+    for df in (31, 40, 60, 1000):
+        assert stats.t975(df) == pytest.approx(student_t.ppf(0.975, df), abs=1e-9)
+    assert stats.t975(40) == pytest.approx(2.0211, abs=1e-4)
+
+
+def coverage(seeds: int, classes: int, reps: int, gen: np.random.Generator) -> tuple[float, float]:
+    """Share of replications whose 95 % interval covers the true mean: naive pairs vs seed level.
+
+    Each seed draws one shared model effect (sd 0.10) that moves all its classes together; each
+    class adds its own noise (sd 0.03). The true mean difference is 0.15."""
+    truth, naive, seed_level = 0.15, 0, 0
+    shared = gen.normal(0, 0.10, size=(reps, seeds, 1))
+    noise = gen.normal(0, 0.03, size=(reps, seeds, classes))
+    for data in truth + shared + noise:
+        diffs = {(s, c): float(data[s, c]) for s in range(seeds) for c in range(classes)}
+        flat = stats.paired(list(diffs.values()))
+        nested = stats.clustered(diffs)
+        naive += flat.lo <= truth <= flat.hi
+        seed_level += nested.lo <= truth <= nested.hi
+    return naive / reps, seed_level / reps
+
+
+def test_seed_level_interval_covers_95_percent_where_pairs_as_independent_do_not():
+    gen = np.random.default_rng(22)
+    for seeds in (3, 5):  # the reference studies' seeds, and the reruns' (issue 22)
+        naive, seed_level = coverage(seeds, 10, 3000, gen)
+        assert 0.93 <= seed_level <= 0.97, (seeds, seed_level)
+        # (seed, class) pairs taken as independent: the shared seed effect is counted as
+        # replication, the interval is about sqrt(10) too narrow and misses most of the time
+        assert naive < 0.75, (seeds, naive)
+
+
+def test_holm_adjusts_in_step_down_order():
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, math.nan]) == [0.5, pytest.approx(math.nan, nan_ok=True)]
+    assert stats.holm([0.9, 0.3]) == pytest.approx([0.9, 0.6])  # monotone: never below a smaller p
+    assert stats.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+
+
+def test_adjust_decides_on_the_holm_adjusted_p():
+    # raw p 0.013, 0.009 and 0.02 pass on their own but not among 11 findings
+    raw = [0.013, 0.009, 0.02] + [1e-5] * 2 + [0.4] * 6
+    found = [stats.Finding(f"c{i}", stats.CONFIRMED, "e", p=p, mean=0.1) for i, p in enumerate(raw)]
+    found.append(stats.not_tested("absent", "no runs"))
+    out = stats.adjust(found)
+    assert [f.verdict for f in out[:3]] == ["inconclusive"] * 3
+    assert [f.verdict for f in out[3:5]] == ["confirmed"] * 2
+    assert all(f.verdict == "inconclusive" for f in out[5:11])
+    assert out[11].verdict == stats.NOT_TESTED and math.isnan(out[11].p_adj)
+    assert [f.p_adj for f in out[:3]] == pytest.approx([0.104, 0.081, 0.14])
+    assert "p = 0.013, Holm-adjusted p = 0.104 (11 findings tested)" in out[0].evidence
+    flipped = stats.adjust([stats.Finding("c", stats.CONTRADICTED, "e", p=1e-4, mean=-0.2)])
+    assert flipped[0].verdict == "contradicted"
 
 
 def test_wilson_interval():
@@ -109,7 +179,7 @@ def test_floor_flags_and_leaves_out_degenerate_cells():
             c,
             s,
             "under",
-            1.0 if c < 2 else 0.5 + 0.01 * s + 0.005 * (-1) ** c,
+            1.0 if c < 2 else 0.5 + 0.01 * s + 0.005 * (-1) ** (c + s),
             clean=0.01 if c < 2 else 0.8,
         )
         for c in range(5)
@@ -135,8 +205,9 @@ def test_over_vs_matched_needs_the_control():
     ]
     absent = studies.over_vs_matched(rows, SEL, Floor(0, 0))
     assert (
-        absent.verdict == "inconclusive" and "no matched control in this sweep" in absent.evidence
+        absent.verdict == stats.NOT_TESTED and "no matched control in this sweep" in absent.evidence
     )
+    assert studies.matched_vs_balanced(rows, SEL, Floor(0, 0)).verdict == stats.NOT_TESTED
     rows += [
         row(c, s, "matched", 0.5 + 0.01 * c, objective="ce", adversarial="none", of="over")
         for c in range(4)
@@ -144,6 +215,15 @@ def test_over_vs_matched_needs_the_control():
     ]
     found = studies.over_vs_matched(rows, SEL, Floor(0, 0))
     assert found.verdict == "confirmed" and "over 8 (seed, class) pairs" in found.evidence
+    # the size effect: balanced (0.55 + noise) against matched (0.5 + 0.01 c), by seed
+    rows += [
+        row(c, s, "balanced", 0.55 + 0.01 * c + 0.01 * s, objective="ce", adversarial="none")
+        for c in range(4)
+        for s in range(2)
+    ]
+    size = studies.matched_vs_balanced(rows, SEL, Floor(0, 0))
+    assert size.tested and "balanced 57.0% vs matched 51.5%" in size.evidence
+    assert "from 2 seed(s)" in size.evidence and "4 of 4 classes" in size.evidence
 
 
 def unit(
@@ -193,7 +273,7 @@ def test_head_vs_tail_and_balanced_softmax_findings():
     robust = [90, 80, 70, 60, 50, 40, 30, 20, 10, 5]
     std = [unit("exp", s, robust, LT, profile="exp") for s in range(2)]
     assert studies.head_vs_tail(std, adversarial=False).verdict == "confirmed"
-    assert "not in this sweep" in studies.head_vs_tail(std, adversarial=True).evidence
+    assert studies.head_vs_tail(std, adversarial=True).verdict == stats.NOT_TESTED
     at_ce = [
         unit("exp + pgd_at", s, [40] * 10, LT, profile="exp", adversarial="pgd_at")
         for s in range(2)
@@ -210,9 +290,10 @@ def test_head_vs_tail_and_balanced_softmax_findings():
         )
         for s in range(2)
     ]
-    assert "not in this sweep" in studies.bsl_vs_ce(at_bsl).evidence
+    assert studies.bsl_vs_ce(at_bsl).verdict == stats.NOT_TESTED
     found = studies.bsl_vs_ce(at_ce + at_bsl)
-    assert found.verdict == "confirmed" and "over 20 (setting, seed, class) pairs" in found.evidence
+    assert found.verdict == "confirmed" and "over 20 (seed, setting, class) pairs" in found.evidence
+    assert "from 2 seed(s)" in found.evidence and "6 of 10 (setting, class) pairs" in found.evidence
     worse = [
         unit(
             u.group,
@@ -229,3 +310,96 @@ def test_head_vs_tail_and_balanced_softmax_findings():
         at_ce + worse
     )  # every pair 2 points lower: a zero-width interval
     assert worse_found.verdict == "contradicted" and "d_z undefined" in worse_found.evidence
+
+
+def test_head_vs_tail_leaves_out_classes_below_the_floor():
+    robust = [90, 80, 70, 60, 50, 40, 30, 20, 10, 5]
+    units = [unit("exp", s, [r + s for r in robust], LT, profile="exp") for s in range(3)]
+    for u in units:  # the rarest class was not learned: 2 of 100 clean images right
+        e = u.classes[9]
+        clean = list(e.clean_row)
+        clean[9], clean[0] = 2, 98
+        u.classes[9] = classwise.ClassEval(e.n, tuple(clean), (1,) + (0,) * 8 + (1,))
+    found = studies.head_vs_tail(units, adversarial=False, floor=Floor(0.05, 0))
+    assert "3 (seed, setting, rank) pair(s) left out" in found.evidence
+    assert "over 6 (seed, setting, rank) pairs" in found.evidence
+    kept = studies.head_vs_tail(units, adversarial=False, floor=Floor(0, 0))
+    assert "over 9 (seed, setting, rank) pairs" in kept.evidence and "left out" not in kept.evidence
+
+
+def confusion_row(cls: int, seed: int, model: str, adv_row: list[int]) -> dict:
+    """Class `cls`: 80 of 100 right when clean, 10 sent to each of two others; `adv_row` attacked."""
+    clean_row = [0] * 10
+    clean_row[cls], clean_row[(cls + 1) % 10], clean_row[(cls + 2) % 10] = 80, 10, 10
+    out = row(cls, seed, model, 0.5, clean=0.8)
+    return out | {"clean_row": clean_row, "adv_row": adv_row}
+
+
+def test_confusion_finding_compares_the_named_destination_with_the_others():
+    names = list(paper.PAPER_CLASSES)
+    spread, toward = [], []
+    for s in range(3):
+        for src, dst in ((3, 5), (5, 3)):
+            # the attack takes 72 images of src and spreads them evenly over the 9 others: every
+            # destination gains (before vs after would "confirm" it), none more than the rest
+            even = [8 + (10 if j in ((src + 1) % 10, (src + 2) % 10) else 0) for j in range(10)]
+            even[src] = 8
+            spread.append(confusion_row(src, s, "balanced", even))
+            # the named class takes 40 + s of the 72 lost, the other 8 share the rest
+            more = list(even)
+            more[dst] += 32 + s
+            for j in [j for j in range(10) if j not in (src, dst)][: 32 + s]:
+                more[j] -= 1 if more[j] > 0 else 0
+            more[src] = 100 - sum(v for j, v in enumerate(more) if j != src)
+            toward.append(confusion_row(src, s, "balanced", more))
+    flat = paper.pair_finding(spread, SEL, names, 3, 5, Floor(0, 0))
+    assert flat.tested and flat.verdict == "inconclusive" and flat.mean == pytest.approx(0)
+    named = paper.pair_finding(toward, SEL, names, 3, 5, Floor(0, 0))
+    assert named.verdict == "confirmed" and named.mean > 0.3
+    assert "mean of the other destinations" in named.evidence and "2 of 2" in named.evidence
+    assert paper.lost_shares([80, 10, 10], [80, 5, 15], 0) is None  # nothing lost: no shares
+    assert paper.lost_shares([80, 10, 10], [60, 10, 30], 0) == [0.0, 0.0, 1.0]
+    assert paper.pair_finding(spread, SEL, names[:4], 3, 5).verdict == stats.NOT_TESTED
+
+
+def test_longtail_contrasts_pair_seeds_by_value_and_keep_profiles_apart():
+    robust = [90, 80, 70, 60, 50, 40, 30, 20, 10, 5]
+    ce = [
+        unit("exp(ratio=10)", s, [r + s for r in robust], LT, profile="exp(ratio=10)")
+        for s in (0, 1, 2)
+    ]
+    # adversarial training: +5 robust images per class for seed s, listed in another order and
+    # missing seed 0; a second profile (ratio 50) must never be paired with ratio 10's base
+    at = [
+        unit(
+            "exp(ratio=10) + fast_fgsm",
+            s,
+            [r + 2 * s + 5 for r in robust],
+            LT,
+            profile="exp(ratio=10)",
+            adversarial="fast_fgsm",
+        )
+        for s in (2, 1)
+    ]
+    other = [
+        unit(
+            "exp(ratio=50) + fast_fgsm",
+            0,
+            robust,
+            LT,
+            profile="exp(ratio=50)",
+            adversarial="fast_fgsm",
+        )
+    ]
+    found = {(c.a, c.b, c.metric): c for c in longtail.contrasts(ce + at + other)}
+    gain = found[("exp(ratio=10) + fast_fgsm", "exp(ratio=10)", "balanced robust")]
+    assert gain.seeds == (1, 2) and gain.stat.n == 2
+    assert gain.stat.mean == pytest.approx(np.mean([0.05 + 0.01 * s for s in (1, 2)]))
+    assert not any("ratio=50" in a and "ratio=10" in b for a, b, _ in found)
+    head_tail = found[("exp(ratio=10)", "exp(ratio=10)", "head - tail robust")]
+    assert head_tail.seeds == (0, 1, 2) and head_tail.stat.mean == pytest.approx(
+        (80 - 35 / 3) / 100
+    )
+    blocks = longtail.contrast_blocks(list(found.values()))
+    assert blocks[0][2].startswith("Long-tail contrasts") and len(blocks[2][2]) == len(found)
+    assert longtail.contrast_blocks([]) == []

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imbadv.report import classwise
+from imbadv.report import classwise, longtail
 from imbadv.report.paper import findings, parse_pair, table1
+from imbadv.report.stats import adjust
 from imbadv.report.studies import study_findings
 from imbadv.report.sweep import (
     Floor,
@@ -42,6 +43,7 @@ class Report:
     sums: dict[str, classwise.Summary]
     baseline: str | None
     counts: dict[str, tuple[int, ...] | None]
+    contrasts: list[longtail.Contrast]
     command: str = ""
 
 
@@ -66,7 +68,7 @@ def compute(
             f"--baseline {baseline}: no such setting (the sweep has {', '.join(sums)})"
         )
     baseline = baseline or ("balanced" if "balanced" in sums else None)
-    found = findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor)
+    found = adjust(findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor))
     counts = {
         g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
         for g in sums
@@ -84,6 +86,7 @@ def compute(
         sums,
         baseline,
         counts,
+        longtail.contrasts(units),
         command,
     )
 

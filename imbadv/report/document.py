@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report import classdoc, figures
+from imbadv.report import classdoc, figures, longtail, verdicts
 from imbadv.report import paper as rp
 from imbadv.report.plots import matrix_order
 from imbadv.report.sweep import is_cifar10
@@ -222,36 +222,6 @@ def setup_blocks(sweep: Any, rows: list[dict]) -> list[Block]:
     return [("h", 2, "Setup"), ("ul", items)]
 
 
-def finding_blocks(found: list[Any], names: list[str], cifar10: bool, floor: Any) -> list[Block]:
-    """The paper's claims with a verdict and the numbers behind each."""
-    blocks: list[Block] = [("h", 2, "The paper's findings, checked on this sweep")]
-    if not cifar10:
-        blocks.append(
-            (
-                "p",
-                f"**The data set here is not CIFAR-10** (classes {', '.join(names)}): the paper's "
-                "numbers are for reference only; these checks say whether the same pattern "
-                "appears in this data, not whether the paper is reproduced.",
-            )
-        )
-    blocks.append(("ul", [f"**{f.verdict}**: {f.claim}. {f.evidence}." for f in found]))
-    blocks.append(
-        (
-            "p",
-            "Verdicts: **confirmed** = the 95 % interval of the difference excludes 0 in the "
-            "paper's direction; **inconclusive** = it includes 0, or there is no interval (one pair, "
-            "or nothing in this sweep); **contradicted** = it excludes 0 in the opposite direction. "
-            "Differences are paired: the same seed and class on both sides; the interval is a "
-            "t-interval over those pairs (seeds x classes), with Cohen's d_z = mean / sd of the "
-            "differences. Pairs sharing a seed share its balanced model, so the pairs are not fully "
-            "independent and the interval is, if anything, too narrow. One seed on 1,000 test "
-            f"images carries about ±3 % (95 %). Cells below the floor ({floor.describe()}; "
-            "`--min-clean`, `--min-correct`) are left out, and each finding says how many.",
-        )
-    )
-    return blocks
-
-
 def transfer_blocks(rows: list[dict], sel: Any) -> list[Block]:
     """The transfer matrix as a table: gradient source (rows) x attacked model (columns)."""
     grid = figures.transfer_grid(rows, sel)
@@ -298,7 +268,8 @@ def write_report(rep: Any) -> Path:
         *transfer_blocks(rep.rows, rep.sel),
         ("h", 2, "Figures"),
         *[("img", f, c) for f, c in figs],
-        *finding_blocks(rep.found, rep.names, is_cifar10(sweep), rep.floor),
+        *longtail.contrast_blocks(rep.contrasts),
+        *verdicts.finding_blocks(rep.found, rep.names, is_cifar10(sweep), rep.floor),
         ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above."),
     ]
     (root / "report.md").write_text(to_markdown(blocks))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from imbadv.report.stats import INCONCLUSIVE, Finding, compare, summarize
+import numpy as np
+
+from imbadv.report.stats import INCONCLUSIVE, Finding, compare, not_tested, summarize
 from imbadv.report.sweep import CIFAR10_CLASSES, Floor, ReportError, Selection, pick
 
 PAPER_CLASSES = CIFAR10_CLASSES
@@ -89,7 +91,7 @@ def floored(claim: str, what: str, a: tuple, b: tuple, labels: tuple[str, str]) 
             claim,
             INCONCLUSIVE,
             f"{what}: all {len(gone)} (seed, class) pair(s) left out "
-            "(a cell below the floor): no pair to test",
+            "(a cell below the floor): nothing left to test",
         )
     note = f"({len(gone)} (seed, class) pair(s) left out: a cell below the floor)" if gone else ""
     return compare(
@@ -162,29 +164,52 @@ def pair_finding(
     b: int,
     floor: Floor = DEFAULT_FLOOR,
 ) -> Finding:
-    """Sec. 4.3: does the attack send more of each class of a pair into the other?"""
-    claim = f"{names[a]}/{names[b]} confusion grows under attack (Sec. 4.3, Figs. 1 and 6)"
+    """Sec. 4.3: of the images the attack takes from one class of a pair, does the other get more
+    than the other destinations? (Before vs after would be confirmed by any successful attack.)"""
+    na, nb = (names[c] if c < len(names) else f"class {c}" for c in (a, b))
+    claim = (
+        f"{na} and {nb} receive more of each other's lost images than the other "
+        "classes do (Sec. 4.3, Figs. 1 and 6)"
+    )
     if max(a, b) >= len(names):
-        return Finding(claim, INCONCLUSIVE, "not in this sweep: the data set has fewer classes")
-    clean, adv, gone = {}, {}, 0
+        return not_tested(claim, "the data set has fewer classes")
+    named, others, gone, none_lost = {}, {}, 0, 0
     for src, dst in ((a, b), (b, a)):
         for m in ("balanced", "under", "over"):
             for r in pick(rows, sel, **{"class": src, "imbalance": m, "source": "same"}):
-                if floor.degenerate(r):
-                    gone += 1
+                shares = lost_shares(r["clean_row"], r["adv_row"], src)
+                if floor.degenerate(r) or shares is None:
+                    gone, none_lost = gone + floor.degenerate(r), none_lost + (shares is None)
                     continue
                 key = (int(r["seed"]), m, src)
-                clean[key], adv[key] = r["clean_row"][dst] / r["n"], r["adv_row"][dst] / r["n"]
+                rest = [v for j, v in enumerate(shares) if j not in (src, dst)]
+                named[key], others[key] = shares[dst], float(np.mean(rest))
     note = f"({gone} cell(s) left out: below the floor)" if gone else ""
+    note += f" ({none_lost} cell(s) left out: no image lost)" if none_lost else ""
+    if not named and (gone or none_lost):  # measured, but nothing usable: tested, no answer
+        return Finding(
+            claim, INCONCLUSIVE, f"every cell left out {note.strip()}: nothing left to test"
+        )
     return compare(
         claim,
-        f"share of {names[a]} sent to {names[b]} and back, same-model attack",
-        adv,
-        clean,
-        ("attacked", "clean"),
+        f"share of the lost {names[a]} images sent to {names[b]} and back, same-model attack",
+        named,
+        others,
+        (f"to {names[b]}/{names[a]}", "mean of the other destinations"),
         unit="(seed, model, class) cases",
-        left_out=note,
+        left_out=note.strip(),
+        parts="(model, class) cases",
     )
+
+
+def lost_shares(clean: list[int], adv: list[int], src: int) -> list[float] | None:
+    """Per destination, its share of the class's net loss under attack; None when none was lost.
+
+    Net flows: an image that left j for k counts against j, so shares over j != src sum to 1."""
+    lost = clean[src] - adv[src]
+    if lost <= 0:
+        return None
+    return [(adv[j] - clean[j]) / lost if j != src else 0.0 for j in range(len(clean))]
 
 
 def parse_pair(text: str | None, names: list[str]) -> tuple[int, int]:

@@ -1,53 +1,22 @@
-"""Report, statistics: cell summaries, Wilson intervals, paired t-intervals, three-way verdicts, DAFA's rho."""
+"""Report, statistics: cell summaries, Wilson intervals, seed-level paired intervals, Holm-adjusted verdicts, DAFA's rho."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as student_t
 
-# Two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy needed for a table).
-T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
 Z975 = 1.959964
 
-# The only verdicts a finding can get (issue 12): the 95 % interval of the paired difference
-# excludes 0 in the paper's direction, spans 0, or excludes 0 the other way.
+# The only verdicts a tested finding can get (issues 12, 22): its Holm-adjusted p is below 0.05
+# with the difference in the paper's direction, is not, or is below with the opposite sign.
 CONFIRMED, INCONCLUSIVE, CONTRADICTED = "confirmed", "inconclusive", "contradicted"
 VERDICTS = (CONFIRMED, INCONCLUSIVE, CONTRADICTED)
-INTERVAL = "paired t-interval (95 %)"
+INTERVAL = "t-interval over seed means (95 %)"
 
 
 @dataclass(frozen=True)
@@ -81,9 +50,10 @@ def summarize(
     return Stat(float(arr.mean()), sd, float(arr.mean() - half), float(arr.mean() + half), len(arr))
 
 
+@lru_cache(maxsize=256)
 def t975(df: int) -> float:
-    """Student t 97.5 % quantile; past 30 df the Cornish-Fisher term is within 0.001."""
-    return T975[df - 1] if df <= len(T975) else Z975 + (Z975**3 + Z975) / (4 * df)
+    """Student t 97.5 % quantile, exact (scipy); cached because the report asks for few df."""
+    return float(student_t.ppf(0.975, df))
 
 
 def wilson(k: float, n: float) -> tuple[float, float]:
@@ -98,7 +68,10 @@ def wilson(k: float, n: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Paired:
-    """Paired differences a - b: mean, sd, the t-interval, Cohen's d_z and the verdict."""
+    """Paired differences a - b: mean, sd, the t-interval, Cohen's d_z and the verdict.
+
+    `paired` treats every difference as independent; `clustered` first averages within each
+    cluster (seed), so `n` is the number of seeds and `pairs` the differences behind them."""
 
     n: int
     mean: float
@@ -107,6 +80,8 @@ class Paired:
     hi: float
     d_z: float
     verdict: str
+    p: float = math.nan  # two-sided, against a mean difference of 0
+    pairs: int = 0
 
 
 def verdict(lo: float, hi: float) -> str:
@@ -117,24 +92,94 @@ def verdict(lo: float, hi: float) -> str:
 
 
 def paired(diffs: list[float]) -> Paired:
-    """t-interval over paired differences (signed so the paper's claim is > 0), with d_z."""
+    """t-interval over differences taken as independent (signed so the claim is > 0), with d_z."""
     arr = np.asarray(diffs, dtype=float)
-    if len(arr) < 2:  # one pair has no spread: no interval, so never a confirmation
+    if len(arr) < 2:  # one value has no spread: no interval, so never a confirmation
         mean = float(arr.mean()) if len(arr) else math.nan
-        return Paired(len(arr), mean, math.nan, math.nan, math.nan, math.nan, INCONCLUSIVE)
+        nan = math.nan
+        return Paired(len(arr), mean, nan, nan, nan, nan, INCONCLUSIVE, nan, len(arr))
     mean, sd = float(arr.mean()), float(arr.std(ddof=1))
     half = t975(len(arr) - 1) * sd / math.sqrt(len(arr))
     d_z = mean / sd if sd > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
-    return Paired(
-        len(arr), mean, sd, mean - half, mean + half, d_z, verdict(mean - half, mean + half)
-    )
+    if sd > 0:
+        p = float(2 * student_t.sf(abs(mean) / (sd / math.sqrt(len(arr))), len(arr) - 1))
+    else:  # every difference equal: certain unless they are all 0
+        p = 0.0 if mean else 1.0
+    lo, hi = mean - half, mean + half
+    return Paired(len(arr), mean, sd, lo, hi, d_z, verdict(lo, hi), p, len(arr))
+
+
+def clustered(diffs: dict[Any, float], cluster: Any = lambda key: key[0]) -> Paired:
+    """The interval at the unit of replication: average within each cluster, t over clusters.
+
+    Classes of one seed share that seed's models (the balanced one, the matched one, every
+    long-tail setting's), so their differences move together; only seeds replicate the study.
+    """
+    groups: dict[Any, list[float]] = {}
+    for key, value in diffs.items():
+        groups.setdefault(cluster(key), []).append(value)
+    return replace(paired([float(np.mean(v)) for v in groups.values()]), pairs=len(diffs))
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the order given; nan stays nan."""
+    known = sorted((p, i) for i, p in enumerate(ps) if not math.isnan(p))
+    out, running = [math.nan] * len(ps), 0.0
+    for rank, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - rank) * p))
+        out[i] = running
+    return out
+
+
+NOT_TESTED = "not tested"  # the sweep lacks the runs: listed apart, never a verdict
+ALPHA = 0.05
 
 
 @dataclass(frozen=True)
 class Finding:
+    """A claim, its verdict (or NOT_TESTED) and the numbers; p raw and Holm-adjusted."""
+
     claim: str
-    verdict: str  # one of VERDICTS
+    verdict: str  # one of VERDICTS, or NOT_TESTED
     evidence: str
+    p: float = math.nan
+    p_adj: float = math.nan
+    mean: float = math.nan
+
+    @property
+    def tested(self) -> bool:
+        return self.verdict != NOT_TESTED
+
+
+def not_tested(claim: str, why: str) -> Finding:
+    return Finding(claim, NOT_TESTED, why)
+
+
+def adjust(found: list[Finding]) -> list[Finding]:
+    """Holm over the findings of one report: the verdict follows the adjusted p, shown beside the raw."""
+    adj = holm([f.p for f in found])
+    family = sum(not math.isnan(f.p) for f in found)
+    out = []
+    for f, q in zip(found, adj, strict=True):
+        if math.isnan(f.p):
+            out.append(f)
+            continue
+        v = INCONCLUSIVE if q >= ALPHA else (CONFIRMED if f.mean > 0 else CONTRADICTED)
+        note = f"; p = {pval(f.p)}, Holm-adjusted p = {pval(q)} ({family} findings tested)"
+        out.append(replace(f, verdict=v, p_adj=q, evidence=f.evidence + note))
+    return out
+
+
+def pval(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+
+
+def signs(diffs: dict[Any, float], part: Any = lambda key: key[1:]) -> tuple[int, int]:
+    """Of the classes (or cases), how many have a seed-averaged difference in the claimed direction."""
+    groups: dict[Any, list[float]] = {}
+    for key, value in diffs.items():
+        groups.setdefault(part(key), []).append(value)
+    return sum(np.mean(v) > 0 for v in groups.values()), len(groups)
 
 
 def compare(
@@ -145,30 +190,33 @@ def compare(
     labels: tuple[str, str],
     unit: str = "(seed, class) pairs",
     left_out: str = "",
+    parts: str = "classes",
 ) -> Finding:
-    """Claim mean(a) > mean(b), tested on the keys both have (pairs), by the paired t-interval."""
+    """Claim mean(a) > mean(b) on the keys both have (seed first), tested at the seed level.
+
+    The means shown are means of seed means, the same weighting as the interval."""
     common = sorted(set(a) & set(b), key=str)
     tail = f" {left_out}" if left_out else ""
     if not common:
-        return Finding(
-            claim,
-            INCONCLUSIVE,
-            f"not in this sweep: no {unit} with both {labels[0]} and {labels[1]} results{tail}",
-        )
-    test = paired([a[k] - b[k] for k in common])
-    ma, mb = np.mean([a[k] for k in common]), np.mean([b[k] for k in common])
+        return not_tested(claim, f"no {unit} with both {labels[0]} and {labels[1]} results{tail}")
+    diffs = {k: a[k] - b[k] for k in common}
+    test = clustered(diffs)
+    ma, mb = (clustered({k: d[k] for k in common}).mean for d in (a, b))
+    up, of = signs(diffs)
     text = (
-        f"{what}: {labels[0]} {ma:.1%} vs {labels[1]} {mb:.1%} over {test.n} {unit}; "
-        f"mean difference {test.mean:+.1%}"
+        f"{what}: {labels[0]} {ma:.1%} vs {labels[1]} {mb:.1%} over {test.pairs} {unit} "
+        f"from {test.n} seed(s); mean difference {test.mean:+.1%}, {up} of {of} {parts} "
+        "in the claimed direction"
     )
     if test.n < 2:
-        text += f" (1 pair: no interval){tail}"
-        return Finding(claim, INCONCLUSIVE, text)
+        text += f" (1 seed: no interval at the unit of replication){tail}"
+        return Finding(claim, INCONCLUSIVE, text, mean=test.mean)
     text += (
         f", {INTERVAL} [{test.lo:+.1%}, {test.hi:+.1%}]"
-        f"{' (includes 0)' if test.verdict == INCONCLUSIVE else ''}, Cohen's d_z {effect(test.d_z)}{tail}"
+        f"{' (includes 0)' if test.verdict == INCONCLUSIVE else ''}, "
+        f"seed-level d_z {effect(test.d_z)}{tail}"
     )
-    return Finding(claim, test.verdict, text)
+    return Finding(claim, test.verdict, text, p=test.p, mean=test.mean)
 
 
 def effect(d_z: float) -> str:

@@ -193,6 +193,10 @@ class Floor:
     def degenerate(self, row: dict[str, Any]) -> bool:
         return row["clean_acc"] < self.min_clean or correct(row) < self.min_correct
 
+    def below(self, right: int, n: int) -> bool:
+        """The same rule on counts: `right` of the class's `n` clean test images classified right."""
+        return n <= 0 or right / n < self.min_clean or right < self.min_correct
+
     def describe(self) -> str:
         return f"clean target-class accuracy < {self.min_clean:.0%} or < {self.min_correct} correctly classified images"
 
