@@ -55,3 +55,29 @@ def test_a_plugin_option_is_checked_before_any_work(tmp_path):
     assert not (tmp_path / "outputs").exists()
     missing = run_cli(["experiment=smoke", "plugins=[no_such_module]"], tmp_path)
     assert missing.returncode == 2 and "plugins=no_such_module" in missing.stderr
+
+
+def test_a_plugin_profile_named_as_a_source_is_the_model_its_own_job_trains(tmp_path):
+    """The plug-in's YAML (counts 50/10, not the registered 5000/1000) in both jobs of a sweep."""
+    args = [a for a in write_plugin(tmp_path) if not a.startswith(("imbalance=", "attack."))]
+    sweep = tmp_path / "multirun"
+    proc = run_cli(
+        [
+            "-m",
+            *args,
+            "imbalance=balanced,halves",
+            "attack.methods=[fgsm]",
+            "attack.sources=[same,halves]",
+            f"paths.store_dir={tmp_path}/store",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
+    by_profile = {r["models"]["target"]["spec"]["imbalance"]["name"]: r for r in results}
+    assert sorted(by_profile) == ["balanced", "halves"]
+    own = by_profile["halves"]["models"]["target"]
+    as_source = by_profile["balanced"]["models"]["halves"]
+    assert as_source["spec"] == own["spec"] and as_source["spec"]["counts"] == [50, 10]
+    assert as_source["key"] == own["key"]
