@@ -7,16 +7,22 @@ into configs and store keys.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import enum
 import importlib
+import importlib.machinery
+import importlib.util
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from imbadv.errors import ConfigError
+from imbadv.errors import ConfigError, ImbadvError
 
 
 @dataclass(frozen=True)
@@ -45,39 +51,109 @@ def bounds(low: float, high: float = math.inf, open_low: bool = False) -> dict[s
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What the rest of imbadv relies on about a component, declared in its registry line.
+
+    Each axis subclasses this (attacks: norm and directions; profiles: targeted; ...). A field
+    without a default is a fact every component must declare; `check` may hold facts against
+    the component's parameters.
+    """
+
+    def check(self, where: str, params: type[Params]) -> None:
+        """Raise RegistryError when a fact contradicts the parameters (e.g. `width`)."""
+
+
+@dataclass(frozen=True)
 class Entry:
-    """One registered component: its name, parameter type and implementation ("module:function")."""
+    """One registered component: name, parameter type, implementation ("module:function"), facts."""
 
     name: str
     params: type[Params]
     target: str
     doc: str = ""
-    extra: dict[str, Any] = field(
-        default_factory=dict
-    )  # axis-specific facts (e.g. an install hint)
+    facts: Facts = Facts()
 
     def load(self) -> Callable[..., Any]:
         """Import the implementation now (this is where torch gets imported)."""
         module, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def locate(self, key: str) -> None:
+        """Refuse an implementation that cannot be found, without importing it (no torch)."""
+        module, _, attr = self.target.partition(":")
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):  # a parent package that is missing
+            spec = None
+        if spec is None:
+            missing = f"no module {module}"
+        elif not _defines(spec, attr):
+            missing = f"{module} defines no {attr}"
+        else:
+            return
+        raise ConfigError(
+            key, self.name, f"an implementation that exists ({self.target}: {missing})"
+        )
+
+
+def _defines(spec: importlib.machinery.ModuleSpec, attr: str) -> bool:
+    """Whether the module of `spec` has `attr` at top level: read from its source, not imported."""
+    if spec.name in sys.modules:
+        return hasattr(sys.modules[spec.name], attr)
+    if not spec.origin or not spec.origin.endswith(".py"):
+        return True  # compiled or namespace: only an import can tell
+    names = set()
+    for node in ast.parse(Path(spec.origin).read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return bool({attr, "*", "__getattr__"} & names)
+
+
+class RegistryError(ImbadvError):
+    """A registry line that breaks the axis's contract (a name twice, a fact missing or mistyped)."""
+
 
 class Registry:
     """The components of one extension axis (data sets, profiles, models, attacks, objectives)."""
 
-    def __init__(self, axis: str) -> None:
+    def __init__(self, axis: str, facts: type[Facts] = Facts) -> None:
         self.axis = axis
+        self.facts = facts
         self.entries: dict[str, Entry] = {}
 
     def add(
-        self, name: str, params: type[Params], target: str, doc: str = "", **extra: Any
+        self,
+        name: str,
+        params: type[Params],
+        target: str,
+        doc: str = "",
+        *,
+        replace: bool = False,
+        **facts: Any,
     ) -> None:
-        """Register `name`; a user's module may call this too (see docs/extending.md)."""
+        """Register `name` with the axis's facts; a user's module may call this too.
+
+        A name already registered to another implementation is refused unless `replace=True`.
+        """
+        where = f"{self.axis} {name}"
         if not dataclasses.is_dataclass(params) or not issubclass(params, Params):
-            raise TypeError(f"{self.axis} {name}: params must be a Params dataclass")
+            raise RegistryError(f"{where}: params must be a Params dataclass, not {params!r}")
         if ":" not in target:
-            raise ValueError(f"{self.axis} {name}: target must be 'module:function', not {target}")
-        self.entries[name] = Entry(name, params, target, doc, extra)
+            raise RegistryError(f"{where}: target must be 'module:function', not {target}")
+        old = self.entries.get(name)
+        if old is not None and old.target != target and not replace:
+            raise RegistryError(
+                f"{where} is registered twice: {old.target} and {target} "
+                "(pass replace=True to replace the first)"
+            )
+        checked = make_facts(self.facts, where, facts)
+        checked.check(where, params)
+        self.entries[name] = Entry(name, params, target, doc, checked)
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -132,6 +208,43 @@ def params_key(params: Params) -> dict[str, Any]:
 
 
 UNKEYED = {"unkeyed": True}  # field metadata: where a thing is, not what it is (a data root)
+
+
+def make_facts(cls: type[Facts], where: str, given: dict[str, Any]) -> Facts:
+    """`cls(**given)` with each fact checked against its declared type; one line if not."""
+    declared = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        allowed = ", ".join(declared) or "none on this axis"
+        raise RegistryError(f"{where}: unknown fact {unknown[0]} (facts: {allowed})")
+    missing = [
+        n for n, f in declared.items() if n not in given and _default(f) is dataclasses.MISSING
+    ]
+    if missing:
+        raise RegistryError(f"{where}: missing fact {missing[0]} (declare {', '.join(missing)})")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _fact(f"{where}: fact {k}", v, hints[k]) for k, v in given.items()})
+
+
+def _fact(where: str, value: Any, hint: Any) -> Any:
+    """`value` as fact type `hint`: a Literal, bool, str, an Enum or a tuple of one of these."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if isinstance(value, str) or not _is_seq(value) or not value:
+            raise RegistryError(f"{where}={value!r} is not allowed: expected a non-empty tuple")
+        return tuple(_fact(where, v, args[0]) for v in value)
+    if origin is typing.Literal:
+        allowed = args
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        allowed = tuple(hint)
+    elif hint in (bool, str) and isinstance(value, hint):
+        return value
+    else:
+        raise RegistryError(f"{where}={value!r} is not allowed: expected {hint.__name__}")
+    if value not in allowed:
+        names = ", ".join(str(a) for a in allowed)
+        raise RegistryError(f"{where}={value!r} is not allowed: expected one of {names}")
+    return hint(value) if isinstance(hint, type) else value
 
 
 def _default(f: dataclasses.Field) -> Any:

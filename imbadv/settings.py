@@ -23,7 +23,7 @@ from imbadv.data import DATASETS
 from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
-from imbadv.registry import Spec, build_params
+from imbadv.registry import RegistryError, Spec, build_params
 from imbadv.sources import parse_sources
 from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
@@ -184,6 +184,8 @@ def import_plugins(cfg: DictConfig) -> None:
             importlib.import_module(str(name))
         except ImportError as err:
             raise ConfigError("plugins", name, f"an importable module ({err})") from None
+        except RegistryError as err:  # a registry line that breaks its axis's contract
+            raise ConfigError("plugins", name, f"a module that registers cleanly ({err})") from None
 
 
 def from_config(cfg: DictConfig) -> Settings:

@@ -44,7 +44,7 @@ class SourceModel:
 
 def targeted(profile: str) -> bool:
     """Whether a profile is built around a target class (under, over)."""
-    return bool(PROFILES.get("imbalance", profile).extra.get("targeted", False))
+    return PROFILES.get("imbalance", profile).facts.targeted
 
 
 def model_name(profile: str, target: int | str | None, mode: str) -> str:

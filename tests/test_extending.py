@@ -53,6 +53,12 @@ def test_a_plugin_option_is_checked_before_any_work(tmp_path):
         "imbadv: error: model.hiden=32 is not allowed: expected a known option (hidden, width)"
     )
     assert not (tmp_path / "outputs").exists()
+    # the page's attack declares ascent only: another direction is refused, not silently run
+    descent = run_cli([*args, "attack.direction=descent"], tmp_path)
+    assert descent.returncode == 2 and descent.stderr.strip() == (
+        "imbadv: error: attack.direction=descent is not allowed: expected one of ascent for "
+        "random_sign"
+    )
     missing = run_cli(["experiment=smoke", "plugins=[no_such_module]"], tmp_path)
     assert missing.returncode == 2 and "plugins=no_such_module" in missing.stderr
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from imbadv.errors import ConfigError
-from imbadv.registry import Params, Registry, Spec, bounds
+from imbadv.registry import Facts, Params, Registry, Spec, bounds
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,15 @@ class MatchedParams(ProfileParams):
         return self.inner().params.balanced_count(available)
 
 
-PROFILES = Registry("imbalance")
+@dataclass(frozen=True)
+class ProfileFacts(Facts):
+    """`targeted`: the profile skews around the `class` key (under, over), so its models are
+    named and keyed by class; an untargeted profile's model is the same for every class."""
+
+    targeted: bool
+
+
+PROFILES = Registry("imbalance", ProfileFacts)
 PROFILES.add(
     "balanced",
     BalancedParams,
