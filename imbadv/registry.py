@@ -34,15 +34,27 @@ class Params:
 
     def check(self, key: str) -> None:
         """Raise ConfigError for a value outside its declared bounds; subclasses add their own rules."""
+        hints = typing.get_type_hints(type(self))
         for f in fields(self):
             low, high = f.metadata.get("low"), f.metadata.get("high")
             value = getattr(self, f.name)
             if value is None or low is None:
                 continue
             if not low <= value <= high or (f.metadata.get("open_low") and value == low):
+                kind = "an integer" if _integer(hints[f.name]) else "a number"
                 bound = "> " if f.metadata.get("open_low") else ">= "
-                upper = "" if high == math.inf else f" and <= {high:g}"
-                raise ConfigError(f"{key}.{f.name}", value, f"a number {bound}{low:g}{upper}")
+                upper = "" if high == math.inf else f" and <= {number(high)}"
+                raise ConfigError(f"{key}.{f.name}", value, f"{kind} {bound}{number(low)}{upper}")
+
+
+def number(x: float) -> str:
+    """A bound as a reader types it: 4294967295 and 64, not 4.29497e+09 and 64.0; 0.001."""
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
+
+
+def _integer(hint: Any) -> bool:
+    """Whether a field's type is int (or int | None)."""
+    return hint is int or int in typing.get_args(hint) and float not in typing.get_args(hint)
 
 
 def bounds(low: float, high: float = math.inf, open_low: bool = False) -> dict[str, Any]:
@@ -291,6 +303,13 @@ def convert(key: str, value: Any, hint: Any) -> Any:
     return _scalar(key, value, hint)
 
 
+def integer_digits(value: float, within: str = "") -> str:
+    """What to write instead of a float (1e9, 3.0, 2.5) where an integer `within` is asked for."""
+    if math.isfinite(value) and value.is_integer():
+        return f"an integer{within} written in digits ({int(value)})"
+    return f"an integer{within}"
+
+
 def _is_seq(value: Any) -> bool:
     return hasattr(value, "__iter__") and not isinstance(value, str | bytes | Mapping)
 
@@ -302,10 +321,10 @@ def _scalar(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(key, value, "true or false")
     if hint in (int, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok and hint is int and not float(value).is_integer():
-            ok = False
         if not ok or (isinstance(value, float) and math.isnan(value)):
             raise ConfigError(key, value, "an integer" if hint is int else "a number")
+        if hint is int and isinstance(value, float):
+            raise ConfigError(key, value, integer_digits(value))
         return hint(value)
     if hint is str:
         if isinstance(value, str | int):

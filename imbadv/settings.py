@@ -24,7 +24,7 @@ from imbadv.data import DATASETS
 from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
-from imbadv.registry import RegistryError, Spec, build_params
+from imbadv.registry import RegistryError, Spec, build_params, integer_digits, number
 from imbadv.sources import parse_sources
 from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
@@ -98,13 +98,15 @@ def _as_list(value: Any) -> list:
 
 
 def _number(key: str, value: Any, low: float, high: float = math.inf, integer: bool = False):
+    """`value` checked against [low, high]; an integer field takes integers only (1e9 is a float:
+    it would be recorded as 1000000000.0 in the job's config)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value).is_integer()
+    kind = "an integer" if integer else "a number"
+    upper = "" if high == math.inf else f" and <= {number(high)}"
+    if ok and integer and isinstance(value, float):
+        raise ConfigError(key, value, integer_digits(value, f" >= {number(low)}{upper}"))
     if not ok or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        upper = "" if high == math.inf else f" and <= {high:g}"
-        raise ConfigError(key, value, f"{kind} >= {low:g}{upper}")
+        raise ConfigError(key, value, f"{kind} >= {number(low)}{upper}")
     return int(value) if integer else float(value)
 
 

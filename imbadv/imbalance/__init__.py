@@ -39,6 +39,17 @@ class PaperParams(BalancedParams):
 
     minority: int = field(default=1000, metadata=bounds(1))
 
+    def check(self, key: str) -> None:
+        super().check(key)
+        # under's target class and over's other classes are the minority: never the larger count
+        if self.minority > self.majority:
+            raise ConfigError(
+                f"{key}.minority",
+                self.minority,
+                f"an integer <= {key}.majority={self.majority} (the profiles read counts.minority "
+                "and counts.majority)",
+            )
+
 
 @dataclass(frozen=True)
 class LongTailParams(ProfileParams):
