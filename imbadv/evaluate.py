@@ -51,7 +51,7 @@ class AttackEvaluation(L.LightningModule):
     def attack(self, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, grad) -> torch.Tensor:
         """The adversarial images of `spec`; FGSM reuses the batch's gradient for every eps."""
         reusable = spec.direction in UNTARGETED  # the batch's gradient is the true labels'
-        if reusable and self.entries[spec.name].extra.get("reuses_gradient"):
+        if reusable and self.entries[spec.name].facts.reuses_gradient:
             return fgsm_from_gradient(x, grad, spec.eps, spec.direction)
         return self.functions[spec.name](
             self.source,

@@ -50,7 +50,7 @@ SELECTION_RULES = {  # trainer.selection -> its description in every model recor
 def data_identity(data: Dataset, s: Settings) -> dict[str, Any]:
     """What makes two data sets the same for the store: file copies by their source (content hash),
     the official ones by their options."""
-    if DATASETS.get("dataset", s.dataset.name).extra.get("identity") == "source":
+    if DATASETS.get("dataset", s.dataset.name).facts.identity == "source":
         return {"name": data.name, "source": data.source}
     return s.dataset.key()
 
@@ -59,7 +59,7 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
     """Everything that defines one trained model, component by component (each by name and the
     parameters that differ from their defaults); an untargeted profile does not depend on the class.
     """
-    targeted = PROFILES.get("imbalance", profile.name).extra.get("targeted", False)
+    targeted = PROFILES.get("imbalance", profile.name).facts.targeted
     return {
         "data": data_identity(data, s),
         "imbalance": profile.key(),

@@ -17,10 +17,15 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.attacks import ATTACKS
 from imbadv.cluster import check_cluster
+from imbadv.data import DATASETS
 from imbadv.errors import ConfigError, ImbadvError
-from imbadv.settings import CONF_DIR, check_folder, from_config
+from imbadv.imbalance import PROFILES
+from imbadv.models import MODELS
+from imbadv.settings import CONF_DIR, Settings, check_folder, from_config
 from imbadv.sources import check_sweep
+from imbadv.training import OBJECTIVES
 
 # A..B with no path characters on either side, so `dataset.root=../data` is left alone.
 RANGE = re.compile(r"^(?P<key>[\w.]+)=\s*(?P<a>[+-]?[\w.]*\w)\s*\.\.\s*(?P<b>[+-]?\w[\w.]*)\s*$")
@@ -92,6 +97,7 @@ def check_jobs(args: list[str]) -> int:
             except HydraException as err:
                 raise ConfigError(*_hydra_problem(err, overrides)) from None
             s = from_config(cfg)
+            locate_components(s)
             settings.append(s)
             data[repr(s.dataset)] = s.dataset
             devices.add(s.device)
@@ -108,6 +114,23 @@ def check_jobs(args: list[str]) -> int:
     for spec in data.values():
         spec.params.preflight()
     return len(jobs)
+
+
+def locate_components(s: Settings) -> None:
+    """Every component the job names has an implementation that can be found (not imported yet,
+    so no torch): a misspelt `module:function` is refused now, not after training."""
+    used = [
+        (DATASETS, "dataset", s.dataset.name),
+        (PROFILES, "imbalance", s.imbalance.name),
+        (MODELS, "model", s.model.name),
+        (OBJECTIVES, "objective", s.objective.name),
+        *((ATTACKS, "attack.methods", spec.method.name) for spec in s.specs),
+        *((PROFILES, "attack.sources", src.profile.name) for src in s.named_sources.values()),
+    ]
+    if s.adversarial.attack is not None:
+        used.append((ATTACKS, "adversarial.attack", s.adversarial.attack))
+    for registry, key, name in used:
+        registry.get(key, name).locate(key)
 
 
 def check_device(device: str) -> None:

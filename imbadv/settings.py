@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import math
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from imbadv.data import DATASETS
 from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
-from imbadv.registry import Spec, build_params
+from imbadv.registry import RegistryError, Spec, build_params, integer_digits, number
 from imbadv.sources import parse_sources
 from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
@@ -97,13 +98,15 @@ def _as_list(value: Any) -> list:
 
 
 def _number(key: str, value: Any, low: float, high: float = math.inf, integer: bool = False):
+    """`value` checked against [low, high]; an integer field takes integers only (1e9 is a float:
+    it would be recorded as 1000000000.0 in the job's config)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value).is_integer()
+    kind = "an integer" if integer else "a number"
+    upper = "" if high == math.inf else f" and <= {number(high)}"
+    if ok and integer and isinstance(value, float):
+        raise ConfigError(key, value, integer_digits(value, f" >= {number(low)}{upper}"))
     if not ok or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        upper = "" if high == math.inf else f" and <= {high:g}"
-        raise ConfigError(key, value, f"{kind} >= {low:g}{upper}")
+        raise ConfigError(key, value, f"{kind} >= {number(low)}{upper}")
     return int(value) if integer else float(value)
 
 
@@ -177,13 +180,32 @@ def attack_images(cfg: DictConfig) -> dict[str, Any]:
     return {"attack_images": images, "per_class": per_class}
 
 
+ENTRY_POINTS = "imbadv.plugins"  # installed plug-ins: each entry names a module that registers
+
+
 def import_plugins(cfg: DictConfig) -> None:
-    """Import the user's modules named in `plugins`: they register components by name."""
+    """Import the installed plug-ins (entry point group `imbadv.plugins`), then the modules named
+    in `plugins`: importing them registers their components by name."""
+    for name, module in installed_plugins():
+        _import_plugin(f"{name} ({ENTRY_POINTS} entry point)", module)
     for name in _as_list(cfg.get("plugins") or []):
-        try:
-            importlib.import_module(str(name))
-        except ImportError as err:
-            raise ConfigError("plugins", name, f"an importable module ({err})") from None
+        _import_plugin(name, str(name))
+
+
+@functools.cache
+def installed_plugins() -> tuple[tuple[str, str], ...]:
+    """(name, module) of every entry point in the group, found in the installed packages' metadata."""
+    found = importlib.metadata.entry_points(group=ENTRY_POINTS)
+    return tuple(sorted((ep.name, ep.value.partition(":")[0]) for ep in found))
+
+
+def _import_plugin(name: Any, module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError("plugins", name, f"an importable module ({err})") from None
+    except RegistryError as err:  # a registry line that breaks its axis's contract
+        raise ConfigError("plugins", name, f"a module that registers cleanly ({err})") from None
 
 
 def from_config(cfg: DictConfig) -> Settings:

@@ -4,8 +4,9 @@ A model of a sweep is named `<profile>[-<class>][+<training mode>]`: the class o
 that have a target class (under, over), the training mode only when it is adversarial. A named
 source is the attacked job's own setting (data, model, objective, trainer, seed) with that
 profile, class and training mode; its profile's options are the job's own when the job has that
-profile, else that profile's config file (`conf/imbalance/<name>.yaml`, resolved against the
-job's `counts`). Without `+mode` a source trains as the job does, like `balanced`. No torch here.
+profile, else those a job of the same command with `imbalance=<name>` gets: Hydra composes the
+job's own overrides (search path and plugins included) with it. Without `+mode` a source trains
+as the job does, like `balanced`. No torch here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from imbadv.errors import ConfigError
@@ -39,7 +44,7 @@ class SourceModel:
 
 def targeted(profile: str) -> bool:
     """Whether a profile is built around a target class (under, over)."""
-    return bool(PROFILES.get("imbalance", profile).extra.get("targeted", False))
+    return PROFILES.get("imbalance", profile).facts.targeted
 
 
 def model_name(profile: str, target: int | str | None, mode: str) -> str:
@@ -48,14 +53,47 @@ def model_name(profile: str, target: int | str | None, mode: str) -> str:
     return f"{profile}{cls}" + (f"+{mode}" if mode != "none" else "")
 
 
-def group_options(cfg: DictConfig, group: str, name: str, conf_dir: Path) -> dict[str, Any]:
-    """Option `name` of config group `group` as a job with `group=name` would get it."""
-    path = conf_dir / group / f"{name}.yaml"
-    if not path.is_file():  # a plugin's component: its registered defaults
-        return {"name": name} if group == "imbalance" else {"mode": name}
-    counts = OmegaConf.to_container(cfg.counts, resolve=True)
-    node = OmegaConf.create({"counts": counts, group: OmegaConf.load(path)})
-    return dict(OmegaConf.to_container(node[group], resolve=True))
+def group_options(
+    cfg: DictConfig, group: str, name: str, conf_dir: Path, text: Any = None
+) -> dict[str, Any]:
+    """Option `name` of config group `group` exactly as a job of this command with `group=name`
+    gets it: Hydra composes the job's own overrides (search path, plugins, counts, presets) with
+    `group=name`, so a plug-in's YAML resolves here as in the job that trains that model."""
+    overrides = [o for o in job_overrides(cfg) if _override_key(o) != group]
+    try:
+        composed = _compose([*overrides, f"{group}={name}"], conf_dir)
+    except HydraException as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            "attack.sources", text or name, f"a model a job can train ({first})"
+        ) from None
+    return dict(OmegaConf.to_container(composed[group], resolve=True))
+
+
+def job_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides the job was composed with (its own and `hydra.searchpath`)."""
+    if "hydra" in cfg:  # composed with return_hydra_config (the up-front sweep check)
+        overrides = cfg.hydra.overrides
+    elif HydraConfig.initialized():  # inside the job that @hydra.main runs
+        overrides = HydraConfig.get().overrides
+    else:
+        raise ValueError("named sources need a config composed with return_hydra_config=True")
+    searchpath = [o for o in overrides.hydra if _override_key(o) == "hydra.searchpath"]
+    return [*overrides.task, *searchpath]
+
+
+def _override_key(override: str) -> str:
+    """`imbalance` for `imbalance=x`, `+imbalance=x` or `~imbalance`; `imbalance.ratio` for its option."""
+    return override.lstrip("+~").partition("=")[0]
+
+
+def _compose(overrides: list[str], conf_dir: Path) -> DictConfig:
+    """The composed config, inside Hydra's current initialisation (a job, the sweep check) or a
+    temporary one of `conf_dir`."""
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=overrides)
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
 
 def resolve(
@@ -83,15 +121,16 @@ def resolve(
     if profile == own_profile.name:
         spec = own_profile
     else:
-        options = group_options(cfg, "imbalance", profile, conf_dir)
+        options = group_options(cfg, "imbalance", profile, conf_dir, text)
         spec = PROFILES.parse("attack.sources", options.pop("name"), options)
     adversarial = own_adv
     if mode is not None and mode != own_adv.mode:
-        options = group_options(cfg, "adversarial", mode, conf_dir)
-        try:
-            adversarial = build_params(AdversarialSettings, "attack.sources", options)
-        except ConfigError as err:  # the allowed modes as the adversarial group declares them
+        try:  # a known mode before Hydra looks for its file: the allowed modes, not a path
+            build_params(AdversarialSettings, "attack.sources", {"mode": mode})
+        except ConfigError as err:
             raise ConfigError("attack.sources", text, f"a training mode: {err.allowed}") from None
+        options = group_options(cfg, "adversarial", mode, conf_dir, text)
+        adversarial = build_params(AdversarialSettings, "attack.sources", options)
     return SourceModel(model_name(profile, target, adversarial.mode), spec, target, adversarial)
 
 

@@ -61,7 +61,7 @@ class WithNormAndDropout(nn.Module):
 def distance(method, adv, x):
     """The attack's own norm of each perturbation."""
     delta = (adv - x).flatten(1)
-    if ATTACKS.get("attack.methods", method).extra.get("norm") == "L2":
+    if ATTACKS.get("attack.methods", method).facts.norm == "L2":
         return delta.norm(dim=1)
     return delta.abs().amax(1)
 

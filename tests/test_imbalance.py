@@ -101,7 +101,7 @@ def test_matched_control_has_the_total_of_its_profile():
     # the remainder (20,431 = 10 * 2,043 + 1) is dropped: exactly balanced, total within C - 1
     lt = class_counts(CIFAR, "matched", 0, of="exp", ratio=10, n_max=5000, majority=5000)
     assert lt == [2043] * 10
-    assert PROFILES.get("imbalance", "matched").extra["targeted"] is False
+    assert PROFILES.get("imbalance", "matched").facts.targeted is False
     with pytest.raises(ConfigError, match="imbalance.of=nope"):
         PROFILES.parse("imbalance", "matched", {"of": "nope"})
     with pytest.raises(ConfigError, match="imbalance.of=matched"):

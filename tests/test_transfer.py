@@ -18,7 +18,8 @@ NUMBERS = ("n", "clean_acc", "adv_acc", "relative_drop", "success_rate", "clean_
 
 def settings(*overrides: str):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return from_config(compose("config", overrides=["experiment=smoke", *overrides]))
+        cfg = compose("config", ["experiment=smoke", *overrides], return_hydra_config=True)
+        return from_config(cfg)
 
 
 def test_named_sources_resolve_to_the_sweeps_models():

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from imbadv.errors import ConfigError
-from imbadv.registry import Params, Registry, bounds
+from imbadv.registry import Facts, Params, Registry, bounds
 
 # eps, step sizes and every image live in pixel space [0, 1]: the model normalizes inside.
 EPS_SPACE = "pixel [0, 1]"
@@ -135,64 +135,78 @@ class APGDPairParams(AutoAttackParams):
     registered: ClassVar[str] = "apgd_pair"
 
 
-ATTACKS = Registry("attack.methods")
-_ENTRIES = [
-    (
-        "fgsm",
-        FGSMParams,
-        "gradient_sign:fgsm_attack",
-        "fast gradient sign, L-inf (Goodfellow et al. 2015)",
-        {"reuses_gradient": True},
-    ),
-    (
-        "bim",
-        BIMParams,
-        "gradient_sign:bim_attack",
-        "iterative gradient sign, L-inf (Kurakin et al. 2016)",
-        {},
-    ),
-    (
-        "mifgsm",
-        MIFGSMParams,
-        "gradient_sign:mifgsm_attack",
-        "momentum iterative gradient sign, L-inf (Dong et al. 2018)",
-        {},
-    ),
-    (
-        "pgd",
-        PGDParams,
-        "pgd:pgd_attack",
-        "projected gradient descent, L-inf (Madry et al. 2018)",
-        {},
-    ),
-    (
-        "pgd_l2",
-        PGDL2Params,
-        "pgd:pgd_l2_attack",
-        "projected gradient descent, L2 (Madry et al. 2018)",
-        {"norm": "L2"},
-    ),
-    (
-        "autoattack",
-        AutoAttackParams,
-        "autoattack:autoattack_attack",
-        "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020)",
-        {"directions": UNTARGETED[:1]},
-    ),
-    (
-        "apgd_pair",
-        APGDPairParams,
-        "autoattack:apgd_pair_attack",
-        "APGD-CE + APGD-T only: never to be called AutoAttack",
-        {"directions": UNTARGETED[:1]},
-    ),
-]
-for _name, _params, _target, _doc, _extra in _ENTRIES:
-    # `directions`: the Direction values the attack supports (settings refuse the others)
-    ATTACKS.add(
-        _name,
-        _params,
-        f"imbadv.attacks.{_target}",
-        _doc,
-        **{"directions": ALL_DIRECTIONS, **_extra},
-    )
+@dataclass(frozen=True)
+class AttackFacts(Facts):
+    """What every attack declares when registered.
+
+    `norm`: the ball its perturbation stays in (the eps it takes is that norm's radius);
+    `directions`: the Direction values it supports (settings refuse the others); `reuses_gradient`:
+    its images are one signed step of the clean gradient, so one backward pass serves every eps.
+    """
+
+    norm: Literal["Linf", "L2"]
+    directions: tuple[Direction, ...]
+    reuses_gradient: bool = False
+
+    @property
+    def targeted(self) -> bool:
+        """Whether it can move images toward a named class (`attack.direction=toward`)."""
+        return Direction.TOWARD in self.directions
+
+
+ATTACKS = Registry("attack.methods", AttackFacts)
+_LINF = {"norm": "Linf", "directions": ALL_DIRECTIONS}
+ATTACKS.add(
+    "fgsm",
+    FGSMParams,
+    "imbadv.attacks.gradient_sign:fgsm_attack",
+    "fast gradient sign, L-inf (Goodfellow et al. 2015)",
+    reuses_gradient=True,
+    **_LINF,
+)
+ATTACKS.add(
+    "bim",
+    BIMParams,
+    "imbadv.attacks.gradient_sign:bim_attack",
+    "iterative gradient sign, L-inf (Kurakin et al. 2016)",
+    **_LINF,
+)
+ATTACKS.add(
+    "mifgsm",
+    MIFGSMParams,
+    "imbadv.attacks.gradient_sign:mifgsm_attack",
+    "momentum iterative gradient sign, L-inf (Dong et al. 2018)",
+    **_LINF,
+)
+ATTACKS.add(
+    "pgd",
+    PGDParams,
+    "imbadv.attacks.pgd:pgd_attack",
+    "projected gradient descent, L-inf (Madry et al. 2018)",
+    **_LINF,
+)
+ATTACKS.add(
+    "pgd_l2",
+    PGDL2Params,
+    "imbadv.attacks.pgd:pgd_l2_attack",
+    "projected gradient descent, L2 (Madry et al. 2018)",
+    norm="L2",
+    directions=ALL_DIRECTIONS,
+)
+# AutoAttack's norm fact is its default (`norm: L2` is one of its parameters); ascent only.
+ATTACKS.add(
+    "autoattack",
+    AutoAttackParams,
+    "imbadv.attacks.autoattack:autoattack_attack",
+    "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020)",
+    norm="Linf",
+    directions=(Direction.ASCENT,),
+)
+ATTACKS.add(
+    "apgd_pair",
+    APGDPairParams,
+    "imbadv.attacks.autoattack:apgd_pair_attack",
+    "APGD-CE + APGD-T only: never to be called AutoAttack",
+    norm="Linf",
+    directions=(Direction.ASCENT,),
+)

@@ -12,7 +12,7 @@ from imbadv.errors import ConfigError
 
 def check_direction(method: str, direction: Direction, target_class: Any) -> None:
     """Refuse a direction `method` does not support, and a target class without `toward`."""
-    allowed = ATTACKS.get("attack.methods", method).extra.get("directions", tuple(Direction))
+    allowed = ATTACKS.get("attack.methods", method).facts.directions
     if direction not in allowed:
         names = ", ".join(str(d) for d in allowed)
         raise ConfigError("attack.direction", direction, f"one of {names} for {method}")

@@ -12,7 +12,7 @@ from typing import Literal
 
 from imbadv.data import names
 from imbadv.errors import ConfigError
-from imbadv.registry import UNKEYED, Params, Registry, bounds
+from imbadv.registry import UNKEYED, Facts, Params, Registry, bounds
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -188,18 +188,51 @@ class TinyImageNetParams(FilesParams):
         ensure_files(self)
 
 
-DATASETS = Registry("dataset")
-DATASETS.add("cifar10", CIFAR10Params, "imbadv.data.cifar10:load", "official CIFAR-10")
+@dataclass(frozen=True)
+class DataFacts(Facts):
+    """`identity`: what identifies the data in store keys: `options` (an official set, by its
+    options) or `source` (the loaded copy's content hash: two folders with the same options can
+    hold different images)."""
+
+    identity: Literal["options", "source"]
+
+
+DATASETS = Registry("dataset", DataFacts)
+DATASETS.add(
+    "cifar10", CIFAR10Params, "imbadv.data.cifar10:load", "official CIFAR-10", identity="options"
+)
 # identity="source": stored models are keyed by the loaded copy (its content hash), not options,
 # because two folders with the same options can hold different images.
 DATASETS.add(
     "folder", FolderParams, "imbadv.data.folder:load", "ImageFolder train/ test/", identity="source"
 )
-DATASETS.add("synthetic", SyntheticParams, "imbadv.data.synthetic:load", "generated patterns")
-DATASETS.add("cifar100", CIFAR100Params, "imbadv.data.cifar100:load", "official CIFAR-100 (python)")
-DATASETS.add("svhn", SVHNParams, "imbadv.data.svhn:load", "SVHN .mat files (imbalanced train)")
 DATASETS.add(
-    "fashion_mnist", FashionMNISTParams, "imbadv.data.fashion_mnist:load", "Fashion-MNIST idx"
+    "synthetic",
+    SyntheticParams,
+    "imbadv.data.synthetic:load",
+    "generated patterns",
+    identity="options",
+)
+DATASETS.add(
+    "cifar100",
+    CIFAR100Params,
+    "imbadv.data.cifar100:load",
+    "official CIFAR-100 (python)",
+    identity="options",
+)
+DATASETS.add(
+    "svhn",
+    SVHNParams,
+    "imbadv.data.svhn:load",
+    "SVHN .mat files (imbalanced train)",
+    identity="options",
+)
+DATASETS.add(
+    "fashion_mnist",
+    FashionMNISTParams,
+    "imbadv.data.fashion_mnist:load",
+    "Fashion-MNIST idx",
+    identity="options",
 )
 DATASETS.add(
     "tiny_imagenet",

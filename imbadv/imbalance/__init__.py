@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from imbadv.errors import ConfigError
-from imbadv.registry import Params, Registry, Spec, bounds
+from imbadv.registry import Facts, Params, Registry, Spec, bounds
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,17 @@ class PaperParams(BalancedParams):
     """Possas & Zhou's counts: a full class has `majority` images, an under-sampled one `minority`."""
 
     minority: int = field(default=1000, metadata=bounds(1))
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        # under's target class and over's other classes are the minority: never the larger count
+        if self.minority > self.majority:
+            raise ConfigError(
+                f"{key}.minority",
+                self.minority,
+                f"an integer <= {key}.majority={self.majority} (the profiles read counts.minority "
+                "and counts.majority)",
+            )
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,15 @@ class MatchedParams(ProfileParams):
         return self.inner().params.balanced_count(available)
 
 
-PROFILES = Registry("imbalance")
+@dataclass(frozen=True)
+class ProfileFacts(Facts):
+    """`targeted`: the profile skews around the `class` key (under, over), so its models are
+    named and keyed by class; an untargeted profile's model is the same for every class."""
+
+    targeted: bool
+
+
+PROFILES = Registry("imbalance", ProfileFacts)
 PROFILES.add(
     "balanced",
     BalancedParams,

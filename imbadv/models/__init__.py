@@ -7,10 +7,10 @@ its initial weights come from the job's seeded generator. Add one: docs/models.m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from imbadv.errors import ConfigError
-from imbadv.registry import Params, Registry, bounds
+from imbadv.registry import Facts, Params, Registry, RegistryError, bounds
 
 
 @dataclass(frozen=True)
@@ -43,23 +43,48 @@ class WRNParams(Params):
             raise ConfigError(f"{key}.depth", self.depth, "6n + 4 (16, 22, 28, 34, 40, ...)")
 
 
-MODELS = Registry("model")
-MODELS.add("vgg", VGGParams, "imbadv.models.vgg:build", "Possas & Zhou's VGG (4.0 M parameters)")
+@dataclass(frozen=True)
+class ModelFacts(Facts):
+    """`takes_width`: the model has a `width` channel multiplier, which the CPU presets
+    (`experiment=smoke`, `quick`) set; held against the parameters at registration."""
+
+    takes_width: bool
+
+    def check(self, where: str, params: type[Params]) -> None:
+        has = "width" in {f.name for f in fields(params)}
+        if has != self.takes_width:
+            raise RegistryError(
+                f"{where}: fact takes_width={self.takes_width} but {params.__name__} "
+                f"{'has' if has else 'has no'} field width"
+            )
+
+
+MODELS = Registry("model", ModelFacts)
+MODELS.add(
+    "vgg",
+    VGGParams,
+    "imbadv.models.vgg:build",
+    "Possas & Zhou's VGG (4.0 M parameters)",
+    takes_width=True,
+)
 MODELS.add(
     "resnet18",
     ResNetParams,
     "imbadv.models.resnet:build",
     "CIFAR ResNet-18, 3x3 stem (11.2 M parameters)",
+    takes_width=True,
 )
 MODELS.add(
     "preact_resnet18",
     ResNetParams,
     "imbadv.models.resnet:build_preact",
     "PreActResNet-18 with final BN-ReLU (Wong et al. 2020; 11.2 M parameters)",
+    takes_width=True,
 )
 MODELS.add(
     "wrn",
     WRNParams,
     "imbadv.models.wrn:build",
     "WideResNet depth-widen (Zagoruyko & Komodakis 2016; WRN-28-10 36.5 M)",
+    takes_width=True,
 )

@@ -27,7 +27,10 @@ class TrainSettings(Params):
     batch_size: int = field(default=32, metadata=bounds(1))
     max_epochs: int = field(default=100, metadata=bounds(1))
     patience: int = field(default=5, metadata=bounds(0))
-    precision: str = "32-true"
+    # Lightning's precisions that need no extra package; checked here, not after the data loads
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"] = (
+        "32-true"
+    )
     channels_last: bool = True
     # Long-tail options (issue 11); their defaults keep today's behaviour and stored keys.
     sampler: Literal["uniform", "class_balanced"] = "uniform"  # class_balanced: p(i) ~ 1/n_{y_i}
