@@ -56,7 +56,7 @@ def compare_images(ours: torch.Tensor, theirs: torch.Tensor, tol: float = IDENTI
 
 def matched_pgdl2(
     model: nn.Module, eps: float, alpha: float, steps: int, guard: float = DIVISION_EPS
-):
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """torchattacks' PGDL2 with imbadv's division guard, for a batch of any size.
 
     imbadv's gradient is of the summed loss, N times torchattacks' (mean): `guard` added to the
