@@ -50,7 +50,14 @@ status: ## How far a sweep is: jobs done/running/failed/pending, models, time le
 bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 	$(PY) -m imbadv.bench --json bench.json
 
+bench-smoke: ## CI: the bench at small sizes, every row, --strict identity checks, seeds 0 and 1 (~40 s)
+	for seed in 0 1; do \
+		$(PY) -m imbadv.bench --device cpu --threads 1 --width 0.125 --batch-size 32 --steps 2 \
+			--warmup 1 --repeats 1 --attack-images 64 --eval-images 512 --attack-steps 3 \
+			--strict --seed $$seed || exit 1; \
+	done
+
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-cluster lint format smoke quick reproduce longtail-quick report status bench clean
+.PHONY: help install test test-cluster lint format smoke quick reproduce longtail-quick report status bench bench-smoke clean

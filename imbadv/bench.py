@@ -23,13 +23,14 @@ from torch import nn
 from imbadv.bench_attacks import (
     PAPER_ATTACKS,
     bench_attacks,
+    differing,
     timed,
 )
 from imbadv.bench_training import bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.evaluate import predict
 from imbadv.models import MODELS
-from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD, VGG
+from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD
 from imbadv.training import TrainSettings
 from imbadv.training.loop import to_unit
 
@@ -133,14 +134,13 @@ OPTIONS = [
 ]
 
 
-def bench_model(name: str, width: float) -> nn.Module:
-    """A registered model at `width` for CIFAR-10-shaped data (32x32 RGB, 10 classes)."""
-    if name == "vgg":
-        return VGG(width=width)
+def bench_model(name: str, width: float, seed: int = 0) -> nn.Module:
+    """A registered model at `width` for CIFAR-10-shaped data (32x32 RGB, 10 classes), its
+    initial weights drawn from a generator seeded `seed`: every run attacks the same weights."""
     card = DataCard(tuple(str(c) for c in range(10)), 3, 32, CIFAR10_MEAN, CIFAR10_STD)
     spec = MODELS.parse("model", name, {"width": width})
     model = MODELS.get("model", name).load()(card, spec.params)
-    model.reset_parameters(torch.Generator().manual_seed(0))
+    model.reset_parameters(torch.Generator().manual_seed(seed))
     return model
 
 
@@ -150,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, kind, cpu, gpu, text in OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=f"{text} (CPU {cpu}, GPU {gpu})")
     p.add_argument("--model", default="vgg", help="a registered model (vgg, resnet18, ...)")
+    p.add_argument("--seed", type=int, default=0, help="the model's initial weights (default 0)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any attack's images differ")
     p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
@@ -192,7 +194,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     """Every measurement of one bench, in one process on one device; returns the JSON report."""
     device = torch.device(args.device)
     info = machine(device)  # first: the load average should be other processes', not ours
-    model = bench_model(args.model, args.width).to(device)
+    model = bench_model(args.model, args.width, args.seed).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     s = TrainSettings(batch_size=args.batch_size, max_epochs=1)
@@ -222,6 +224,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
         "at_train_vs_raw": at["ratio"],
+        "attacks_identical": all(a["identical"] for a in attack.values()),
         "attack_vs_torchattacks": min(
             (a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS), default=float("nan")
         ),
@@ -244,27 +247,25 @@ def run_bench(args: argparse.Namespace) -> dict:
 def format_table(r: dict) -> str:
     """The report's headline numbers as text; the JSON holds them all."""
     t, m, w, a = r["train"], r["machine"], r["settings"], r["attack"]
-    at = r["at_train"]
-    rows = [
-        ("train", t["imbadv_images_per_s"], t["raw_images_per_s"], r["train_vs_raw"], "raw loop"),
-        (
-            "AT train",
-            at["imbadv_images_per_s"],
-            at["raw_images_per_s"],
-            r["at_train_vs_raw"],
-            "raw AT loop",
-        ),
-    ]
-    rows += [
-        (k, v["imbadv_images_per_s"], v["torchattacks_images_per_s"], v["ratio"], "torchattacks")
-        for k, v in a.items()
-    ]
     lines = [
-        f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g}, batch "
-        f"{w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} GFLOP/s; load {m['load_avg_1min']:.1f}",
-        f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  (targets {TARGETS})",
+        f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g} "
+        f"seed {w['seed']}, batch {w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} "
+        f"GFLOP/s; load {m['load_avg_1min']:.1f}",
+        f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  {'identical':<9} "
+        f"{'max diff':>8} {'differing':>9}  (targets {TARGETS})",
     ]
-    lines += [f"  {a:<8} {b:>9.1f} {c:>9.1f} {d:>6.3f}  vs {e}" for a, b, c, d, e in rows]
+    for name, row, ref in (("train", t, "raw loop"), ("AT train", r["at_train"], "raw AT loop")):
+        lines.append(
+            f"  {name:<8} {row['imbadv_images_per_s']:>9.1f} {row['raw_images_per_s']:>9.1f} "
+            f"{row['ratio']:>6.3f}  {'':<28}  vs {ref} (weights max diff "
+            f"{row['weights_max_abs_diff']:.2g})"
+        )
+    for k, v in a.items():
+        lines.append(
+            f"  {k:<8} {v['imbadv_images_per_s']:>9.1f} {v['torchattacks_images_per_s']:>9.1f} "
+            f"{v['ratio']:>6.3f}  {'yes' if v['identical'] else 'NO':<9} "
+            f"{v['max_abs_diff']:>8.2g} {v['differing_images']:>9}  vs torchattacks"
+        )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",
         f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",
@@ -279,7 +280,9 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the bench, print the table, write `--json`; returns the report."""
+    """Run the bench, print the table, write `--json`; returns the report.
+
+    With `--strict`, exits 1 after printing and writing when any attack's images differ."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -290,6 +293,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    problem = differing(report["attack"], args.attack_images)
+    if problem and args.strict:
+        print(f"bench --strict: {problem}", file=sys.stderr)
+        sys.exit(1)
+    if problem:
+        print(f"  note: {problem} (recorded; --strict fails on it)")
     return report
 
 
