@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tarfile
+import zipfile
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from imbadv.errors import ImbadvError
@@ -106,10 +108,19 @@ def _fields(data: dict, kind: str, where: str) -> None:
 def read_results(path: Path) -> dict[str, Any]:
     """A results.json, checked against the schema; ResultsError when unreadable or of another format."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
+        text = Path(path).read_text()
+    except OSError as err:
         raise ResultsError(f"{path}: unreadable ({err})") from None
-    return check(data, str(path))
+    return parse_results(text, str(path))
+
+
+def parse_results(text: str | bytes, where: str) -> dict[str, Any]:
+    """A results.json's text (e.g. an archive member), checked as `read_results` checks a file."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ResultsError(f"{where}: unreadable ({err})") from None
+    return check(data, where)
 
 
 def format_table(full: dict[str, Any]) -> str:
@@ -146,3 +157,81 @@ def counts_text(counts: list[int]) -> str:
     if len(counts) <= 20:
         return "[" + ",".join(str(c) for c in counts) + "]"
     return f"{len(counts)} classes, {min(counts)}..{max(counts)} each, {sum(counts)} in all"
+
+
+# A sweep's job folders, from a folder or an archive: what the table and the report read.
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+class SweepError(ImbadvError):
+    """A sweep path that is neither a folder nor a readable archive; the message names it."""
+
+
+def job_result(files: dict[str, bytes | None], where: str) -> tuple[dict | None, str]:
+    """A job's checked results, or None and why not (failed, unreadable, not written yet)."""
+    if files.get("results.json") is not None:
+        try:
+            return parse_results(files["results.json"], f"{where}/results.json"), ""
+        except ResultsError as err:
+            return None, f"unreadable results.json: {err}"
+    if files.get("failed.json") is not None:
+        try:
+            failed = json.loads(files["failed.json"])
+            return None, f"failed: {failed.get('type', 'error')}: {failed.get('error', '')}"
+        except (ValueError, AttributeError):
+            return None, "failed (failed.json unreadable)"
+    return None, "no results.json (running, interrupted or not started)"
+
+
+def job_files(sweep: Path) -> dict[str, dict[str, bytes | None]]:
+    """Per job folder (its path inside the sweep): its results.json and failed.json bytes."""
+    if sweep.is_dir():
+        paths = [(p.relative_to(sweep).as_posix(), p) for p in sweep.rglob("*")]
+        return _jobs((name, lambda p=p: p.read_bytes(), p.is_file()) for name, p in paths)
+    if sweep.is_file() and sweep.name.endswith(ARCHIVES):
+        try:
+            return _archive_jobs(sweep)
+        except (OSError, tarfile.TarError, zipfile.BadZipFile) as err:
+            raise SweepError(f"{sweep}: not a readable archive ({err})") from None
+    raise SweepError(f"{sweep}: no such sweep folder or archive ({', '.join(ARCHIVES)})")
+
+
+def _archive_jobs(path: Path) -> dict[str, dict[str, bytes | None]]:
+    # Members are read, never extracted, so names with `..` or links cannot write anywhere.
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            items = [
+                (i.filename.rstrip("/"), lambda i=i: zf.read(i), not i.is_dir())
+                for i in zf.infolist()
+            ]
+            return _jobs(items)
+    with tarfile.open(path) as tf:
+        members = tf.getmembers()
+        return _jobs((m.name, lambda m=m: tf.extractfile(m).read(), m.isfile()) for m in members)
+
+
+def _jobs(items) -> dict[str, dict[str, bytes | None]]:
+    """Job folders from (path, read, is_file) items: a folder with .hydra/, results.json or failed.json."""
+    jobs: dict[str, dict[str, bytes | None]] = {}
+    for name, load, is_file in items:
+        p = PurePosixPath(name)
+        if ".hydra" in p.parts:
+            folder = PurePosixPath(*p.parts[: p.parts.index(".hydra")])
+            jobs.setdefault(_name(folder), {})
+        elif is_file and p.name in ("results.json", "failed.json"):
+            jobs.setdefault(_name(p.parent), {})[p.name] = load()
+    return jobs
+
+
+def _name(folder: PurePosixPath) -> str:
+    return "" if str(folder) == "." else str(folder)
+
+
+if (
+    __name__ == "__main__"
+):  # `python -m imbadv.results SWEEP --to csv`: the long table (imbadv.export)
+    import sys
+
+    from imbadv.export import main
+
+    sys.exit(main())

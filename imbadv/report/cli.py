@@ -181,6 +181,12 @@ def parser() -> argparse.ArgumentParser:
         help="with --results-page: write (or replace) only this named section of the page",
     )
     p.add_argument(
+        "--compare",
+        action="store_true",
+        help="two sweeps A B side by side: settings that differ, shared cells paired by seed "
+        "(printed; with --out also compare.md and compare.csv there)",
+    )
+    p.add_argument(
         "--wandb",
         nargs="?",
         const="",
@@ -196,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (2 for a path or option that cannot be used)."""
     args = parser().parse_args(argv)
     command = "python -m imbadv.report " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.compare:
+        return compare_main(args.sweeps, args.out)
     try:
         floor = parse_floor(args.min_clean, args.min_correct)
         roots = args.sweeps or [newest_sweep(Path("multirun"))]
@@ -211,6 +219,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {written}")
     if args.wandb is not None:
         log_to_wandb(written.parent, args.wandb or None)
+    return 0
+
+
+def compare_main(sweeps: list[Path], out: Path | None) -> int:
+    """`--compare A B`: the comparison printed as Markdown, and written into `out` when given."""
+    from imbadv.report import compare
+
+    try:
+        if len(sweeps) != 2:
+            raise compare.CompareError(f"--compare takes two sweeps A B, got {len(sweeps)}")
+        result = compare.compare(*sweeps)
+    except compare.CompareError as err:
+        print(f"imbadv.report: error: {err}", file=sys.stderr)
+        return 2
+    text = compare.markdown(result)
+    print(text, end="")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(text)
+        if result.shared:
+            write_csv(compare.records(result), out / "compare.csv")
     return 0
 
 
