@@ -12,6 +12,7 @@ import io
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -82,7 +83,9 @@ def load(card: DataCard, p: CheckpointParams) -> tuple[nn.Module, str]:
             return Loaded(state.eval(), p.normalize, card.channels), "pickled module"
         return _fit(card, p, _state_dict(p.path, state)), fmt
     if fmt == TORCHSCRIPT:
-        program = torch.jit.load(p.path, map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated, still the common format
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.jit.load(p.path, map_location="cpu").eval()
         return Loaded(program, p.normalize, card.channels), fmt
     if not p.trust:
         _screen_pt2(p.path)
@@ -101,7 +104,8 @@ def _unpickle(path: str, trust: bool) -> Any:
 
 
 def _needs_code(err: Exception) -> str:
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    # torch names the first object it refuses in one of these two wordings
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err))
     what = f"it needs code execution to unpickle {found[1]}" if found else _first_line(err)
     return f"a checkpoint that loads as data ({what}); pass model.trust=true only if you trust it"
 
