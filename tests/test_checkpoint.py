@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,26 @@ def test_a_pickle_that_needs_code_is_refused_and_never_run(trained):
         "you trust it"
     )
     assert not (base / "pwned").exists()
+
+
+def test_an_exported_program_with_a_code_pickle_inside_is_refused(trained, tmp_path, monkeypatch):
+    """torch.export.load unpickles sample inputs without restriction: imbadv screens them first."""
+    from imbadv.errors import ConfigError
+    from imbadv.models import MODELS
+    from imbadv.models.checkpoint import load
+
+    card, good = trained["card"], tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(trained["model"], (sample(card),)), good)
+    evil = tmp_path / "evil.pt2"
+    torch.save(Payload(), tmp_path / "payload.pt")
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            inputs = item.filename.endswith("sample_inputs/model.pt")
+            dst.writestr(item, (tmp_path / "payload.pt").read_bytes() if inputs else src.read(item))
+    monkeypatch.chdir(tmp_path)
+    params = MODELS.parse("model", "checkpoint", {"path": str(evil)}).params
+    with pytest.raises(ConfigError, match=r"it needs code execution to unpickle posix.mkdir"):
+        load(card, params)
+    assert not (tmp_path / "pwned").exists()
+    ok = MODELS.parse("model", "checkpoint", {"path": str(good)}).params
+    assert load(card, ok)[1] == "pt2"
