@@ -25,7 +25,7 @@ from imbadv.imbalance.split import class_counts, select
 from imbadv.metrics import (
     model_summary,
 )
-from imbadv.models import MODELS
+from imbadv.models import CHECKPOINT, MODELS
 from imbadv.progress import Watch, job_record
 from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
@@ -91,6 +91,12 @@ def obtain_model(
     role: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model for (profile, target) from the store, trained here first if no job has yet."""
+    if s.model.name == CHECKPOINT:  # it stands in for the job's own model; others train with arch
+        from imbadv.models import checkpoint
+
+        if profile == s.imbalance and role in (None, "target"):
+            return checkpoint.obtain(data, s.model.params, data_identity(data, s), device)
+        s = checkpoint.trained_settings(s)
     spec = model_spec(data, s, profile, target)
     key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)

@@ -131,10 +131,13 @@ def format_table(full: dict[str, Any]) -> str:
         f"imbalance={m['imbalance']}  seed={m['seed']}  eps space: {m['eps_space']}"
     ]
     for role, entry in full["models"].items():
-        lines.append(
-            f"  {role:<9} model: test acc {entry['clean']['acc']:.3f}  "
-            f"train counts {counts_text(entry['train_counts'])}  best epoch {entry['best_epoch']}"
+        file = entry.get("checkpoint")  # a model trained elsewhere: its file and hash instead
+        trained = (
+            f"checkpoint {file['file']} sha256 {file['sha256'][:16]} ({file['format']})"
+            if file
+            else f"train counts {counts_text(entry['train_counts'])}  best epoch {entry['best_epoch']}"
         )
+        lines.append(f"  {role:<9} model: test acc {entry['clean']['acc']:.3f}  {trained}")
     w = max([10, *(len(r["attack"]) for r in full["attacks"])])  # long labels stay aligned
     m = max([9, *(len(r.get("model", "")) for r in full["attacks"])])
     s = max([9, *(len(r["source"]) for r in full["attacks"])])

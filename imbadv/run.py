@@ -23,6 +23,7 @@ from imbadv.data import DATASETS
 from imbadv.errors import ConfigError, ImbadvError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
+from imbadv.models.files import check_sources
 from imbadv.settings import CONF_DIR, Settings, check_folder, from_config
 from imbadv.sources import check_sweep
 from imbadv.training import OBJECTIVES
@@ -131,6 +132,7 @@ def locate_components(s: Settings) -> None:
         used.append((ATTACKS, "adversarial.attack", s.adversarial.attack))
     for registry, key, name in used:
         registry.get(key, name).locate(key)
+    check_sources(s)  # a checkpoint without model.arch: no other model can be trained
 
 
 def check_device(device: str) -> None:

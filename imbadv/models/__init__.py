@@ -8,9 +8,11 @@ its initial weights come from the job's seeded generator. Add one: docs/models.m
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from imbadv.errors import ConfigError
-from imbadv.registry import Facts, Params, Registry, RegistryError, bounds
+from imbadv.models.files import WEIGHTS, checkpoint_format
+from imbadv.registry import UNKEYED, Facts, Params, Registry, RegistryError, Spec, bounds
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,65 @@ class WRNParams(Params):
 
 
 @dataclass(frozen=True)
+class CheckpointParams(Params):
+    """A model trained elsewhere (docs/models.md): its file, the registered architecture its
+    weights fit (`arch`, `arch_params`, `width`), the normalization it expects, whether to trust it.
+    The file is checked here without torch; it is keyed by its sha256, not its path."""
+
+    path: str = field(default="", metadata=UNKEYED)
+    arch: str | None = None  # needed for weights (safetensors, state dict); None for a program
+    arch_params: dict | None = None  # the architecture's options besides width ({depth: 16})
+    width: float = field(default=1.0, metadata=bounds(1e-3, 64.0))  # passed to `arch`
+    normalize: dict | None = None  # {mean: [...], std: [...]} the model expects; None: [0, 1]
+    trust: bool = field(default=False, metadata=UNKEYED)  # allow unpickling code (trusted files)
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        fmt = checkpoint_format(self.path)
+        if self.arch is not None:
+            self.arch_spec(key)
+        elif fmt in WEIGHTS and not (self.trust and fmt != "safetensors"):
+            raise ConfigError(
+                f"{key}.arch", None, f"the architecture of the weights in {self.path} "
+                f"({fmt} holds weights only): one of {', '.join(_archs())}"
+            )  # fmt: skip
+        elif self.arch_params:
+            raise ConfigError(f"{key}.arch_params", self.arch_params, "null without model.arch")
+        _check_normalize(f"{key}.normalize", self.normalize)
+
+    def arch_spec(self, key: str = "model") -> Spec:
+        """The registered architecture with its options (model.width where it takes one)."""
+        if self.arch not in _archs():
+            raise ConfigError(f"{key}.arch", self.arch, f"one of {', '.join(_archs())}")
+        if not isinstance(self.arch_params or {}, dict) or "width" in (self.arch_params or {}):
+            need = "a mapping of the architecture's options besides width (model.width)"
+            raise ConfigError(f"{key}.arch_params", self.arch_params, need)
+        takes = MODELS.get(f"{key}.arch", self.arch).facts.takes_width
+        options = {**({"width": self.width} if takes else {}), **(self.arch_params or {})}
+        return MODELS.parse(f"{key}.arch_params", self.arch, options)
+
+
+def _archs() -> list[str]:
+    return [n for n in MODELS.names() if n != CHECKPOINT]
+
+
+def _check_normalize(key: str, value: Any) -> None:
+    """None, or {mean: [...], std: [...]} of one value or one per channel each, std > 0."""
+    need = "null or {mean: [m, ...], std: [s, ...]} (one value per channel, std > 0)"
+    if value is None:
+        return
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        raise ConfigError(key, value, need)
+    mean, std = value["mean"], value["std"]
+    numbers = all(
+        isinstance(v, list) and v and all(isinstance(x, int | float) for x in v)
+        for v in (mean, std)
+    )
+    if not numbers or len(mean) != len(std) or min(std) <= 0:
+        raise ConfigError(key, value, need)
+
+
+@dataclass(frozen=True)
 class ModelFacts(Facts):
     """`takes_width`: the model has a `width` channel multiplier, which the CPU presets
     (`experiment=smoke`, `quick`) set; held against the parameters at registration."""
@@ -60,6 +121,7 @@ class ModelFacts(Facts):
 
 
 MODELS = Registry("model", ModelFacts)
+CHECKPOINT = "checkpoint"  # the model loaded from a file, never trained (docs/models.md)
 MODELS.add(
     "vgg",
     VGGParams,
@@ -86,5 +148,12 @@ MODELS.add(
     WRNParams,
     "imbadv.models.wrn:build",
     "WideResNet depth-widen (Zagoruyko & Komodakis 2016; WRN-28-10 36.5 M)",
+    takes_width=True,
+)
+MODELS.add(
+    "checkpoint",
+    CheckpointParams,
+    "imbadv.models.checkpoint:build",
+    "a model trained elsewhere: weights of a registered arch, TorchScript or torch.export",
     takes_width=True,
 )
