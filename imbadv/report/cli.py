@@ -6,11 +6,11 @@ import argparse
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imbadv.report import classwise, longtail
+from imbadv.report import classwise, learning, longtail
 from imbadv.report.paper import findings, parse_pair, table1
 from imbadv.report.stats import adjust
 from imbadv.report.studies import study_findings
@@ -45,6 +45,7 @@ class Report:
     counts: dict[str, tuple[int, ...] | None]
     contrasts: list[longtail.Contrast]
     command: str = ""
+    unlearned: list[str] = field(default_factory=list)  # models that never learned, described
 
 
 def compute(
@@ -68,6 +69,7 @@ def compute(
             f"--baseline {baseline}: no such setting (the sweep has {', '.join(sums)})"
         )
     baseline = baseline or ("balanced" if "balanced" in sums else None)
+    # rows of models that never learned stay in `rows` (tables); findings leave them out, counted
     found = adjust(findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor))
     counts = {
         g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
@@ -88,6 +90,7 @@ def compute(
         counts,
         longtail.contrasts(units),
         command,
+        learning.unlearned_models(sweep, rows),
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imbadv.report.stats import Stat, summarize
-from imbadv.results import ResultsError, read_results
+from imbadv.results import ResultsError, never_learned, read_results
 
 # The paper's classes: only to decide whether Table 1 can stand next to the paper's.
 CIFAR10_CLASSES = (
@@ -148,14 +148,22 @@ def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
     """
     out, seen = [], set()
     for result in sweep.results:
+        ok = {role: not never_learned(e) for role, e in result["models"].items()}
         for row in result["attacks"]:
             ident = (row.get("model_key"), row.get("images_key"))
             if ident[0] is not None and ident in seen:
                 continue
             seen.add(ident)
             merged = {**setting(result), **row}  # a balanced model's own row says "balanced"
-            out.append({**merged, "group": group_label(merged)})
+            out.append({**merged, "group": group_label(merged), "learned": row_learned(row, ok)})
     return out
+
+
+def row_learned(row: dict[str, Any], ok: dict[str, bool]) -> bool:
+    """Whether the attacked model and the model whose gradient made the images both learned."""
+    attacked = row.get("role", "target")
+    source = attacked if row["source"] == "same" else row["source"]
+    return ok.get(attacked, True) and ok.get(source, True)
 
 
 def class_names(sweep: Sweep) -> list[str]:
@@ -177,6 +185,24 @@ def is_cifar10(sweep: Sweep) -> bool:
     )
 
 
+BELOW, NOT_LEARNED = "a cell below the floor", "a model that never learned"
+
+
+def left_out_note(reasons: list[str], what: str) -> str:
+    """`(3 <what> left out: a cell below the floor) (1 ... : a model that never learned)`."""
+    return " ".join(
+        f"({reasons.count(why)} {what} left out: {why})"
+        for why in (BELOW, NOT_LEARNED)
+        if why in reasons
+    )
+
+
+def all_left_out(reasons: list[str], what: str, unit: str) -> str:
+    """The evidence of a finding whose every pair was left out."""
+    whys = "; ".join(why for why in (BELOW, NOT_LEARNED) if why in reasons)
+    return f"{what}: all {len(reasons)} {unit} left out ({whys}): nothing left to test"
+
+
 @dataclass(frozen=True)
 class Floor:
     """Cells below it are degenerate: flagged in Table 1, left out of findings.
@@ -192,6 +218,12 @@ class Floor:
 
     def degenerate(self, row: dict[str, Any]) -> bool:
         return row["clean_acc"] < self.min_clean or correct(row) < self.min_correct
+
+    def why_out(self, row: dict[str, Any]) -> str | None:
+        """Why a row is left out of findings (a model that never learned first), or None."""
+        if not row.get("learned", True):
+            return NOT_LEARNED
+        return BELOW if self.degenerate(row) else None
 
     def below(self, right: int, n: int) -> bool:
         """The same rule on counts: `right` of the class's `n` clean test images classified right."""
