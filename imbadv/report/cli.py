@@ -146,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
         "sweeps",
         nargs="*",
         type=Path,
-        help="sweep folders, merged (seeds run as separate sweeps); default: the newest under ./multirun",
+        help="sweep folders or results archives (.tar.gz), merged; default: the newest under ./multirun",
     )
     p.add_argument("--attack", default="fgsm", help="attack rows to report (default fgsm)")
     p.add_argument("--eps", type=float, default=None, help="default: 0.01 if swept")
@@ -184,6 +184,14 @@ def parser() -> argparse.ArgumentParser:
         help="with --results-page: write (or replace) only this named section of the page",
     )
     p.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the sweep folder's results into FILE (.tar.gz, with a sha256 manifest) "
+        "and stop; `python -m imbadv.report FILE` reads it back as the sweep",
+    )
+    p.add_argument(
         "--wandb",
         nargs="?",
         const="",
@@ -202,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         floor = parse_floor(args.min_clean, args.min_correct)
         roots = args.sweeps or [newest_sweep(Path("multirun"))]
-        out = args.out or (None if len(roots) == 1 else Path("report"))
+        if args.archive is not None:
+            return make_archive(roots, args.archive)
+        # an archive is read, never written into: its report goes to ./report by default
+        out = args.out or (None if len(roots) == 1 and roots[0].is_dir() else Path("report"))
         sweep = load_sweeps(roots, out)
         rep = compute(sweep, args.attack, args.eps, args.pair, floor, args.baseline, command)
         written = build_report(rep)
@@ -214,6 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {written}")
     if args.wandb is not None:
         log_to_wandb(written.parent, args.wandb or None)
+    return 0
+
+
+def make_archive(roots: list[Path], dest: Path) -> int:
+    """`--archive FILE`: one sweep folder's results into FILE; prints what it holds."""
+    from imbadv.report.archive import write_archive
+
+    if len(roots) != 1:
+        raise ReportError(f"--archive {dest}: give exactly one sweep folder (got {len(roots)})")
+    man = write_archive(roots[0], dest)
+    print(
+        f"archive: {dest} ({man['jobs']} jobs, {len(man['pending'])} without results, "
+        f"{dest.stat().st_size / 1e6:.2f} MB; code git {', '.join(man['code_git'])})"
+    )
     return 0
 
 

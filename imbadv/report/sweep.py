@@ -40,6 +40,7 @@ class Sweep:
     unreadable: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # the same job found in two folders
     out: Path | None = None  # where the report is written
+    manifests: dict[str, dict] = field(default_factory=dict)  # archive path -> its manifest
 
     @property
     def root(self) -> Path:
@@ -53,31 +54,54 @@ def load_sweep(root: Path) -> Sweep:
 
 
 def load_sweeps(roots: list[Path], out: Path | None = None) -> Sweep:
-    """Several sweep folders as one (e.g. seeds run as separate sweeps); a job found twice counts once."""
+    """Sweep folders or results archives as one (e.g. seeds run as separate sweeps); a job found
+    twice counts once."""
     sweep, seen = Sweep(list(roots), [], out=out), set()
     for root in roots:
-        if not root.is_dir():
-            raise ReportError(f"{root}: no such sweep folder")
-        # with several folders, job names carry their folder so the report says where each is
-        base = root if len(roots) == 1 else root.parent
-        for path in sorted(root.rglob("results.json")):
-            try:  # the declared schema (imbadv.results): another format is unreadable, not guessed
-                full = read_results(path)
-            except ResultsError:
-                sweep.unreadable.append(str(path.parent.relative_to(base)))
-                continue
-            if full.get("key") in seen:  # the same job (key holds class, profile, seed, settings)
-                sweep.duplicates.append(str(path.parent.relative_to(base)))
-                continue
-            seen.add(full.get("key"))
-            sweep.results.append(full)
-        for hydra_dir in sorted(root.rglob(".hydra")):
-            if not (hydra_dir.parent / "results.json").exists():
-                sweep.pending.append(str(hydra_dir.parent.relative_to(base)))
+        # with several roots, job names carry their root so the report says where each is
+        prefix = "" if len(roots) == 1 else f"{root.name}/"
+        jobs, pending = folder_jobs(root) if root.is_dir() else archive_jobs(root, sweep)
+        sweep.pending += [prefix + p for p in pending]
+        for name, full in jobs:
+            if full is None:  # another format is unreadable, not guessed
+                sweep.unreadable.append(prefix + name)
+            elif full.get("key") in seen:  # the same job (key: class, profile, seed, settings)
+                sweep.duplicates.append(prefix + name)
+            else:
+                seen.add(full.get("key"))
+                sweep.results.append(full)
     if not sweep.results:
         names = ", ".join(map(str, roots))
         raise ReportError(f"{names}: no results.json found (jobs started: {len(sweep.pending)})")
     return sweep
+
+
+def folder_jobs(root: Path) -> tuple[list[tuple[str, dict | None]], list[str]]:
+    """(job folder, its results or None if unreadable) for a sweep folder, and jobs without any."""
+    jobs = []
+    for path in sorted(root.rglob("results.json")):
+        try:  # the declared schema (imbadv.results)
+            full = read_results(path)
+        except ResultsError:
+            full = None
+        jobs.append((path.parent.relative_to(root).as_posix(), full))
+    pending = [
+        h.parent.relative_to(root).as_posix()
+        for h in sorted(root.rglob(".hydra"))
+        if not (h.parent / "results.json").exists()
+    ]
+    return jobs, pending
+
+
+def archive_jobs(root: Path, sweep: Sweep) -> tuple[list[tuple[str, dict | None]], list[str]]:
+    """The same from a results archive (`python -m imbadv.report SWEEP --archive FILE`)."""
+    from imbadv.report.archive import is_archive, read_archive
+
+    if not is_archive(root):
+        raise ReportError(f"{root}: no such sweep folder or results archive (.tar.gz)")
+    manifest, results = read_archive(root)
+    sweep.manifests[str(root)] = manifest
+    return sorted(results.items()), list(manifest.get("pending", []))
 
 
 def newest_sweep(base: Path) -> Path:
