@@ -96,7 +96,8 @@ def test_report_and_status_name_it_and_findings_leave_its_rows_out(smoke_sweep, 
     gone = [r for r in rows if not r["learned"]]
     # the balanced model's own rows and every transfer row made with its gradient
     assert gone and {r["source"] for r in gone} == {"same", "balanced"}
-    assert all(r["imbalance"] == "balanced" for r in gone if r["source"] == "same")
+    assert {r["imbalance"] for r in gone if r["source"] == "same"} == {"balanced", "over"}
+    assert all(not r["learned"] for r in rows if r["source"] == "balanced")  # its images
     assert cli.main([str(sweep)]) == 0
     text = (sweep / "report.md").read_text()
     assert "## Models that never learned" in text and key in text and " ‡" in text

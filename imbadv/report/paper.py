@@ -15,8 +15,6 @@ from imbadv.report.sweep import (
     Floor,
     ReportError,
     Selection,
-    all_left_out,
-    left_out_note,
     pick,
 )
 
@@ -77,6 +75,21 @@ def table1(
                 }
             )
     return out
+
+
+def left_out_note(reasons: list[str], what: str) -> str:
+    """`(3 <what> left out: a cell below the floor) (1 ... : a model that never learned)`."""
+    return " ".join(
+        f"({reasons.count(why)} {what} left out: {why})"
+        for why in (BELOW, NOT_LEARNED)
+        if why in reasons
+    )
+
+
+def all_left_out(reasons: list[str], what: str, unit: str) -> str:
+    """The evidence of a finding whose every pair was left out."""
+    whys = "; ".join(why for why in (BELOW, NOT_LEARNED) if why in reasons)
+    return f"{what}: all {len(reasons)} {unit} left out ({whys}): nothing left to test"
 
 
 def paired_cells(

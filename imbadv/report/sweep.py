@@ -212,21 +212,6 @@ def is_cifar10(sweep: Sweep) -> bool:
 BELOW, NOT_LEARNED = "a cell below the floor", "a model that never learned"
 
 
-def left_out_note(reasons: list[str], what: str) -> str:
-    """`(3 <what> left out: a cell below the floor) (1 ... : a model that never learned)`."""
-    return " ".join(
-        f"({reasons.count(why)} {what} left out: {why})"
-        for why in (BELOW, NOT_LEARNED)
-        if why in reasons
-    )
-
-
-def all_left_out(reasons: list[str], what: str, unit: str) -> str:
-    """The evidence of a finding whose every pair was left out."""
-    whys = "; ".join(why for why in (BELOW, NOT_LEARNED) if why in reasons)
-    return f"{what}: all {len(reasons)} {unit} left out ({whys}): nothing left to test"
-
-
 @dataclass(frozen=True)
 class Floor:
     """Cells below it are degenerate: flagged in Table 1, left out of findings.
