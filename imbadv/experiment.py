@@ -28,7 +28,7 @@ from imbadv.metrics import (
 from imbadv.models import CHECKPOINT, MODELS
 from imbadv.progress import Watch, job_record
 from imbadv.registry import Spec, params_key
-from imbadv.results import FORMAT_VERSION, format_table
+from imbadv.results import FORMAT_VERSION, format_table, judge, with_flag
 from imbadv.settings import Settings, Source, from_config, parse_target
 from imbadv.sources import source_settings
 from imbadv.store import Store, atomic_write_json, content_key
@@ -137,6 +137,7 @@ def obtain_model(
             "posthoc_tau": s.train.posthoc_tau,
             "train_seconds": time.perf_counter() - started,
             **record,
+            **judge(record["history"], split.val_counts),  # a record field, never in the key
         }
 
     model = build_model(data, s)
@@ -263,6 +264,8 @@ def _run_checked(
     store = Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
         result, trained = compute(data, s, target, device, store, watch)
+    # models and results stored before the flag existed get it here, from their own history
+    result = {**result, "models": {r: with_flag(e) for r, e in result["models"].items()}}
     meta = {
         "dataset": data.name,
         "dataset_source": data.source,

@@ -1,10 +1,12 @@
-"""The results.json schema, declared once: its format version, fields, and the one reader everyone uses."""
+"""The results.json schema, declared once: its format version, fields, the one reader everyone uses, the learned check."""
 
 from __future__ import annotations
 
 import json
+import math
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -136,7 +138,7 @@ def format_table(full: dict[str, Any]) -> str:
             f"checkpoint {file['file']} sha256 {file['sha256'][:16]} ({file['format']})"
             if file
             else f"train counts {counts_text(entry['train_counts'])}  best epoch {entry['best_epoch']}"
-        )
+        ) + (f"  ** {describe(entry)} **" if never_learned(entry) else "")
         lines.append(f"  {role:<9} model: test acc {entry['clean']['acc']:.3f}  {trained}")
     w = max([10, *(len(r["attack"]) for r in full["attacks"])])  # long labels stay aligned
     m = max([9, *(len(r.get("model", "")) for r in full["attacks"])])
@@ -151,6 +153,10 @@ def format_table(full: dict[str, Any]) -> str:
             f"  {r.get('model', r['imbalance']):<{m}} {r['source']:<{s}} {r['attack']:<{w}} {r['eps']:>6g}  {r['clean_acc']:>6.3f}  "
             f"{r['adv_acc']:>6.3f}  {r['relative_drop']:>6.3f}  {r['success_rate']:>7.3f}  "
             f"[{lo:.3f},{hi:.3f}]"
+        )
+    if any(never_learned(e) for e in full["models"].values()):
+        lines.append(
+            "  ** rows of a model that never learned are left out of the report's findings **"
         )
     return "\n".join(lines)
 
@@ -228,6 +234,78 @@ def _jobs(items) -> dict[str, dict[str, bytes | None]]:
 
 def _name(folder: PurePosixPath) -> str:
     return "" if str(folder) == "." else str(folder)
+
+
+# Whether a trained model learned at all: its best validation accuracy against chance plus
+# noise (docs/report.md). The rule, written into every model record (`learned`, `learned_check`;
+# never into its spec, so store keys stay as they were) and applied by the report and status:
+#
+# - chance is the accuracy of always answering the validation split's most common class,
+#   max(val_counts) / sum(val_counts): 1/C on a balanced split, more on a long-tailed one (a
+#   model that predicts the head class only is not a model that learned);
+# - the margin is Z = 3 binomial standard deviations of that accuracy on the split's n images,
+#   3 * sqrt(p (1 - p) / n): the best of many epochs is a maximum over several noisy looks, and
+#   with 3 sd a model at chance stays under the bar even when it is looked at 15-50 times
+#   (one-sided 0.13 % a look);
+# - a model learned when its best validation accuracy over the epochs is above chance + margin.
+#
+# Bars on balanced splits: 0.182 at the test suite's smoke size (120 validation images), 0.128
+# at the quick preset's (1,000), 0.113 at the paper's (5,000). An over-sampled split's chance is its
+# target class's share: 0.357 at the quick preset, so its bar is 0.443.
+
+Z = 3.0
+RULE = (
+    "learned = best validation accuracy over the epochs > chance + 3 binomial sd, chance = "
+    "the validation split's most common class share (1/C when balanced), sd = sqrt(p(1-p)/n)"
+)
+
+
+def bar(val_counts: Sequence[int]) -> tuple[float, float]:
+    """(chance, the accuracy a model must exceed) for a validation split with these counts."""
+    n = sum(val_counts)
+    if n <= 0:
+        return math.nan, math.nan
+    p = max(val_counts) / n
+    return p, p + Z * math.sqrt(p * (1 - p) / n)
+
+
+def judge(history: Sequence[dict[str, Any]], val_counts: Sequence[int]) -> dict[str, Any]:
+    """The check for one training record: `learned` (None when the history has no accuracy)."""
+    accs = [float(h["val/acc"]) for h in history if "val/acc" in h]
+    chance, needed = bar(val_counts)
+    best = max(accs) if accs else math.nan
+    known = bool(accs) and not math.isnan(needed)
+    return {
+        "learned": (best > needed) if known else None,
+        "learned_check": {
+            "best_val_acc": best,
+            "chance": chance,
+            "bar": needed,
+            "n_val": int(sum(val_counts)),
+            "rule": RULE,
+        },
+    }
+
+
+def with_flag(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with `learned` and `learned_check` (computed for records written before them)."""
+    if "learned" in record and "learned_check" in record:
+        return record
+    return record | judge(record.get("history", []), record.get("val_counts", []))
+
+
+def never_learned(record: dict[str, Any]) -> bool:
+    """True only when the record is known not to have learned (an unknown one is not flagged)."""
+    return with_flag(record)["learned"] is False
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One phrase for tables and status lines: the best accuracy against the bar."""
+    c = with_flag(record)["learned_check"]
+    return (
+        f"never learned: best validation accuracy {c['best_val_acc']:.3f} <= "
+        f"{c['bar']:.3f} (chance {c['chance']:.3f} + 3 sd, n={c['n_val']})"
+    )
 
 
 if (

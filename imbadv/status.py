@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imbadv.results import describe, never_learned
+
 JOB_FILE = "job.json"  # written by the job at start, `ended` added at its end (imbadv.progress)
 MARKER_SUFFIX = ".training.json"  # in the store's locks/ folder while a model trains
 HEARTBEAT_S = 30.0  # how often a live job touches its files
@@ -180,6 +182,7 @@ class SweepStatus:
     training: list[dict[str, Any]] = field(default_factory=list)
     reused: set[str] = field(default_factory=set)
     locks: dict[str, int] = field(default_factory=dict)
+    unlearned: dict[str, str] = field(default_factory=dict)  # model key -> what and where
 
     def count(self, state: str) -> int:
         return sum(j.state == state for j in self.jobs)
@@ -223,6 +226,11 @@ def _read_result(path: Path, st: SweepStatus) -> None:
     for role, trained_here in full.get("meta", {}).get("trained_here", {}).items():
         if not trained_here:
             st.reused.add(str(full.get("models", {}).get(role, {}).get("key", role)))
+    for role, entry in full.get("models", {}).items():
+        if isinstance(entry, dict) and never_learned(entry):
+            st.unlearned.setdefault(
+                str(entry.get("key")), f"{role} model of {path.parent.name}: {describe(entry)}"
+            )
 
 
 def read_log(store: Path, kind: str = "trainings") -> list[dict[str, Any]]:
@@ -307,6 +315,11 @@ def format_status(st: SweepStatus, now: float | None = None) -> str:
         f"({st.count('interrupted')} interrupted, {st.pending - st.count('interrupted')} not started)",
     ]
     lines += model_lines(st)
+    if st.unlearned:
+        lines.append(
+            f"models that never learned (left out of the report's findings): {len(st.unlearned)}"
+        )
+        lines += [f"  {key} {what}" for key, what in sorted(st.unlearned.items())]
     for state, title in (
         ("running", "running"),
         ("failed", "failed"),

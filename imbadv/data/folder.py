@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tarfile
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from filelock import FileLock
 
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats
 from imbadv.errors import DataError
+from imbadv.tarsafe import read_members
 
 # The extensions torchvision's ImageFolder accepts, so both read the same files.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -146,32 +146,12 @@ def _read_directory(root: Path) -> dict[str, bytes]:
 
 
 def _read_archive(archive: Path) -> dict[str, bytes]:
-    # Read as a stream from the archive: nothing is extracted, and every member is vetted
-    # first because an archive is data, not code.
-    blobs = {}
-    try:
-        with tarfile.open(archive, "r|*") as tar:
-            for member in tar:
-                parts = _safe_member_parts(member, archive)
-                if not member.isfile() or any(p.startswith(".") for p in parts):
-                    continue
-                if parts and parts[-1].lower().endswith(IMAGE_EXTENSIONS):
-                    blobs["/".join(parts)] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"dataset.root={archive} is not a readable .tar.gz: {exc}") from exc
-    return blobs
+    # Read as a stream from the archive: nothing is extracted, every member is vetted first.
+    def images(parts: list[str]) -> bool:
+        hidden = any(p.startswith(".") for p in parts)
+        return bool(parts) and not hidden and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
 
-
-def _safe_member_parts(member: tarfile.TarInfo, archive: Path) -> list[str]:
-    name = member.name
-    if name.startswith("/") or ".." in name.split("/"):
-        raise DataError(f"{archive} member {name!r} points outside the archive; refusing it")
-    if not (member.isfile() or member.isdir()):
-        raise DataError(
-            f"{archive} member {name!r} is a link or device, not a file; refusing the archive "
-            "(repack it with plain files only)"
-        )
-    return [p for p in name.split("/") if p not in ("", ".")]
+    return read_members(archive, images, DataError, f"dataset.root={archive}")
 
 
 def _index(paths: list[str], root: Path) -> tuple[list[str], list[tuple[str, int, str]]]:

@@ -200,12 +200,25 @@ def sources_blocks(sweep: Any) -> list[Block]:
     """Which sweep folders the report reads (with the command that made each), and duplicates."""
     items = []
     for root in sweep.roots:
+        if (man := sweep.manifests.get(str(root))) is not None:
+            items.append(archive_item(root, man))
+            continue
         command = sweep_command(root)
         items.append(f"`{root}`" + (f", made by `{command}`" if command else " (no multirun.yaml)"))
     if sweep.duplicates:
         dups = ", ".join(f"`{d}`" for d in sweep.duplicates)
         items.append(f"{len(sweep.duplicates)} job(s) found twice, counted once: {dups}")
     return [("p", f"Sweep folders ({len(sweep.roots)}), merged:"), ("ul", items)]
+
+
+def archive_item(root: Any, man: dict) -> str:
+    """An archive's line: the sweep it holds, its command, and where its numbers came from."""
+    command = f", made by `{man['command']}`" if man.get("command") else " (no multirun.yaml)"
+    return (
+        f"`{root}`: results archive of sweep `{man.get('sweep')}`{command}; {man.get('jobs')} "
+        f"job(s), every file checked against the manifest's sha256; code git "
+        f"{', '.join(man.get('code_git', []))}; data {', '.join(man.get('data', []))}"
+    )
 
 
 def seed_gaps(records: list[dict]) -> list[str]:

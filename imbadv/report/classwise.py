@@ -25,6 +25,7 @@ class ClassEval:
     n: int
     clean_row: tuple[int, ...]
     adv_row: tuple[int, ...]
+    learned: bool = True  # False: its model (or the images' source) never learned
 
 
 @dataclass
@@ -61,7 +62,9 @@ def units_from_rows(
                 adversarial=r.get("adversarial", "none"),
             ),
         )
-        unit.classes[cls] = ClassEval(int(r["n"]), tuple(r["clean_row"]), tuple(r["adv_row"]))
+        unit.classes[cls] = ClassEval(
+            int(r["n"]), tuple(r["clean_row"]), tuple(r["adv_row"]), bool(r.get("learned", True))
+        )
     for unit in units.values():
         found = {(counts or {}).get((unit.group, unit.seed, c)) for c in unit.classes}
         unit.train_counts = found.pop() if len(found) == 1 else None

@@ -6,11 +6,11 @@ import argparse
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imbadv.report import classwise, longtail
+from imbadv.report import classwise, learning, longtail
 from imbadv.report.paper import findings, parse_pair, table1
 from imbadv.report.stats import adjust
 from imbadv.report.studies import study_findings
@@ -45,6 +45,7 @@ class Report:
     counts: dict[str, tuple[int, ...] | None]
     contrasts: list[longtail.Contrast]
     command: str = ""
+    unlearned: list[str] = field(default_factory=list)  # models that never learned, described
 
 
 def compute(
@@ -68,6 +69,7 @@ def compute(
             f"--baseline {baseline}: no such setting (the sweep has {', '.join(sums)})"
         )
     baseline = baseline or ("balanced" if "balanced" in sums else None)
+    # rows of models that never learned stay in `rows` (tables); findings leave them out, counted
     found = adjust(findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor))
     counts = {
         g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
@@ -88,6 +90,7 @@ def compute(
         counts,
         longtail.contrasts(units),
         command,
+        learning.unlearned_models(sweep, rows),
     )
 
 
@@ -143,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
         "sweeps",
         nargs="*",
         type=Path,
-        help="sweep folders, merged (seeds run as separate sweeps); default: the newest under ./multirun",
+        help="sweep folders or results archives (.tar.gz), merged; default: the newest under ./multirun",
     )
     p.add_argument("--attack", default="fgsm", help="attack rows to report (default fgsm)")
     p.add_argument("--eps", type=float, default=None, help="default: 0.01 if swept")
@@ -187,6 +190,14 @@ def parser() -> argparse.ArgumentParser:
         "(printed; with --out also compare.md and compare.csv there)",
     )
     p.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the sweep folder's results into FILE (.tar.gz, with a sha256 manifest) "
+        "and stop; `python -m imbadv.report FILE` reads it back as the sweep",
+    )
+    p.add_argument(
         "--wandb",
         nargs="?",
         const="",
@@ -207,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         floor = parse_floor(args.min_clean, args.min_correct)
         roots = args.sweeps or [newest_sweep(Path("multirun"))]
-        out = args.out or (None if len(roots) == 1 else Path("report"))
+        if args.archive is not None:
+            return make_archive(roots, args.archive)
+        # an archive is read, never written into: its report goes to ./report by default
+        out = args.out or (None if len(roots) == 1 and roots[0].is_dir() else Path("report"))
         sweep = load_sweeps(roots, out)
         rep = compute(sweep, args.attack, args.eps, args.pair, floor, args.baseline, command)
         written = build_report(rep)
@@ -240,6 +254,20 @@ def compare_main(sweeps: list[Path], out: Path | None) -> int:
         (out / "compare.md").write_text(text)
         if result.shared:
             write_csv(compare.records(result), out / "compare.csv")
+    return 0
+
+
+def make_archive(roots: list[Path], dest: Path) -> int:
+    """`--archive FILE`: one sweep folder's results into FILE; prints what it holds."""
+    from imbadv.report.archive import write_archive
+
+    if len(roots) != 1:
+        raise ReportError(f"--archive {dest}: give exactly one sweep folder (got {len(roots)})")
+    man = write_archive(roots[0], dest)
+    print(
+        f"archive: {dest} ({man['jobs']} jobs, {len(man['pending'])} without results, "
+        f"{dest.stat().st_size / 1e6:.2f} MB; code git {', '.join(man['code_git'])})"
+    )
     return 0
 
 

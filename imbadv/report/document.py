@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report import classdoc, figures, longtail, verdicts
+from imbadv.report import classdoc, figures, learning, longtail, verdicts
 from imbadv.report import paper as rp
 from imbadv.report.plots import matrix_order
 from imbadv.report.sweep import is_cifar10
@@ -87,6 +87,7 @@ def cell(rec: dict) -> str:
         return "—"
     spread = f" ± {pct(rec['sd'])}" if rec["n_seeds"] > 1 else ""
     flag = " †" if rec.get("degenerate") else ""  # below the floor in at least one seed
+    flag += " ‡" if rec.get("not_learned") else ""  # a model that never learned, in some seed
     lo, hi = max(0.0, rec["ci_lo"]), min(1.0, rec["ci_hi"])  # a t-interval can pass 0 or 100 %
     return f"{pct(rec['mean'])}{spread} ({pct(lo)}–{pct(hi)}){flag}"
 
@@ -136,7 +137,9 @@ def table_blocks(records: list[dict], sel: Any, names: list[str], floor: Any) ->
             f"Combinations measured: {sum(r['n_seeds'] > 0 for r in records)} of {len(records)}. "
             "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper. "
             f"† = degenerate baseline in at least one seed ({floor.describe()}): left out of findings; "
-            f"{sum(r['degenerate'] for r in records)} of {sum(r['n_seeds'] for r in records)} (cell, seed) results are.",
+            f"{sum(r['degenerate'] for r in records)} of {sum(r['n_seeds'] for r in records)} (cell, seed) results are. "
+            f"‡ = from a model that never learned in at least one seed (below): left out of findings; "
+            f"{sum(r.get('not_learned', 0) for r in records)} (cell, seed) results are.",
         ),
         ("table", header, rows + [mean_row]),
         (
@@ -260,6 +263,7 @@ def write_report(rep: Any) -> Path:
         *classdoc.sources_blocks(sweep),
         *([("p", f"Made by `{rep.command}`.")] if rep.command else []),
         *setup_blocks(sweep, rep.rows),
+        *learning.blocks(rep.unlearned, rep.rows, rep.sel),
         *table,
         ("h", 3, "Missing"),
         ("ul", missing) if missing else ("p", "Nothing: every cell has results."),

@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 
 from imbadv.report.stats import INCONCLUSIVE, Finding, compare, not_tested, summarize
-from imbadv.report.sweep import CIFAR10_CLASSES, Floor, ReportError, Selection, pick
+from imbadv.report.sweep import (
+    BELOW,
+    CIFAR10_CLASSES,
+    NOT_LEARNED,
+    Floor,
+    ReportError,
+    Selection,
+    pick,
+)
 
 PAPER_CLASSES = CIFAR10_CLASSES
 DEFAULT_FLOOR = Floor()
@@ -63,37 +71,51 @@ def table1(
                     "paper": paper,
                     "diff": (stat.mean - paper) if stat else math.nan,
                     "degenerate": sum(floor.degenerate(r) for r in cell),
+                    "not_learned": sum(not r.get("learned", True) for r in cell),
                 }
             )
     return out
 
 
+def left_out_note(reasons: list[str], what: str) -> str:
+    """`(3 <what> left out: a cell below the floor) (1 ... : a model that never learned)`."""
+    return " ".join(
+        f"({reasons.count(why)} {what} left out: {why})"
+        for why in (BELOW, NOT_LEARNED)
+        if why in reasons
+    )
+
+
+def all_left_out(reasons: list[str], what: str, unit: str) -> str:
+    """The evidence of a finding whose every pair was left out."""
+    whys = "; ".join(why for why in (BELOW, NOT_LEARNED) if why in reasons)
+    return f"{what}: all {len(reasons)} {unit} left out ({whys}): nothing left to test"
+
+
 def paired_cells(
     rows: list[dict[str, Any]], sel: Selection, metric: str, floor: Floor, **match: Any
-) -> tuple[dict[tuple[int, int], float], set[tuple[int, int]]]:
-    """`metric` per (seed, class) for the matching rows above the floor, and the keys below it."""
-    kept, dropped = {}, set()
+) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], str]]:
+    """`metric` per (seed, class) for the matching rows findings may use, and why the others go
+    (below the floor, or a model that never learned)."""
+    kept, dropped = {}, {}
     for r in pick(rows, sel, **match):
         key = (int(r["seed"]), int(r["class"]))
-        if floor.degenerate(r):
-            dropped.add(key)
+        if why := floor.why_out(r):
+            dropped[key] = why
         else:
             kept[key] = float(r[metric])
     return kept, dropped
 
 
 def floored(claim: str, what: str, a: tuple, b: tuple, labels: tuple[str, str]) -> Finding:
-    """compare() on two paired_cells() results; pairs with a degenerate cell on either side go."""
+    """compare() on two paired_cells() results; pairs with a left-out cell on either side go."""
     (va, da), (vb, db) = a, b
-    gone = (set(va) | da) & (set(vb) | db) & (da | db)
+    gone = (set(va) | set(da)) & (set(vb) | set(db)) & (set(da) | set(db))
+    # a pair is out for the model that never learned first, else for the floor
+    reasons = [NOT_LEARNED if NOT_LEARNED in (da.get(k), db.get(k)) else BELOW for k in gone]
     if gone and not set(va) & set(vb) - gone:
-        return Finding(
-            claim,
-            INCONCLUSIVE,
-            f"{what}: all {len(gone)} (seed, class) pair(s) left out "
-            "(a cell below the floor): nothing left to test",
-        )
-    note = f"({len(gone)} (seed, class) pair(s) left out: a cell below the floor)" if gone else ""
+        return Finding(claim, INCONCLUSIVE, all_left_out(reasons, what, "(seed, class) pair(s)"))
+    note = left_out_note(reasons, "(seed, class) pair(s)")
     return compare(
         claim,
         what,
@@ -173,18 +195,18 @@ def pair_finding(
     )
     if max(a, b) >= len(names):
         return not_tested(claim, "the data set has fewer classes")
-    named, others, gone, none_lost = {}, {}, 0, 0
+    named, others, gone, none_lost = {}, {}, [], 0
     for src, dst in ((a, b), (b, a)):
         for m in ("balanced", "under", "over"):
             for r in pick(rows, sel, **{"class": src, "imbalance": m, "source": "same"}):
-                shares = lost_shares(r["clean_row"], r["adv_row"], src)
-                if floor.degenerate(r) or shares is None:
-                    gone, none_lost = gone + floor.degenerate(r), none_lost + (shares is None)
+                shares, why = lost_shares(r["clean_row"], r["adv_row"], src), floor.why_out(r)
+                if why or shares is None:
+                    gone, none_lost = gone + [why] * bool(why), none_lost + (shares is None)
                     continue
                 key = (int(r["seed"]), m, src)
                 rest = [v for j, v in enumerate(shares) if j not in (src, dst)]
                 named[key], others[key] = shares[dst], float(np.mean(rest))
-    note = f"({gone} cell(s) left out: below the floor)" if gone else ""
+    note = left_out_note(gone, "cell(s)")
     note += f" ({none_lost} cell(s) left out: no image lost)" if none_lost else ""
     if not named and (gone or none_lost):  # measured, but nothing usable: tested, no answer
         return Finding(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from imbadv.report.classwise import Unit, long_tailed, thirds
-from imbadv.report.paper import DEFAULT_FLOOR, floored, paired_cells
+from imbadv.report.paper import DEFAULT_FLOOR, all_left_out, floored, left_out_note, paired_cells
 from imbadv.report.stats import INCONCLUSIVE, Finding, compare, not_tested
-from imbadv.report.sweep import Floor, Selection
+from imbadv.report.sweep import BELOW, NOT_LEARNED, Floor, Selection
 
 PLAIN = {"source": "same", "objective": "ce", "adversarial": "none"}
 RUN_MATCHED = (
@@ -52,10 +52,12 @@ def matched_vs_balanced(rows: list[dict[str, Any]], sel: Selection, floor: Floor
     )
 
 
-def _learned(unit: Unit, cls: int, floor: Floor) -> bool:
-    """Whether the class clears the floor in this unit (clean recall and count of right images)."""
+def _why_out(unit: Unit, cls: int, floor: Floor) -> str | None:
+    """Why the class is left out in this unit (its model never learned, or below the floor)."""
     e = unit.classes[cls]
-    return not floor.below(e.clean_row[cls], e.n)
+    if not e.learned:
+        return NOT_LEARNED
+    return BELOW if floor.below(e.clean_row[cls], e.n) else None
 
 
 def _robust(unit: Unit, cls: int) -> float:
@@ -63,15 +65,11 @@ def _robust(unit: Unit, cls: int) -> float:
     return e.adv_row[cls] / e.n
 
 
-def _floor_note(gone: int, what: str) -> str:
-    return f"({gone} {what} left out: a class below the floor)" if gone else ""
-
-
 def head_vs_tail(units: list[Unit], adversarial: bool, floor: Floor = DEFAULT_FLOOR) -> Finding:
     """Long-tail studies: head classes keep more robust recall than tail classes (k-th vs k-th)."""
     kind = "adversarial" if adversarial else "standard"
     claim = f"Head classes are more robust than tail classes under {kind} training (long-tailed profiles)"
-    head, tail, gone = {}, {}, 0
+    head, tail, gone = {}, {}, []
     for u in units:
         if (u.adversarial != "none") != adversarial or not long_tailed(u.train_counts):
             continue
@@ -79,19 +77,15 @@ def head_vs_tail(units: list[Unit], adversarial: bool, floor: Floor = DEFAULT_FL
         for k, (h, t) in enumerate(zip(parts["head"], reversed(parts["tail"]), strict=True)):
             if h not in u.classes or t not in u.classes:
                 continue
-            if not (_learned(u, h, floor) and _learned(u, t, floor)):
-                gone += 1
+            if why := _why_out(u, h, floor) or _why_out(u, t, floor):
+                gone.append(why)
                 continue
             # the k-th most frequent vs the k-th least frequent class of one model
             head[(u.seed, u.group, k)], tail[(u.seed, u.group, k)] = _robust(u, h), _robust(u, t)
     if not head and not gone:
         return not_tested(claim, f"no long-tailed profile with {kind} training")
     if not head:
-        return Finding(
-            claim,
-            INCONCLUSIVE,
-            f"robust recall: all {gone} pair(s) left out (a class below the floor): nothing left to test",
-        )
+        return Finding(claim, INCONCLUSIVE, all_left_out(gone, "robust recall", "pair(s)"))
     return compare(
         claim,
         "robust recall",
@@ -99,7 +93,7 @@ def head_vs_tail(units: list[Unit], adversarial: bool, floor: Floor = DEFAULT_FL
         tail,
         ("head", "tail"),
         unit="(seed, setting, rank) pairs",
-        left_out=_floor_note(gone, "(seed, setting, rank) pair(s)"),
+        left_out=left_out_note(gone, "(seed, setting, rank) pair(s)"),
         parts="(setting, rank) pairs",
     )
 
@@ -107,15 +101,15 @@ def head_vs_tail(units: list[Unit], adversarial: bool, floor: Floor = DEFAULT_FL
 def bsl_vs_ce(units: list[Unit], floor: Floor = DEFAULT_FLOOR) -> Finding:
     """AT-BSL: balanced softmax raises robust recall over cross-entropy in adversarial training."""
     claim = "Balanced softmax gives higher robust recall than cross-entropy inside adversarial training (AT-BSL)"
-    bsl, ce, gone = {}, {}, 0
+    bsl, ce, gone = {}, {}, []
     twins = {(u.profile, u.adversarial, u.seed): u for u in units if u.objective == "ce"}
     for u in units:
         base = twins.get((u.profile, u.adversarial, u.seed))
         if u.objective != "balanced_softmax" or u.adversarial == "none" or base is None:
             continue
         for c in sorted(set(u.classes) & set(base.classes)):  # same seed, same class: the pair
-            if not (_learned(u, c, floor) and _learned(base, c, floor)):
-                gone += 1
+            if why := _why_out(u, c, floor) or _why_out(base, c, floor):
+                gone.append(why)
                 continue
             bsl[(u.seed, u.group, c)], ce[(u.seed, u.group, c)] = _robust(u, c), _robust(base, c)
     if not bsl and not gone:
@@ -123,11 +117,7 @@ def bsl_vs_ce(units: list[Unit], floor: Floor = DEFAULT_FLOOR) -> Finding:
             claim, "no balanced softmax run with its cross-entropy twin under adversarial training"
         )
     if not bsl:
-        return Finding(
-            claim,
-            INCONCLUSIVE,
-            f"robust recall: all {gone} pair(s) left out (a class below the floor): nothing left to test",
-        )
+        return Finding(claim, INCONCLUSIVE, all_left_out(gone, "robust recall", "pair(s)"))
     return compare(
         claim,
         "robust recall",
@@ -135,7 +125,7 @@ def bsl_vs_ce(units: list[Unit], floor: Floor = DEFAULT_FLOOR) -> Finding:
         ce,
         ("balanced softmax", "cross-entropy"),
         unit="(seed, setting, class) pairs",
-        left_out=_floor_note(gone, "(seed, setting, class) pair(s)"),
+        left_out=left_out_note(gone, "(seed, setting, class) pair(s)"),
         parts="(setting, class) pairs",
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imbadv.report.stats import Stat, summarize
-from imbadv.results import ResultsError, read_results
+from imbadv.results import ResultsError, never_learned, read_results
 
 # The paper's classes: only to decide whether Table 1 can stand next to the paper's.
 CIFAR10_CLASSES = (
@@ -40,6 +40,7 @@ class Sweep:
     unreadable: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # the same job found in two folders
     out: Path | None = None  # where the report is written
+    manifests: dict[str, dict] = field(default_factory=dict)  # archive path -> its manifest
 
     @property
     def root(self) -> Path:
@@ -53,31 +54,54 @@ def load_sweep(root: Path) -> Sweep:
 
 
 def load_sweeps(roots: list[Path], out: Path | None = None) -> Sweep:
-    """Several sweep folders as one (e.g. seeds run as separate sweeps); a job found twice counts once."""
+    """Sweep folders or results archives as one (e.g. seeds run as separate sweeps); a job found
+    twice counts once."""
     sweep, seen = Sweep(list(roots), [], out=out), set()
     for root in roots:
-        if not root.is_dir():
-            raise ReportError(f"{root}: no such sweep folder")
-        # with several folders, job names carry their folder so the report says where each is
-        base = root if len(roots) == 1 else root.parent
-        for path in sorted(root.rglob("results.json")):
-            try:  # the declared schema (imbadv.results): another format is unreadable, not guessed
-                full = read_results(path)
-            except ResultsError:
-                sweep.unreadable.append(str(path.parent.relative_to(base)))
-                continue
-            if full.get("key") in seen:  # the same job (key holds class, profile, seed, settings)
-                sweep.duplicates.append(str(path.parent.relative_to(base)))
-                continue
-            seen.add(full.get("key"))
-            sweep.results.append(full)
-        for hydra_dir in sorted(root.rglob(".hydra")):
-            if not (hydra_dir.parent / "results.json").exists():
-                sweep.pending.append(str(hydra_dir.parent.relative_to(base)))
+        # with several roots, job names carry their root so the report says where each is
+        prefix = "" if len(roots) == 1 else f"{root.name}/"
+        jobs, pending = folder_jobs(root) if root.is_dir() else archive_jobs(root, sweep)
+        sweep.pending += [prefix + p for p in pending]
+        for name, full in jobs:
+            if full is None:  # another format is unreadable, not guessed
+                sweep.unreadable.append(prefix + name)
+            elif full.get("key") in seen:  # the same job (key: class, profile, seed, settings)
+                sweep.duplicates.append(prefix + name)
+            else:
+                seen.add(full.get("key"))
+                sweep.results.append(full)
     if not sweep.results:
         names = ", ".join(map(str, roots))
         raise ReportError(f"{names}: no results.json found (jobs started: {len(sweep.pending)})")
     return sweep
+
+
+def folder_jobs(root: Path) -> tuple[list[tuple[str, dict | None]], list[str]]:
+    """(job folder, its results or None if unreadable) for a sweep folder, and jobs without any."""
+    jobs = []
+    for path in sorted(root.rglob("results.json")):
+        try:  # the declared schema (imbadv.results)
+            full = read_results(path)
+        except ResultsError:
+            full = None
+        jobs.append((path.parent.relative_to(root).as_posix(), full))
+    pending = [
+        h.parent.relative_to(root).as_posix()
+        for h in sorted(root.rglob(".hydra"))
+        if not (h.parent / "results.json").exists()
+    ]
+    return jobs, pending
+
+
+def archive_jobs(root: Path, sweep: Sweep) -> tuple[list[tuple[str, dict | None]], list[str]]:
+    """The same from a results archive (`python -m imbadv.report SWEEP --archive FILE`)."""
+    from imbadv.report.archive import is_archive, read_archive
+
+    if not is_archive(root):
+        raise ReportError(f"{root}: no such sweep folder or results archive (.tar.gz)")
+    manifest, results = read_archive(root)
+    sweep.manifests[str(root)] = manifest
+    return sorted(results.items()), list(manifest.get("pending", []))
 
 
 def newest_sweep(base: Path) -> Path:
@@ -148,14 +172,22 @@ def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
     """
     out, seen = [], set()
     for result in sweep.results:
+        ok = {role: not never_learned(e) for role, e in result["models"].items()}
         for row in result["attacks"]:
             ident = (row.get("model_key"), row.get("images_key"))
             if ident[0] is not None and ident in seen:
                 continue
             seen.add(ident)
             merged = {**setting(result), **row}  # a balanced model's own row says "balanced"
-            out.append({**merged, "group": group_label(merged)})
+            out.append({**merged, "group": group_label(merged), "learned": row_learned(row, ok)})
     return out
+
+
+def row_learned(row: dict[str, Any], ok: dict[str, bool]) -> bool:
+    """Whether the attacked model and the model whose gradient made the images both learned."""
+    attacked = row.get("role", "target")
+    source = attacked if row["source"] == "same" else row["source"]
+    return ok.get(attacked, True) and ok.get(source, True)
 
 
 def class_names(sweep: Sweep) -> list[str]:
@@ -177,6 +209,9 @@ def is_cifar10(sweep: Sweep) -> bool:
     )
 
 
+BELOW, NOT_LEARNED = "a cell below the floor", "a model that never learned"
+
+
 @dataclass(frozen=True)
 class Floor:
     """Cells below it are degenerate: flagged in Table 1, left out of findings.
@@ -192,6 +227,12 @@ class Floor:
 
     def degenerate(self, row: dict[str, Any]) -> bool:
         return row["clean_acc"] < self.min_clean or correct(row) < self.min_correct
+
+    def why_out(self, row: dict[str, Any]) -> str | None:
+        """Why a row is left out of findings (a model that never learned first), or None."""
+        if not row.get("learned", True):
+            return NOT_LEARNED
+        return BELOW if self.degenerate(row) else None
 
     def below(self, right: int, n: int) -> bool:
         """The same rule on counts: `right` of the class's `n` clean test images classified right."""

@@ -83,6 +83,7 @@ def method_text(floor: Any) -> str:
         "is shown; it can exclude 0 while the adjusted p does not). `k of K classes` counts the "
         "classes whose seed-averaged difference points the claimed way. A finding the sweep has "
         "no runs for is **not tested** and is not a verdict. Cells below the floor "
-        f"({floor.describe()}; `--min-clean`, `--min-correct`) are left out of every finding, "
-        "and each finding says how many."
+        f"({floor.describe()}; `--min-clean`, `--min-correct`) and rows of a model that never "
+        "learned (or made with its gradient; see 'Models that never learned') are left out of "
+        "every finding, and each finding says how many of each."
     )

@@ -1,0 +1,135 @@
+"""Report, archives: a sweep's results.json files in one .tar.gz with a sha256 manifest, read as a sweep.
+
+An archive holds `manifest.json` (format, the sweep's command, the git commits and data copies
+its jobs name, every member's sha256, the jobs without results), the sweep's `multirun.yaml` and
+`jobs/<job folder>/results.json` for every job. It is written byte for byte reproducibly (sorted
+members, zero times and owners) and read as a stream into memory: nothing is ever extracted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+from imbadv.report.sweep import ReportError
+from imbadv.results import ResultsError, check
+from imbadv.tarsafe import read_members
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+SUFFIXES = (".tar.gz", ".tgz")
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(SUFFIXES)
+
+
+def members_of(sweep_dir: Path) -> tuple[dict[str, bytes], list[str]]:
+    """The files an archive of `sweep_dir` holds (by member name), and its jobs without results."""
+    files = {
+        f"jobs/{p.parent.relative_to(sweep_dir).as_posix()}/results.json": p.read_bytes()
+        for p in sorted(sweep_dir.rglob("results.json"))
+    }
+    if (sweep_dir / "multirun.yaml").is_file():
+        files["multirun.yaml"] = (sweep_dir / "multirun.yaml").read_bytes()
+    pending = [
+        h.parent.relative_to(sweep_dir).as_posix()
+        for h in sorted(sweep_dir.rglob(".hydra"))
+        if not (h.parent / "results.json").exists()
+    ]
+    return files, pending
+
+
+def manifest_of(sweep_dir: Path, files: dict[str, bytes], pending: list[str]) -> dict[str, Any]:
+    """What the archive holds and where its numbers come from (code commits, data copies)."""
+    from imbadv.report.classdoc import sweep_command
+
+    metas = [json.loads(b).get("meta", {}) for n, b in files.items() if n.startswith("jobs/")]
+    return {
+        "format": FORMAT,
+        "sweep": sweep_dir.name,
+        "command": sweep_command(sweep_dir),
+        "code_git": sorted({str(m.get("versions", {}).get("git")) for m in metas}),
+        "data": sorted({str(m.get("dataset_source")) for m in metas}),
+        "archived_at_git": git_head(),
+        "jobs": sum(n.startswith("jobs/") for n in files),
+        "pending": pending,
+        "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(files.items())},
+    }
+
+
+def git_head() -> str:
+    """The commit of the checkout the archive is made in (the sweep's own is in `code_git`)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_archive(sweep_dir: Path, dest: Path) -> dict[str, Any]:
+    """Archive every job's results.json of `sweep_dir` into `dest` (.tar.gz); returns the manifest."""
+    if not sweep_dir.is_dir():
+        raise ReportError(f"{sweep_dir}: no such sweep folder to archive")
+    if not dest.name.endswith(SUFFIXES):
+        raise ReportError(f"--archive {dest}: must end with .tar.gz or .tgz")
+    files, pending = members_of(sweep_dir)
+    if not any(n.startswith("jobs/") for n in files):
+        raise ReportError(f"{sweep_dir}: no results.json to archive")
+    manifest = manifest_of(sweep_dir, files, pending)
+    blob = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,  # no timestamp: same bytes
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, data in [(MANIFEST, blob), *sorted(files.items())]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(buffer.getvalue())
+    return manifest
+
+
+def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any] | None]]:
+    """The manifest and the results by job name (None: unreadable in the sweep too, as archived);
+    ReportError (one line) when the archive is damaged or does not match its manifest."""
+    try:  # the whole stream first: gzip's CRC and length cover bytes a tar reader never reaches
+        gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReportError(f"{path} is not a readable .tar.gz: {exc}") from None
+    blobs = read_members(path, lambda parts: True, ReportError)
+    try:
+        manifest = json.loads(blobs.pop(MANIFEST))
+        sums = manifest["sha256"]
+    except (KeyError, ValueError, TypeError):
+        raise ReportError(
+            f"{path}: no readable {MANIFEST}; not an imbadv results archive"
+        ) from None
+    if manifest.get("format") != FORMAT:
+        raise ReportError(f"{path}: archive format {manifest.get('format')}, this reads {FORMAT}")
+    if set(blobs) != set(sums):
+        odd = sorted(set(blobs) ^ set(sums))
+        raise ReportError(f"{path}: members and manifest differ ({', '.join(odd[:3])})")
+    for name, data in blobs.items():
+        if hashlib.sha256(data).hexdigest() != sums[name]:
+            raise ReportError(f"{path}: {name} does not match its sha256 in the manifest")
+    results = {}
+    for name, data in blobs.items():
+        if name.startswith("jobs/") and name.endswith("/results.json"):
+            job = name[len("jobs/") : -len("/results.json")]
+            try:  # the bytes are the sweep's own (sha256 checked): unreadable there too
+                results[job] = check(json.loads(data), f"{path}:{name}")
+            except (ResultsError, ValueError):
+                results[job] = None
+    return manifest, results

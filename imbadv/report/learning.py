@@ -1,0 +1,43 @@
+"""Report, models that never learned: named, kept in the tables (marked), left out of every finding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imbadv.report.sweep import Selection, Sweep, pick
+from imbadv.results import RULE, describe, never_learned
+
+Block = tuple
+
+
+def unlearned_models(sweep: Sweep, rows: list[dict[str, Any]]) -> list[str]:
+    """One line per model (by store key) whose record says it never learned, with its numbers."""
+    names = {r.get("model_key"): r.get("model") for r in rows if r.get("model")}
+    out: dict[str, str] = {}
+    for result in sweep.results:
+        for role, entry in result["models"].items():
+            key = str(entry.get("key"))
+            if key not in out and never_learned(entry):
+                name = names.get(key) or role
+                out[key] = (
+                    f"`{name}` (seed {result['meta']['seed']}, model {key}): {describe(entry)}"
+                )
+    return list(out.values())
+
+
+def blocks(models: list[str], rows: list[dict[str, Any]], sel: Selection) -> list[Block]:
+    """The section: the rule, and the models that fail it with the rows it takes out of findings."""
+    if not models:
+        return [("p", f"Every model learned ({RULE}).")]
+    left = sum(not r.get("learned", True) for r in pick(rows, sel))
+    return [
+        ("h", 2, "Models that never learned"),
+        (
+            "p",
+            f"{len(models)} model(s) never learned ({RULE}). Their rows stay in the tables "
+            f"(‡ in Table 1) and are left out of every finding, each finding counting them: {left} "
+            f"{sel.method.upper()} eps {sel.eps:g} row(s), transfer rows whose images came from "
+            "such a model included.",
+        ),
+        ("ul", models),
+    ]
