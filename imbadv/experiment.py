@@ -31,7 +31,7 @@ from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table, judge, with_flag
 from imbadv.settings import Settings, Source, from_config, parse_target
 from imbadv.sources import source_settings
-from imbadv.store import Store, atomic_write_json, content_key
+from imbadv.store import Store, atomic_write_json, content_key, file_sha256
 from imbadv.tracking import start_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
@@ -80,6 +80,20 @@ def build_model(data: Dataset, s: Settings) -> torch.nn.Module:
     return MODELS.get("model", s.model.name).load()(data.card, s.model.params)
 
 
+def checkpoint_model(
+    data: Dataset, s: Settings, device: torch.device
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """`model=checkpoint`: the file as the job's model (never trained), keyed by its sha256."""
+    from imbadv.models import checkpoint
+
+    p = s.model.params
+    model, fmt = checkpoint.obtain(data, p, device)
+    sha256 = file_sha256(Path(p.path))
+    spec = checkpoint.spec_of(p, fmt, sha256, data_identity(data, s))
+    key = content_key(spec)
+    return model, {**checkpoint.record(p, fmt, sha256, key, spec), "trained_here": False}
+
+
 def obtain_model(
     data: Dataset,
     s: Settings,
@@ -95,7 +109,7 @@ def obtain_model(
         from imbadv.models import checkpoint
 
         if profile == s.imbalance and role in (None, "target"):
-            return checkpoint.obtain(data, s.model.params, data_identity(data, s), device)
+            return checkpoint_model(data, s, device)
         s = checkpoint.trained_settings(s)
     spec = model_spec(data, s, profile, target)
     key = content_key(spec)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import tarfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from imbadv.errors import ImbadvError
+from imbadv.tarsafe import ARCHIVE_SUFFIXES, read_verified
 
 # Version 2: components by name and parameters, the data card, split hashes, attack params.
 FORMAT_VERSION = 2
@@ -168,12 +167,9 @@ def counts_text(counts: list[int]) -> str:
     return f"{len(counts)} classes, {min(counts)}..{max(counts)} each, {sum(counts)} in all"
 
 
-# A sweep's job folders, from a folder or an archive: what the table and the report read.
-ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip")
-
-
+# A sweep's job folders, from a folder or a results archive: what the table and the report read.
 class SweepError(ImbadvError):
-    """A sweep path that is neither a folder nor a readable archive; the message names it."""
+    """A sweep path that is neither a folder nor a readable results archive; the message names it."""
 
 
 def job_result(files: dict[str, bytes | None], where: str) -> tuple[dict | None, str]:
@@ -195,45 +191,29 @@ def job_result(files: dict[str, bytes | None], where: str) -> tuple[dict | None,
 def job_files(sweep: Path) -> dict[str, dict[str, bytes | None]]:
     """Per job folder (its path inside the sweep): its results.json and failed.json bytes."""
     if sweep.is_dir():
-        paths = [(p.relative_to(sweep).as_posix(), p) for p in sweep.rglob("*")]
-        return _jobs((name, lambda p=p: p.read_bytes(), p.is_file()) for name, p in paths)
-    if sweep.is_file() and sweep.name.endswith(ARCHIVES):
-        try:
-            return _archive_jobs(sweep)
-        except (OSError, tarfile.TarError, zipfile.BadZipFile) as err:
-            raise SweepError(f"{sweep}: not a readable archive ({err})") from None
-    raise SweepError(f"{sweep}: no such sweep folder or archive ({', '.join(ARCHIVES)})")
+        jobs: dict[str, dict[str, bytes | None]] = {}
+        for p in sweep.rglob("*"):
+            rel = p.relative_to(sweep)
+            if p.name == ".hydra":
+                jobs.setdefault(_name(rel.parent), {})
+            elif p.is_file() and p.name in ("results.json", "failed.json"):
+                jobs.setdefault(_name(rel.parent), {})[p.name] = p.read_bytes()
+        return jobs
+    if sweep.is_file() and sweep.name.endswith(ARCHIVE_SUFFIXES):
+        manifest, blobs = read_verified(sweep, SweepError)  # `python -m imbadv.report --archive`
+        jobs = {job: {} for job in manifest.get("pending", [])}
+        for name, data in blobs.items():
+            if name.startswith("jobs/") and name.endswith("/results.json"):
+                jobs[name[len("jobs/") : -len("/results.json")]] = {"results.json": data}
+        return jobs
+    raise SweepError(
+        f"{sweep}: no such sweep folder or results archive ({', '.join(ARCHIVE_SUFFIXES)}, "
+        "made by python -m imbadv.report SWEEP --archive FILE)"
+    )
 
 
-def _archive_jobs(path: Path) -> dict[str, dict[str, bytes | None]]:
-    # Members are read, never extracted, so names with `..` or links cannot write anywhere.
-    if path.name.endswith(".zip"):
-        with zipfile.ZipFile(path) as zf:
-            items = [
-                (i.filename.rstrip("/"), lambda i=i: zf.read(i), not i.is_dir())
-                for i in zf.infolist()
-            ]
-            return _jobs(items)
-    with tarfile.open(path) as tf:
-        members = tf.getmembers()
-        return _jobs((m.name, lambda m=m: tf.extractfile(m).read(), m.isfile()) for m in members)
-
-
-def _jobs(items) -> dict[str, dict[str, bytes | None]]:
-    """Job folders from (path, read, is_file) items: a folder with .hydra/, results.json or failed.json."""
-    jobs: dict[str, dict[str, bytes | None]] = {}
-    for name, load, is_file in items:
-        p = PurePosixPath(name)
-        if ".hydra" in p.parts:
-            folder = PurePosixPath(*p.parts[: p.parts.index(".hydra")])
-            jobs.setdefault(_name(folder), {})
-        elif is_file and p.name in ("results.json", "failed.json"):
-            jobs.setdefault(_name(p.parent), {})[p.name] = load()
-    return jobs
-
-
-def _name(folder: PurePosixPath) -> str:
-    return "" if str(folder) == "." else str(folder)
+def _name(folder: PurePosixPath | Path) -> str:
+    return "" if str(folder) == "." else folder.as_posix()
 
 
 # Whether a trained model learned at all: its best validation accuracy against chance plus

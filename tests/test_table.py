@@ -11,7 +11,10 @@ import sys
 import tarfile
 from pathlib import Path
 
-from imbadv import export, table
+import pytest
+
+from imbadv import export, results, table
+from imbadv.report.archive import write_archive
 
 METRICS = ("clean_acc", "adv_acc", "relative_drop", "success_rate", "max_abs_delta")
 
@@ -118,13 +121,17 @@ def test_a_failed_and_an_unfinished_job_are_listed_missing_not_a_crash(smoke_swe
 
 def test_an_archived_sweep_reads_as_its_folder(smoke_sweep, tmp_path):
     archive = tmp_path / "sweep.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
-        tf.add(smoke_sweep["sweep"], arcname="sweep")
+    write_archive(smoke_sweep["sweep"], archive)  # python -m imbadv.report SWEEP --archive FILE
     folder, packed = table.read(smoke_sweep["sweep"]), table.read(archive)
     assert not packed.missing and len(packed.rows) == len(folder.rows)
     for a, b in zip(folder.rows, packed.rows, strict=True):
-        assert {**a, "sweep": "", "job": ""} == {**b, "sweep": "", "job": ""}
-        assert b["job"] == f"sweep/{a['job']}"
+        assert {**a, "sweep": ""} == {**b, "sweep": ""}
+    # One reader of archives: a plain tar of the folder is not a results archive, and is refused
+    plain = tmp_path / "plain.tar.gz"
+    with tarfile.open(plain, "w:gz") as tf:
+        tf.add(smoke_sweep["sweep"], arcname="sweep")
+    with pytest.raises(results.SweepError, match="not an imbadv results archive"):
+        table.read(plain)
 
 
 def test_parquet_without_pandas_and_a_bad_path_end_in_one_line(
@@ -137,9 +144,8 @@ def test_parquet_without_pandas_and_a_bad_path_end_in_one_line(
     assert not (tmp_path / "t").exists()
     assert export.main([str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == f"imbadv.results: error: {tmp_path / 'nowhere'}: no such sweep folder or archive (.tar, .tar.gz, .tgz, .zip)"
+    assert err.startswith(
+        f"imbadv.results: error: {tmp_path / 'nowhere'}: no such sweep folder or results archive"
     )
 
 

@@ -233,29 +233,25 @@ def is_checkpoint(model: Any) -> bool:
     return getattr(model, "name", None) == CHECKPOINT
 
 
-def obtain(
-    data: Any, p: CheckpointParams, identity: dict, device: torch.device
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The checkpoint as the job's model, checked on two test images, and its record.
-
-    Its key is the file's sha256 with how it is read (format, arch, normalization) and the data it
-    is evaluated on: results keyed by it are shared by every job that evaluates the same file.
-    """
-    from imbadv.store import content_key, file_sha256
+def obtain(data: Any, p: CheckpointParams, device: torch.device) -> tuple[nn.Module, str]:
+    """The checkpoint as the job's model, checked on two test images, and its file format."""
     from imbadv.training.loop import to_unit
 
     model, fmt = load(data.card, p)
     check_output(model, to_unit(torch.from_numpy(data.x_test[:2])), data.num_classes, p.path)
-    sha256 = file_sha256(Path(p.path))
-    spec = {
+    return model.to(device).eval(), fmt
+
+
+def spec_of(p: CheckpointParams, fmt: str, sha256: str, identity: dict) -> dict[str, Any]:
+    """What defines a checkpoint's results: the file's sha256 with how it is read (format, arch,
+    normalization) and the data it is evaluated on; every job evaluating the same file shares it."""
+    return {
         "checkpoint": sha256,
         "format": fmt,
         "arch": p.arch_spec().key() if p.arch else None,
         "normalize": p.normalize,
         "data": identity,
     }
-    key = content_key(spec)
-    return model.to(device).eval(), {**record(p, fmt, sha256, key, spec), "trained_here": False}
 
 
 def trained_settings(s: Any) -> Any:

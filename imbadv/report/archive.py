@@ -14,17 +14,14 @@ import io
 import json
 import subprocess
 import tarfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 from imbadv.report.sweep import ReportError
 from imbadv.results import ResultsError, check
-from imbadv.tarsafe import read_members
-
-FORMAT = 1
-MANIFEST = "manifest.json"
-SUFFIXES = (".tar.gz", ".tgz")
+from imbadv.tarsafe import ARCHIVE_FORMAT as FORMAT
+from imbadv.tarsafe import ARCHIVE_SUFFIXES as SUFFIXES
+from imbadv.tarsafe import MANIFEST, read_verified
 
 
 def is_archive(path: Path) -> bool:
@@ -104,26 +101,7 @@ def write_archive(sweep_dir: Path, dest: Path) -> dict[str, Any]:
 def read_archive(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any] | None]]:
     """The manifest and the results by job name (None: unreadable in the sweep too, as archived);
     ReportError (one line) when the archive is damaged or does not match its manifest."""
-    try:  # the whole stream first: gzip's CRC and length cover bytes a tar reader never reaches
-        gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ReportError(f"{path} is not a readable .tar.gz: {exc}") from None
-    blobs = read_members(path, lambda parts: True, ReportError)
-    try:
-        manifest = json.loads(blobs.pop(MANIFEST))
-        sums = manifest["sha256"]
-    except (KeyError, ValueError, TypeError):
-        raise ReportError(
-            f"{path}: no readable {MANIFEST}; not an imbadv results archive"
-        ) from None
-    if manifest.get("format") != FORMAT:
-        raise ReportError(f"{path}: archive format {manifest.get('format')}, this reads {FORMAT}")
-    if set(blobs) != set(sums):
-        odd = sorted(set(blobs) ^ set(sums))
-        raise ReportError(f"{path}: members and manifest differ ({', '.join(odd[:3])})")
-    for name, data in blobs.items():
-        if hashlib.sha256(data).hexdigest() != sums[name]:
-            raise ReportError(f"{path}: {name} does not match its sha256 in the manifest")
+    manifest, blobs = read_verified(path, ReportError)
     results = {}
     for name, data in blobs.items():
         if name.startswith("jobs/") and name.endswith("/results.json"):
