@@ -16,6 +16,10 @@ install: ## Create .venv and install imbadv with its test tools (CPU or GPU torc
 test: ## Run the test suite (CPU, no network, a few minutes)
 	$(PY) -m pytest -q
 
+test-data: ## Debian's Fashion-MNIST (root: apt), so its real-data test runs instead of skipping
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; }
+
 test-cluster: ## Real SLURM and Ray sweeps on this machine (root: apt and pip installs, daemons on loopback only; ~5 min)
 	PY=$(PY) scripts/cluster.sh install
 	PY=$(PY) scripts/cluster.sh test
@@ -60,4 +64,4 @@ bench-smoke: ## CI: the bench at small sizes, every row, --strict identity check
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-cluster lint format smoke quick reproduce longtail-quick report status bench bench-smoke clean
+.PHONY: help install test test-data test-cluster lint format smoke quick reproduce longtail-quick report status bench bench-smoke clean
