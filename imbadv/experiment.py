@@ -14,25 +14,25 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
 from imbadv.attacks.goals import with_target_class
+from imbadv.config.errors import ImbadvError
+from imbadv.config.registry import Spec, params_key
+from imbadv.config.settings import Settings, Source, from_config, parse_target
+from imbadv.config.sources import source_settings
 from imbadv.data import DATASETS
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
+from imbadv.data.tensors import on_device, predict
 from imbadv.devices import job_device, set_threads
-from imbadv.errors import ImbadvError
-from imbadv.evaluate import on_device, predict
 from imbadv.imbalance import PROFILES
 from imbadv.imbalance.split import class_counts, select
 from imbadv.metrics import (
     model_summary,
 )
 from imbadv.models import MODELS
-from imbadv.progress import Watch, job_record
-from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table
-from imbadv.settings import Settings, Source, from_config, parse_target
-from imbadv.sources import source_settings
+from imbadv.status.progress import Watch, job_record
+from imbadv.status.tracking import start_job
 from imbadv.store import Store, atomic_write_json, content_key
-from imbadv.tracking import start_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
 from imbadv.training.objectives import LogitAdjusted

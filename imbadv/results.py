@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from imbadv.errors import ImbadvError
+from imbadv.config.errors import ImbadvError
 
 # Version 2: components by name and parameters, the data card, split hashes, attack params.
 FORMAT_VERSION = 2

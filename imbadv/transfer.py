@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from imbadv.attacks import EPS_SPACE
+from imbadv.config.settings import AttackSpec, Settings
+from imbadv.config.sources import BALANCED, SAME, with_names
 from imbadv.data.base import Dataset
-from imbadv.evaluate import craft, on_device, predict, predict_unit
+from imbadv.data.tensors import on_device, predict, predict_unit, to_unit
+from imbadv.evaluate import craft
 from imbadv.metrics import attack_summary, class_summary, flag_gradient_masking, stratified_subset
-from imbadv.progress import Watch
-from imbadv.settings import AttackSpec, Settings
-from imbadv.sources import BALANCED, SAME, with_names
+from imbadv.status.progress import Watch
 from imbadv.store import Store, content_key
-from imbadv.training.loop import to_unit
 
 
 def role_of(source: str) -> str:

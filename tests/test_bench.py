@@ -12,8 +12,9 @@ import pytest
 import torch
 from conftest import TINY
 
-from imbadv import bench, bench_attacks
+from imbadv import bench
 from imbadv.attacks.gradient_sign import fgsm
+from imbadv.bench import attacks as bench_attacks
 from imbadv.models.vgg import VGG
 from imbadv.training import TrainSettings
 

@@ -17,12 +17,12 @@ import yaml
 from PIL import Image
 
 import imbadv.data.folder as folders
+from imbadv.config.errors import ConfigError, DataError
 from imbadv.data import DATASETS
 from imbadv.data.cifar10 import load_cifar10
 from imbadv.data.folder import load_folder
 from imbadv.data.load import load_dataset as load_spec
 from imbadv.data.synthetic import make_synthetic
-from imbadv.errors import ConfigError, DataError
 
 
 def load_dataset(name, cache_dir="data/cache", **options):

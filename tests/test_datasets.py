@@ -20,12 +20,12 @@ from PIL import Image
 
 import imbadv.data.fashion_mnist as fmnist
 import imbadv.data.tiny_imagenet as tiny
+from imbadv.config.errors import ConfigError, DataError
 from imbadv.data import DATASETS, names
 from imbadv.data.base import pixel_stats, pixel_stats_chunked
 from imbadv.data.cifar10 import load_cifar10
 from imbadv.data.cifar100 import CIFAR100_MEAN, load_cifar100
 from imbadv.data.svhn import load_svhn
-from imbadv.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -423,7 +423,7 @@ def test_the_vgg_takes_every_card_size_and_normalizes_with_its_stats(channels, s
 def settings(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from imbadv.settings import from_config
+    from imbadv.config.settings import from_config
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return from_config(compose("config", overrides=list(overrides)))

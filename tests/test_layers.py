@@ -60,8 +60,8 @@ def test_report_reads_only_results_and_itself():
 
 
 TORCH_FREE = [
-    "imbadv.registry",
-    "imbadv.settings",
+    "imbadv.config.registry",
+    "imbadv.config.settings",
     "imbadv.run",
     "imbadv.results",
     *(f"imbadv.{axis}" for axis in AXES),
@@ -69,7 +69,7 @@ TORCH_FREE = [
     "imbadv.report.cli",
     "imbadv.report.document",
     "imbadv.report.paper",
-    "imbadv.tracking",
+    "imbadv.status.tracking",
     "imbadv.status",
 ]
 
@@ -91,7 +91,7 @@ def test_checking_a_whole_config_imports_no_torch():
         "import sys\n"
         "from hydra import compose, initialize_config_dir\n"
         "from imbadv.run import CONF_DIR\n"
-        "from imbadv.settings import from_config\n"
+        "from imbadv.config.settings import from_config\n"
         "with initialize_config_dir(str(CONF_DIR), version_base='1.3'):\n"
         "    cfg = compose('config', overrides=['experiment=smoke', 'imbalance=under', 'class=3'])\n"
         "s = from_config(cfg)\n"

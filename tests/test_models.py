@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from imbadv.config.errors import ConfigError
 from imbadv.data.base import DataCard
-from imbadv.errors import ConfigError
 from imbadv.models import MODELS
 from imbadv.models.resnet import ResNet18
 from imbadv.models.vgg import VGG, parameter_count

@@ -11,11 +11,12 @@ import pytest
 import torch
 from conftest import TINY, run_cli
 
-from imbadv import progress, status
 from imbadv.attacks import ATTACKS
+from imbadv.config.settings import AttackSpec
 from imbadv.evaluate import craft
 from imbadv.models.vgg import VGG
-from imbadv.settings import AttackSpec
+from imbadv.status import progress
+from imbadv.status import sweep as status
 from imbadv.training import TrainSettings
 from imbadv.training.loop import fit
 

@@ -13,11 +13,11 @@ from conftest import ROOT, run_cli
 from omegaconf import OmegaConf
 
 from imbadv.attacks import ALL_DIRECTIONS, ATTACKS, AttackFacts, Direction, FGSMParams
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import Params, Registry, RegistryError
 from imbadv.data import DATASETS
-from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS, ModelFacts, VGGParams
-from imbadv.registry import Params, Registry, RegistryError
 from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
 CONF = ROOT / "conf"
@@ -97,7 +97,7 @@ def test_every_builtin_implementation_is_located_without_importing_torch():
     code = textwrap.dedent(
         """
         import sys
-        import imbadv.settings
+        import imbadv.config.settings
         from imbadv.run import ATTACKS, DATASETS, MODELS, OBJECTIVES, PROFILES
         for registry in (ATTACKS, DATASETS, MODELS, OBJECTIVES, PROFILES):
             for entry in registry.entries.values():

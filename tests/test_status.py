@@ -16,7 +16,7 @@ from pathlib import Path
 from conftest import TINY, run_cli
 from filelock import FileLock
 
-from imbadv import status
+from imbadv.status import sweep as status
 
 
 def status_cli(args: list[str], cwd: Path, timeout: int = 60) -> subprocess.CompletedProcess:
@@ -173,5 +173,5 @@ def test_held_locks_and_liveness(tmp_path):
 
 
 def test_status_needs_no_torch():
-    code = "import sys, imbadv.status; assert 'torch' not in sys.modules and 'lightning' not in sys.modules"
+    code = "import sys, imbadv.status.sweep; assert 'torch' not in sys.modules and 'lightning' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

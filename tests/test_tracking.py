@@ -17,7 +17,7 @@ import pytest
 from conftest import TINY, run_cli
 from omegaconf import OmegaConf
 
-from imbadv import tracking
+from imbadv.status import tracking
 
 
 def wandb_records(path: Path) -> list:

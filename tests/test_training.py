@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from imbadv.errors import TrainingError
+from imbadv.config.errors import TrainingError
+from imbadv.data.tensors import TensorBatches
 from imbadv.models.vgg import VGG
 from imbadv.training import TrainSettings
-from imbadv.training.loop import Classifier, TensorBatches, fit, keras_decay
+from imbadv.training.loop import Classifier, fit, keras_decay
 
 
 def test_keras_decay_schedule():
@@ -109,8 +110,8 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     import imbadv.experiment as experiment
+    from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
-    from imbadv.settings import from_config
     from imbadv.store import Store
 
     root = Path(__file__).resolve().parents[1] / "conf"

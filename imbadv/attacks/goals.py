@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imbadv.attacks import ATTACKS, Direction
-from imbadv.errors import ConfigError
+from imbadv.config.errors import ConfigError
 
 
 def check_direction(method: str, direction: Direction, target_class: Any) -> None:

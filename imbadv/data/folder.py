@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from imbadv.config.errors import DataError
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats
-from imbadv.errors import DataError
 
 # The extensions torchvision's ImageFolder accepts, so both read the same files.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imbadv.errors import ConfigError
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import Spec
 from imbadv.imbalance import PROFILES
-from imbadv.registry import Spec
 
 
 @dataclass(frozen=True)

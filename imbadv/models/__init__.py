@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from imbadv.errors import ConfigError
-from imbadv.registry import Facts, Params, Registry, RegistryError, bounds
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import Facts, Params, Registry, RegistryError, bounds
 
 
 @dataclass(frozen=True)

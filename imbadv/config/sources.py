@@ -22,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from imbadv.errors import ConfigError
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import Spec, build_params
 from imbadv.imbalance import PROFILES
-from imbadv.registry import Spec, build_params
 from imbadv.training import AdversarialSettings
 
 SAME, BALANCED = "same", "balanced"  # the paper's two sources (white box, transfer)
@@ -104,7 +104,7 @@ def resolve(
     conf_dir: Path,
 ) -> SourceModel:
     """The model a source name stands for, for the job (profile, target, adversarial) `job`."""
-    from imbadv.settings import parse_target  # settings imports this module
+    from imbadv.config.settings import parse_target  # settings imports this module
 
     match = NAME.match(str(text))
     if match is None or match["profile"] not in PROFILES.names():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from imbadv.errors import ConfigError, ImbadvError
+from imbadv.config.errors import ConfigError, ImbadvError
 
 
 @dataclass(frozen=True)

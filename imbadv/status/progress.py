@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from imbadv.status import HEARTBEAT_S, JOB_FILE, MARKER_SUFFIX, proc_start
+from imbadv.status.sweep import HEARTBEAT_S, JOB_FILE, MARKER_SUFFIX, proc_start
 from imbadv.store import atomic_write_json
 
 log = logging.getLogger("imbadv.progress")

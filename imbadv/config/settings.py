@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from imbadv.attacks import ATTACKS, Direction
 from imbadv.attacks.goals import check_direction, with_target_class
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import RegistryError, Spec, build_params, integer_digits, number
+from imbadv.config.sources import parse_sources
 from imbadv.data import DATASETS
-from imbadv.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
-from imbadv.registry import RegistryError, Spec, build_params, integer_digits, number
-from imbadv.sources import parse_sources
 from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
 
 
@@ -52,7 +52,7 @@ class AttackSpec:
 
 class Source(StrEnum):
     """The paper's gradient sources (Sec. 4.2); any model of the sweep may be one too
-    (imbadv/sources.py)."""
+    (imbadv/config/sources.py)."""
 
     SAME = "same"  # the attacked model's own gradient (white box)
     BALANCED = "balanced"  # the balanced model's gradient (transfer)
@@ -60,8 +60,8 @@ class Source(StrEnum):
 
 # A wheel carries conf/ inside the package (pyproject maps it there); a source checkout has it
 # at the top level, where the user edits it.
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+_PACKAGED = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass(frozen=True)

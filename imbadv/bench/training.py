@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from imbadv.bench_attacks import alternated, sync
+from imbadv.bench.attacks import alternated, sync
+from imbadv.data.tensors import TensorBatches
 from imbadv.training import AdversarialSettings, TrainSettings
 from imbadv.training.adversarial import AdversarialStep
-from imbadv.training.loop import Classifier, TensorBatches, keras_decay, make_trainer
+from imbadv.training.loop import Classifier, keras_decay, make_trainer
 
 
 def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

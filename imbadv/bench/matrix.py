@@ -1,6 +1,6 @@
 """Bench, the transfer matrix: the quick preset's whole class-by-class matrix from stored models, timed.
 
-`python -m imbadv.bench_matrix --store STORE --data CIFAR10.tar.gz` runs, as a user would,
+`python -m imbadv.bench.matrix --store STORE --data CIFAR10.tar.gz` runs, as a user would,
 `python -m imbadv.run -m experiment=quick dataset=folder class=0..9 imbalance=balanced,under,over
 attack=matrix launcher=gpus` against a store that already holds the sweep's 21 models (a
 finished quick sweep's), and reports its wall time against the 15-minute target, how many
@@ -72,7 +72,7 @@ def bench_matrix(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m imbadv.bench_matrix", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m imbadv.bench.matrix", description=__doc__)
     p.add_argument(
         "--store", type=Path, required=True, help="a store with the quick sweep's models"
     )

@@ -20,18 +20,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imbadv.bench_attacks import (
+from imbadv.bench.attacks import (
     PAPER_ATTACKS,
     bench_attacks,
     timed,
 )
-from imbadv.bench_training import bench_training, make_data
+from imbadv.bench.training import bench_training, make_data
 from imbadv.data.base import DataCard
-from imbadv.evaluate import predict
+from imbadv.data.tensors import predict, to_unit
 from imbadv.models import MODELS
 from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD, VGG
 from imbadv.training import TrainSettings
-from imbadv.training.loop import to_unit
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
 TARGETS = {
@@ -46,7 +45,7 @@ REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
 
 
 def bench_predict(model: nn.Module, n: int, device: torch.device, repeats: int) -> dict:
-    """Images/s of `evaluate.predict` over `n` uint8 images (10,000 = CIFAR-10's test set)."""
+    """Images/s of `data.tensors.predict` over `n` uint8 images (10,000 = CIFAR-10's test set)."""
     x, _ = make_data(n, device, seed=1)
     predict(model, x[:64])  # warm-up
     secs = [timed(lambda: predict(model, x), device) for _ in range(repeats)]
