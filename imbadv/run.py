@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv.attacks import ATTACKS
 from imbadv.config.cluster import check_cluster
 from imbadv.config.errors import ConfigError, ImbadvError
-from imbadv.config.settings import CONF_DIR, Settings, check_folder, from_config
-from imbadv.config.sources import check_sweep
+from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS

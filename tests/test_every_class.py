@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from imbadv.attacks import ATTACKS
-from imbadv.config.settings import AttackSpec, Source
+from imbadv.config.settings import AttackSpec
+from imbadv.config.sources import Source
 from imbadv.data.base import DataCard, Dataset
 from imbadv.metrics import class_summary, stratified_subset
 from imbadv.models.vgg import VGG

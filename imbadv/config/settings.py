@@ -6,12 +6,10 @@ No torch here: a bad value is refused in about a second, before the heavy import
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.metadata
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from imbadv.attacks import ATTACKS, Direction
 from imbadv.attacks.goals import check_direction, with_target_class
+from imbadv.config.classes import class_choices, class_index
 from imbadv.config.errors import ConfigError
-from imbadv.config.registry import RegistryError, Spec, build_params, integer_digits, number
-from imbadv.config.sources import parse_sources
+from imbadv.config.plugins import import_plugins
+from imbadv.config.registry import Spec, build_params, integer_digits, number
+from imbadv.config.sources import (
+    ALLOWED,
+    Source,
+    SourceModel,
+    model_name,
+    parse_sources,
+)
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
@@ -48,14 +54,6 @@ class AttackSpec:
     def name(self) -> str:
         """Unique within a run: two settings of one method differ in their parameters."""
         return f"{self.method.label()}/eps={self.eps:g}/{self.goal}"
-
-
-class Source(StrEnum):
-    """The paper's gradient sources (Sec. 4.2); any model of the sweep may be one too
-    (imbadv/config/sources.py)."""
-
-    SAME = "same"  # the attacked model's own gradient (white box)
-    BALANCED = "balanced"  # the balanced model's gradient (transfer)
 
 
 # A wheel carries conf/ inside the package (pyproject maps it there); a source checkout has it
@@ -125,25 +123,7 @@ def component(cfg: Any, key: str, registry) -> Spec:
 
 def parse_target(value: Any, classes: tuple[str, ...] | None) -> int | str:
     """A class index, or a name looked up in `classes` (kept as a name when classes are unknown)."""
-    allowed = (
-        f"an index 0..{len(classes) - 1} or a name ({', '.join(classes)})"
-        if classes
-        else "a class index or name"
-    )
-    if isinstance(value, bool) or value is None:
-        raise ConfigError("class", value, allowed)
-    if isinstance(value, int):
-        if classes is not None and not 0 <= value < len(classes):
-            raise ConfigError("class", value, allowed)
-        return value
-    name = str(value)
-    if name.lstrip("-").isdigit():
-        return parse_target(int(name), classes)
-    if classes is None:
-        return name
-    if name not in classes:
-        raise ConfigError("class", name, allowed)
-    return classes.index(name)
+    return class_index(value, classes, "class", class_choices(classes))
 
 
 def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
@@ -178,34 +158,6 @@ def attack_images(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("attack.per_class", per_class, "null unless attack.images=all")
         per_class = _number("attack.per_class", per_class, 1, integer=True)
     return {"attack_images": images, "per_class": per_class}
-
-
-ENTRY_POINTS = "imbadv.plugins"  # installed plug-ins: each entry names a module that registers
-
-
-def import_plugins(cfg: DictConfig) -> None:
-    """Import the installed plug-ins (entry point group `imbadv.plugins`), then the modules named
-    in `plugins`: importing them registers their components by name."""
-    for name, module in installed_plugins():
-        _import_plugin(f"{name} ({ENTRY_POINTS} entry point)", module)
-    for name in _as_list(cfg.get("plugins") or []):
-        _import_plugin(name, str(name))
-
-
-@functools.cache
-def installed_plugins() -> tuple[tuple[str, str], ...]:
-    """(name, module) of every entry point in the group, found in the installed packages' metadata."""
-    found = importlib.metadata.entry_points(group=ENTRY_POINTS)
-    return tuple(sorted((ep.name, ep.value.partition(":")[0]) for ep in found))
-
-
-def _import_plugin(name: Any, module: str) -> None:
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise ConfigError("plugins", name, f"an importable module ({err})") from None
-    except RegistryError as err:  # a registry line that breaks its axis's contract
-        raise ConfigError("plugins", name, f"a module that registers cleanly ({err})") from None
 
 
 def from_config(cfg: DictConfig) -> Settings:
@@ -303,3 +255,38 @@ def _device(value: Any) -> str:
     if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise ConfigError("device", value, "auto, cpu, cuda or cuda:N")
+
+
+def with_names(s: Settings) -> dict[str, str]:
+    """Source -> canonical model name for settings `s` (`same` is the job's own model)."""
+    mode = s.adversarial.mode
+    names = {
+        Source.SAME: model_name(s.imbalance.name, s.target, mode),
+        Source.BALANCED: model_name(Source.BALANCED, None, mode),
+    }
+    return {src: names.get(src, src) for src in s.sources}
+
+
+def check_sweep(jobs: list[Settings]) -> None:
+    """Every named source of every job is a model some job of the sweep trains (one line if not).
+
+    `jobs` are the sweep's Settings; a job trains its own model and, with `balanced` among its
+    sources, the balanced one. Names compare across seeds: each seed's source is that seed's model.
+    """
+    trained = set()
+    for s in jobs:
+        trained.add(model_name(s.imbalance.name, s.target, s.adversarial.mode))
+        if Source.BALANCED in s.sources:
+            trained.add(model_name(Source.BALANCED, None, s.adversarial.mode))
+    for s in jobs:
+        for name in s.named_sources:
+            if name not in trained:
+                have = ", ".join(sorted(trained))
+                raise ConfigError("attack.sources", name, f"{ALLOWED}; this sweep trains: {have}")
+
+
+def source_settings(s: Settings, source: SourceModel) -> Settings:
+    """The job's settings with the source's profile, class and training mode."""
+    return replace(
+        s, imbalance=source.profile, target=source.target, adversarial=source.adversarial
+    )

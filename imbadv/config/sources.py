@@ -12,7 +12,8 @@ as the job does, like `balanced`. No torch here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.config.classes import class_choices, class_index
 from imbadv.config.errors import ConfigError
 from imbadv.config.registry import Spec, build_params
-from imbadv.imbalance import PROFILES
+from imbadv.imbalance import PROFILES, targeted
 from imbadv.training import AdversarialSettings
 
-SAME, BALANCED = "same", "balanced"  # the paper's two sources (white box, transfer)
+
+class Source(StrEnum):
+    """The paper's gradient sources (Sec. 4.2); any model of the sweep may be one too (by name)."""
+
+    SAME = "same"  # the attacked model's own gradient (white box)
+    BALANCED = "balanced"  # the balanced model's gradient (transfer); the balanced profile's name
+
+
 NAME = re.compile(r"^(?P<profile>[A-Za-z_]\w*)(?:-(?P<cls>[^+]+))?(?:\+(?P<mode>[A-Za-z_]\w*))?$")
 ALLOWED = "same, balanced, or a model of the sweep: <profile>[-<class>][+<mode>], e.g. under-3"
 
@@ -40,11 +49,6 @@ class SourceModel:
     profile: Spec
     target: int | str | None  # None for a profile without a target class
     adversarial: AdversarialSettings
-
-
-def targeted(profile: str) -> bool:
-    """Whether a profile is built around a target class (under, over)."""
-    return PROFILES.get("imbalance", profile).facts.targeted
 
 
 def model_name(profile: str, target: int | str | None, mode: str) -> str:
@@ -104,8 +108,6 @@ def resolve(
     conf_dir: Path,
 ) -> SourceModel:
     """The model a source name stands for, for the job (profile, target, adversarial) `job`."""
-    from imbadv.config.settings import parse_target  # settings imports this module
-
     match = NAME.match(str(text))
     if match is None or match["profile"] not in PROFILES.names():
         raise ConfigError("attack.sources", text, ALLOWED)
@@ -115,7 +117,7 @@ def resolve(
         need = "a class (under-3)" if targeted(profile) else "no class"
         raise ConfigError("attack.sources", text, f"profile {profile} with {need}")
     try:
-        target = None if cls is None else parse_target(cls, classes)
+        target = None if cls is None else class_index(cls, classes, "class", class_choices(classes))
     except ConfigError as err:
         raise ConfigError("attack.sources", text, f"a class that is {err.allowed}") from None
     if profile == own_profile.name:
@@ -146,57 +148,22 @@ def parse_sources(
     """
     profile, target, adversarial = job
     own = model_name(profile.name, target, adversarial.mode)
-    balanced = model_name(BALANCED, None, adversarial.mode)
+    balanced = model_name(Source.BALANCED, None, adversarial.mode)
     entries = cfg.attack.sources
     entries = (
         list(entries) if OmegaConf.is_list(entries) or isinstance(entries, list) else [entries]
     )
     order, named = [], {}
     for text in entries:
-        if text in (SAME, BALANCED):
+        if text in (Source.SAME, Source.BALANCED):
             order.append(str(text))
             continue
         source = resolve(text, cfg, job, classes, conf_dir)
         if source.name == own:
-            order.append(SAME)
+            order.append(Source.SAME)
         elif source.name == balanced:  # the name starts with the profile: it is balanced
-            order.append(BALANCED)
+            order.append(Source.BALANCED)
         else:
             order.append(source.name)
             named[source.name] = source
     return tuple(dict.fromkeys(order)), named
-
-
-def with_names(s: Any) -> dict[str, str]:
-    """Source -> canonical model name for settings `s` (`same` is the job's own model)."""
-    mode = s.adversarial.mode
-    names = {
-        SAME: model_name(s.imbalance.name, s.target, mode),
-        BALANCED: model_name(BALANCED, None, mode),
-    }
-    return {src: names.get(src, src) for src in s.sources}
-
-
-def check_sweep(jobs: list[Any]) -> None:
-    """Every named source of every job is a model some job of the sweep trains (one line if not).
-
-    `jobs` are the sweep's Settings; a job trains its own model and, with `balanced` among its
-    sources, the balanced one. Names compare across seeds: each seed's source is that seed's model.
-    """
-    trained = set()
-    for s in jobs:
-        trained.add(model_name(s.imbalance.name, s.target, s.adversarial.mode))
-        if BALANCED in s.sources:
-            trained.add(model_name(BALANCED, None, s.adversarial.mode))
-    for s in jobs:
-        for name in s.named_sources:
-            if name not in trained:
-                have = ", ".join(sorted(trained))
-                raise ConfigError("attack.sources", name, f"{ALLOWED}; this sweep trains: {have}")
-
-
-def source_settings(s: Any, source: SourceModel) -> Any:
-    """The job's settings with the source's profile, class and training mode."""
-    return replace(
-        s, imbalance=source.profile, target=source.target, adversarial=source.adversarial
-    )

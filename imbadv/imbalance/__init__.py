@@ -172,3 +172,8 @@ PROFILES.add(
     "balanced, with the total of profile `of`",
     targeted=False,
 )
+
+
+def targeted(profile: str) -> bool:
+    """Whether `profile` skews around a target class (under, over): its models are keyed by class."""
+    return PROFILES.get("imbalance", profile).facts.targeted
