@@ -114,7 +114,7 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
     from imbadv.data.load import load_dataset
     from imbadv.store import Store
 
-    root = Path(__file__).resolve().parents[1] / "conf"
+    root = Path(__file__).resolve().parents[2] / "conf"
     overrides = [
         "experiment=smoke",
         "dataset.train_per_class=60",

@@ -27,7 +27,7 @@ from imbadv.data.cifar10 import load_cifar10
 from imbadv.data.cifar100 import CIFAR100_MEAN, load_cifar100
 from imbadv.data.svhn import load_svhn
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def md5(path: Path) -> str:

@@ -30,7 +30,7 @@ def load_dataset(name, cache_dir="data/cache", **options):
     return load_spec(DATASETS.parse("dataset", name, options), cache_dir)
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
