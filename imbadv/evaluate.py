@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from imbadv.attacks import ATTACKS, UNTARGETED
-from imbadv.attacks.core import eval_mode, input_gradient
+from imbadv.attacks.core import input_gradient
 from imbadv.attacks.gradient_sign import fgsm_from_gradient
-from imbadv.data.base import Dataset
-from imbadv.settings import AttackSpec
-from imbadv.training.loop import TensorBatches, one_device, to_unit
+from imbadv.config.settings import AttackSpec
+from imbadv.data.tensors import TensorBatches, one_device, to_unit
 
 
 class AttackEvaluation(L.LightningModule):
@@ -32,7 +31,7 @@ class AttackEvaluation(L.LightningModule):
     ):
         super().__init__()
         self.source, self.specs = source, specs
-        self.sources = {name: source}  # read by imbadv.progress.AttackProgress
+        self.sources = {name: source}  # read by imbadv.status.progress.AttackProgress
         self.entries = {
             spec.name: ATTACKS.get("attack.methods", spec.method.name) for spec in specs
         }
@@ -84,7 +83,7 @@ def craft(
     callbacks: list | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The adversarial images of `specs` made from `source` on `images` (uint8, labels) through a
-    one-device Trainer. `callbacks` are Lightning callbacks, e.g. imbadv.progress.AttackProgress.
+    one-device Trainer. `callbacks` are Lightning callbacks, e.g. imbadv.status.progress.AttackProgress.
     """
     module = AttackEvaluation(name, source, specs, seeds)
     trainer = L.Trainer(
@@ -98,35 +97,3 @@ def craft(
     )
     trainer.test(module, TensorBatches(*images, batch_size, shuffle=False), verbose=False)
     return module.crafted()
-
-
-def on_device(
-    data: Dataset, idx: np.ndarray, device: torch.device, train: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chosen uint8 images and labels, moved once to the device the job computes on."""
-    x, y = (data.x_train, data.y_train) if train else (data.x_test, data.y_test)
-    return torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-    """Predicted labels for uint8 images `x` (on the model's device), in eval mode."""
-    with eval_mode(model):
-        out = [
-            model(to_unit(x[i : i + batch_size])).argmax(1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    return torch.cat(out).numpy()
-
-
-@torch.inference_mode()
-def predict_unit(
-    model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 1024
-) -> np.ndarray:
-    """Predicted labels for float images `x` in [0, 1] (kept on the CPU, moved batch by batch)."""
-    with eval_mode(model):
-        out = [
-            model(torch.from_numpy(x[i : i + batch_size]).to(device)).argmax(1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)

@@ -14,31 +14,30 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
 from imbadv.attacks.goals import with_target_class
+from imbadv.config.errors import ImbadvError
+from imbadv.config.registry import Spec, params_key
+from imbadv.config.settings import Settings, from_config, parse_target, source_settings
+from imbadv.config.sources import Source
 from imbadv.data import DATASETS
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
+from imbadv.data.tensors import on_device, predict
 from imbadv.devices import job_device, set_threads
-from imbadv.errors import ImbadvError
-from imbadv.evaluate import on_device, predict
-from imbadv.imbalance import PROFILES
+from imbadv.imbalance import PROFILES, targeted
 from imbadv.imbalance.split import class_counts, select
 from imbadv.metrics import (
     model_summary,
 )
 from imbadv.models import CHECKPOINT, MODELS
-from imbadv.progress import Watch, job_record
-from imbadv.registry import Spec, params_key
 from imbadv.results import FORMAT_VERSION, format_table, judge, with_flag
-from imbadv.settings import Settings, Source, from_config, parse_target
-from imbadv.sources import source_settings
+from imbadv.status.progress import Watch, job_record
+from imbadv.status.tracking import start_job
 from imbadv.store import Store, atomic_write_json, content_key, file_sha256
-from imbadv.tracking import start_job
 from imbadv.training import OBJECTIVES
 from imbadv.training.loop import fit
 from imbadv.training.objectives import LogitAdjusted
 from imbadv.transfer import attack_identity, attack_rows
 
-BALANCED = "balanced"  # the profile every transfer row takes its gradient from
 SELECTION_RULE = "lowest clean validation loss (validation split of the training data)"
 SELECTION_RULES = {  # trainer.selection -> its description in every model record
     "val_loss": SELECTION_RULE,
@@ -59,11 +58,10 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
     """Everything that defines one trained model, component by component (each by name and the
     parameters that differ from their defaults); an untargeted profile does not depend on the class.
     """
-    targeted = PROFILES.get("imbalance", profile.name).facts.targeted
     return {
         "data": data_identity(data, s),
         "imbalance": profile.key(),
-        "class": target if targeted else None,
+        "class": target if targeted(profile.name) else None,
         "counts": class_counts(data.train_counts(), profile, target),
         "val_fraction": s.val_fraction,
         "model": s.model.key(),
@@ -198,8 +196,10 @@ def compute(
     models["target"], records["target"] = obtain_model(
         data, s, s.imbalance, target, device, store, watch
     )
-    if s.imbalance.name == BALANCED:  # its own gradient is the balanced gradient: one row
-        s = replace(s, sources=tuple(x for x in s.sources if x != BALANCED) or (Source.SAME,))
+    if s.imbalance.name == Source.BALANCED:  # its own gradient is the balanced gradient: one row
+        s = replace(
+            s, sources=tuple(x for x in s.sources if x != Source.BALANCED) or (Source.SAME,)
+        )
     elif Source.BALANCED in s.sources:
         models["balanced"], records["balanced"] = obtain_model(
             data, s, balanced_profile(s, data.train_counts()), target, device, store, watch
@@ -235,7 +235,7 @@ def compute(
 def balanced_profile(s: Settings, available: list[int] | None = None) -> Spec:
     """The balanced profile with the job's counts: the model whose gradient transfer rows use."""
     count = s.imbalance.params.balanced_count(available)
-    return PROFILES.parse("imbalance", BALANCED, {"majority": count})
+    return PROFILES.parse("imbalance", Source.BALANCED, {"majority": count})
 
 
 def resolve_class(target: int | str, data: Dataset) -> int:

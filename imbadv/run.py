@@ -18,14 +18,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from imbadv.attacks import ATTACKS
-from imbadv.cluster import check_cluster
+from imbadv.config.cluster import check_cluster
+from imbadv.config.errors import ConfigError, ImbadvError
+from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
 from imbadv.data import DATASETS
-from imbadv.errors import ConfigError, ImbadvError
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.models.files import check_sources
-from imbadv.settings import CONF_DIR, Settings, check_folder, from_config
-from imbadv.sources import check_sweep
 from imbadv.training import OBJECTIVES
 
 # A..B with no path characters on either side, so `dataset.root=../data` is left alone.

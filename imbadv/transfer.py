@@ -15,19 +15,19 @@ import numpy as np
 import torch
 
 from imbadv.attacks import EPS_SPACE
+from imbadv.config.settings import AttackSpec, Settings, with_names
+from imbadv.config.sources import Source
 from imbadv.data.base import Dataset
-from imbadv.evaluate import craft, on_device, predict, predict_unit
+from imbadv.data.tensors import on_device, predict, predict_unit, to_unit
+from imbadv.evaluate import craft
 from imbadv.metrics import attack_summary, class_summary, flag_gradient_masking, stratified_subset
-from imbadv.progress import Watch
-from imbadv.settings import AttackSpec, Settings
-from imbadv.sources import BALANCED, SAME, with_names
+from imbadv.status.progress import Watch
 from imbadv.store import Store, content_key
-from imbadv.training.loop import to_unit
 
 
 def role_of(source: str) -> str:
     """The model role a source's gradient comes from: target (same), balanced, or its name."""
-    return "target" if source == SAME else source
+    return "target" if source == Source.SAME else source
 
 
 def attack_identity(spec: AttackSpec) -> dict[str, Any]:
@@ -112,9 +112,9 @@ def attack_rows(
         sets = image_sets(
             store, (names[src], models[role], keys[role]), s, idx, images, device, watch
         )
-        tested = [("target", src, names[SAME])]
-        if src == BALANCED and s.imbalance.name != BALANCED:
-            tested.append(("balanced", SAME, names[BALANCED]))
+        tested = [("target", src, names[Source.SAME])]
+        if src == Source.BALANCED and s.imbalance.name != Source.BALANCED:
+            tested.append(("balanced", Source.SAME, names[Source.BALANCED]))
         for who, row_source, model_name in tested:
             for spec in s.specs:
                 adv = sets[spec.name]["adv"]
@@ -129,7 +129,7 @@ def attack_rows(
                     "zero_grad_fraction": float(sets[spec.name]["zero_grads"]) / max(1, len(x)),
                 }
                 if who == "balanced":
-                    cell |= {"imbalance": BALANCED, "profile": BALANCED}
+                    cell |= {"imbalance": Source.BALANCED, "profile": Source.BALANCED}
                 preds = predict_unit(models[who], adv, device)
                 rows[who].append(row(data, s, target, spec, labels, clean[who], preds, cell))
     return [r for group in rows.values() for r in flag_gradient_masking(group)]

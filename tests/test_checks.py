@@ -9,7 +9,7 @@ from conftest import TINY, run_cli
 from omegaconf import OmegaConf
 
 import imbadv.run as run
-from imbadv.errors import ConfigError
+from imbadv.config.errors import ConfigError
 
 
 def one_line_refusal(proc, fragment: str) -> None:

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from imbadv.attacks import ATTACKS
+from imbadv.config.settings import AttackSpec
+from imbadv.config.sources import Source
 from imbadv.data.base import DataCard, Dataset
 from imbadv.metrics import class_summary, stratified_subset
 from imbadv.models.vgg import VGG
-from imbadv.settings import AttackSpec, Source
 from imbadv.store import Store
 from imbadv.transfer import attack_rows
 

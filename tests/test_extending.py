@@ -137,11 +137,11 @@ def test_a_plugin_installed_with_pip_is_found_without_flags(tmp_path):
     # the entry point alone registers the components (no Hydra, no flag)
     code = (
         "from omegaconf import OmegaConf\n"
-        "from imbadv import settings\n"
+        "from imbadv.config import plugins\n"
         "from imbadv.imbalance import PROFILES\n"
         "assert 'halves' not in PROFILES.names()\n"
-        "settings.import_plugins(OmegaConf.create({'plugins': []}))\n"
-        "print(settings.installed_plugins(), PROFILES.entries['halves'].target)\n"
+        "plugins.import_plugins(OmegaConf.create({'plugins': []}))\n"
+        "print(plugins.installed_plugins(), PROFILES.entries['halves'].target)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],

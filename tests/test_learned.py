@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 
-from imbadv import status
 from imbadv.report import cli
 from imbadv.report.sweep import attack_rows, load_sweep
 from imbadv.results import bar, format_table, judge, never_learned, with_flag
+from imbadv.status import sweep as status
 
 # The balanced source model of `experiment=smoke adversarial=pgd_at` at the suite's TINY sizes,
 # as it trained (issue 22): loss ln 10 and accuracy 1/10 in every epoch, 12 validation images a class.

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 
-from imbadv.errors import ConfigError
-from imbadv.settings import check_folder
+from imbadv.config.errors import ConfigError
+from imbadv.config.settings import check_folder
 from imbadv.store import Store, atomic_write_json
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import TINY, run_cli
 
-from imbadv.errors import ConfigError
+from imbadv.config.errors import ConfigError
 from imbadv.run import expand_ranges, job_overrides
 
 

@@ -85,10 +85,10 @@ def job_keys(overrides):
     """The store keys of a smoke job's model and attack settings, as the experiment computes them."""
     from hydra import compose, initialize_config_dir
 
+    from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
     from imbadv.experiment import attack_identity, model_spec
     from imbadv.run import CONF_DIR
-    from imbadv.settings import from_config
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(

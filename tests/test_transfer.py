@@ -9,9 +9,8 @@ import pytest
 from conftest import TINY, run_cli
 from hydra import compose, initialize_config_dir
 
-from imbadv.errors import ConfigError
-from imbadv.settings import CONF_DIR, from_config
-from imbadv.sources import check_sweep
+from imbadv.config.errors import ConfigError
+from imbadv.config.settings import CONF_DIR, check_sweep, from_config
 
 NUMBERS = ("n", "clean_acc", "adv_acc", "relative_drop", "success_rate", "clean_row", "adv_row")
 

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imbadv.attacks import Direction
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put `model` in eval mode (dropout/BatchNorm frozen) and restore each submodule's mode after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training  # per module: a recursive .train() here costs ~4x the attack step's overhead
+from imbadv.data.tensors import eval_mode
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

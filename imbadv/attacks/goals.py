@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from imbadv.attacks import ATTACKS, Direction
-from imbadv.errors import ConfigError
+from imbadv.config.classes import class_choices, class_index
+from imbadv.config.errors import ConfigError
 
 
 def check_direction(method: str, direction: Direction, target_class: Any) -> None:
@@ -34,20 +35,10 @@ def parse_target_class(value: Any, classes: Sequence[str] | None, true_class: An
     """
     allowed = f"a class other than class={true_class}"
     if classes:
-        allowed += f": an index 0..{len(classes) - 1} or a name ({', '.join(classes)})"
-    text = str(value)
-    if isinstance(value, bool) or value is None or not text:
+        allowed += f": {class_choices(classes)}"
+    if not str(value):  # an empty name is no class, even while the classes are unknown
         raise ConfigError("attack.target_class", value, allowed)
-    if text.lstrip("-").isdigit():
-        index: int | str = int(text)
-        if classes is not None and not 0 <= int(text) < len(classes):
-            raise ConfigError("attack.target_class", value, allowed)
-    elif classes is None:
-        index = text
-    elif text in classes:
-        index = list(classes).index(text)
-    else:
-        raise ConfigError("attack.target_class", value, allowed)
+    index = class_index(value, classes, "attack.target_class", allowed)
     if _same_class(index, true_class, classes):
         raise ConfigError("attack.target_class", value, allowed)
     return index

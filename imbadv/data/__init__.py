@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import UNKEYED, Facts, Params, Registry, bounds
 from imbadv.data import names
-from imbadv.errors import ConfigError
-from imbadv.registry import UNKEYED, Facts, Params, Registry, bounds
 
 CIFAR10_CLASSES = (
     "airplane",

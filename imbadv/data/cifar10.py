@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imbadv.config.errors import DataError
 from imbadv.data.base import DataCard, Dataset
-from imbadv.errors import DataError
 
 # urllib waits forever by default; a firewall that drops packets would hang a job.
 DOWNLOAD_TIMEOUT_S = 30.0

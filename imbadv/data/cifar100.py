@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from imbadv.config.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import DataCard, Dataset
 from imbadv.data.files import checksum_failures, extract, fetch
-from imbadv.errors import DataError
 
 # Per-channel statistics of the official CIFAR-100 training set (pixel units on [0, 1]).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

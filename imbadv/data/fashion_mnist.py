@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from imbadv.config.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import DataCard, Dataset
 from imbadv.data.files import one_line
-from imbadv.errors import DataError
 
 # Where `apt-get install dataset-fashion-mnist` puts the (gzipped) idx files.
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -7,8 +7,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from imbadv.config.errors import DataError
 from imbadv.data.cifar10 import DOWNLOAD_TIMEOUT_S, _socket_timeout
-from imbadv.errors import DataError
 
 
 def checksum_failures(files: Iterable[tuple[Path, str]]) -> list[str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from imbadv.config.errors import DataError
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats
-from imbadv.errors import DataError
-from imbadv.tarsafe import read_members
+from imbadv.data.tarsafe import read_members
 
 # The extensions torchvision's ImageFolder accepts, so both read the same files.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imbadv.config.registry import Spec
 from imbadv.data import DATASETS
 from imbadv.data.base import Dataset
-from imbadv.registry import Spec
 
 
 def load_dataset(spec: Spec, cache_dir: str | Path = "data/cache") -> Dataset:

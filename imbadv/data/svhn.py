@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from imbadv.config.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import DataCard, Dataset
 from imbadv.data.files import checksum_failures, fetch, one_line
-from imbadv.errors import DataError
 
 # Per-channel statistics of SVHN's training split (pixel units on [0, 1]).
 SVHN_MEAN = (0.4377, 0.4438, 0.4728)

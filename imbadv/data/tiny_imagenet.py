@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from imbadv.config.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats_chunked
 from imbadv.data.files import checksum_failures, extract, fetch
 from imbadv.data.folder import IMAGE_EXTENSIONS, _decode_images, _listing_key, cached_arrays
-from imbadv.errors import DataError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 ZIP_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # the official 248 MB zip

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
-from imbadv.errors import ConfigError
-from imbadv.registry import Facts, Params, Registry, Spec, bounds
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import Facts, Params, Registry, Spec, bounds
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,8 @@ PROFILES.add(
     "balanced, with the total of profile `of`",
     targeted=False,
 )
+
+
+def targeted(profile: str) -> bool:
+    """Whether `profile` skews around a target class (under, over): its models are keyed by class."""
+    return PROFILES.get("imbalance", profile).facts.targeted

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imbadv.errors import ConfigError
-from imbadv.imbalance import PROFILES
-from imbadv.registry import Spec
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import Spec
+from imbadv.imbalance import PROFILES, targeted
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def class_counts(
     that leave a class with no training image or (when `val_fraction` > 0) no validation image.
     """
     entry = PROFILES.get("imbalance", profile.name)
-    if entry.facts.targeted and not (target is not None and 0 <= target < len(available)):
+    if targeted(profile.name) and not (target is not None and 0 <= target < len(available)):
         raise ConfigError("class", target, f"a class index 0..{len(available) - 1}")
     counts = [int(c) for c in entry.load()(list(available), target, profile.params)]
     for label, (want, have) in enumerate(zip(counts, available, strict=True)):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from imbadv.errors import ConfigError
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import UNKEYED, Facts, Params, Registry, RegistryError, Spec, bounds
 from imbadv.models.files import WEIGHTS, checkpoint_format
-from imbadv.registry import UNKEYED, Facts, Params, Registry, RegistryError, Spec, bounds
 
 
 @dataclass(frozen=True)

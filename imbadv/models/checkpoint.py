@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from imbadv.config.errors import ConfigError
 from imbadv.data.base import DataCard
-from imbadv.errors import ConfigError
 from imbadv.models import CHECKPOINT, MODELS, CheckpointParams
 from imbadv.models.files import (
     KEY,
@@ -235,7 +235,7 @@ def is_checkpoint(model: Any) -> bool:
 
 def obtain(data: Any, p: CheckpointParams, device: torch.device) -> tuple[nn.Module, str]:
     """The checkpoint as the job's model, checked on two test images, and its file format."""
-    from imbadv.training.loop import to_unit
+    from imbadv.data.tensors import to_unit
 
     model, fmt = load(data.card, p)
     check_output(model, to_unit(torch.from_numpy(data.x_test[:2])), data.num_classes, p.path)

@@ -17,11 +17,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from imbadv.data.tarsafe import ARCHIVE_FORMAT as FORMAT
+from imbadv.data.tarsafe import ARCHIVE_SUFFIXES as SUFFIXES
+from imbadv.data.tarsafe import MANIFEST, read_verified
 from imbadv.report.sweep import ReportError
 from imbadv.results import ResultsError, check
-from imbadv.tarsafe import ARCHIVE_FORMAT as FORMAT
-from imbadv.tarsafe import ARCHIVE_SUFFIXES as SUFFIXES
-from imbadv.tarsafe import MANIFEST, read_verified
 
 
 def is_archive(path: Path) -> bool:

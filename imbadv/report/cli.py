@@ -273,7 +273,7 @@ def make_archive(roots: list[Path], dest: Path) -> int:
 
 def log_to_wandb(folder: Path, mode: str | None) -> None:
     """The report's tables, figures and documents as one summary run (W&B failures only warn)."""
-    from imbadv.tracking import log_report  # wandb loads only when asked for
+    from imbadv.status.tracking import log_report  # wandb loads only when asked for
 
     documents = {"report": folder / "report.html", "findings": folder / "report.md"}
     log_report(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imbadv.registry import Params, Registry, bounds
+from imbadv.config.registry import Params, Registry, bounds
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class WeightedCEParams(Params):
     def check(self, key: str) -> None:
         super().check(key)
         if self.weights == "effective" and self.beta >= 1.0:
-            from imbadv.errors import ConfigError
+            from imbadv.config.errors import ConfigError
 
             raise ConfigError(f"{key}.beta", self.beta, "a number in [0, 1) for effective weights")
 
@@ -111,7 +111,7 @@ class AdversarialSettings(Params):
 
             ATTACKS.get(f"{key}.attack", self.attack)
             if self.mode != "pgd_at":
-                from imbadv.errors import ConfigError
+                from imbadv.config.errors import ConfigError
 
                 raise ConfigError(f"{key}.attack", self.attack, "null unless mode is pgd_at")
 

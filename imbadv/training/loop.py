@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -13,7 +12,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
-from imbadv.errors import TrainingError
+from imbadv.config.errors import TrainingError
+from imbadv.data.tensors import TensorBatches, one_device, to_unit
 from imbadv.training import AdversarialSettings, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, robust_accuracy
 from imbadv.training.objectives import Loss
@@ -22,60 +22,6 @@ from imbadv.training.objectives import Loss
 def keras_decay(decay: float) -> Callable[[int], float]:
     """Keras' `decay`: lr_t = lr / (1 + decay * t), t = optimizer steps taken (a LambdaLR factor)."""
     return lambda step: 1.0 / (1.0 + decay * step)
-
-
-class TensorBatches:
-    """Batches sliced from uint8 tensors already on the training device: no DataLoader, no copies.
-
-    Each pass is a fresh permutation drawn from (seed, pass number), so a run is repeatable and
-    every epoch is shuffled differently. `sampler="class_balanced"` instead draws len(y) indices
-    with replacement, image i with probability ~ 1/n_{y_i}: every class equally often on average.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        sampler: str = "uniform",
-    ) -> None:
-        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
-        self.sampling, self.passes = sampler, 0  # not `.sampler`: Lightning reads that name
-
-    def draw(self, gen: torch.Generator) -> torch.Tensor:
-        """This pass's order: a permutation, or a class-balanced draw with replacement."""
-        if self.sampling == "uniform":
-            return torch.randperm(len(self.y), generator=gen)
-        labels = self.y.cpu()
-        per_class = torch.bincount(labels).double()
-        weights = 1.0 / per_class[labels]
-        return torch.multinomial(weights, len(labels), replacement=True, generator=gen)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = None
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.passes)
-            order = self.draw(gen).to(self.y.device)
-        self.passes += 1
-        for start in range(0, len(self.y), self.batch_size):
-            if order is None:
-                yield (
-                    self.x[start : start + self.batch_size],
-                    self.y[start : start + self.batch_size],
-                )
-            else:
-                idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 in [0, 1] (the model's and the attacks' input space)."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 class Classifier(L.LightningModule):
@@ -178,13 +124,6 @@ class KeepBest(Callback):
         self.waiting += 1
         if self.patience is not None and self.waiting >= self.patience:
             trainer.should_stop = True
-
-
-def one_device(device: torch.device) -> dict[str, Any]:
-    """Trainer arguments for exactly `device` (never "auto": that would start DDP on every GPU)."""
-    if device.type == "cuda":
-        return {"accelerator": "gpu", "devices": [device.index or 0]}
-    return {"accelerator": "cpu", "devices": 1}
 
 
 def make_trainer(

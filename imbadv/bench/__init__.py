@@ -1,0 +1,305 @@
+"""Bench stage: imbadv's training, attack and prediction speed against a raw PyTorch loop and torchattacks."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imbadv.bench.attacks import (
+    PAPER_ATTACKS,
+    bench_attacks,
+    differing,
+    timed,
+)
+from imbadv.bench.training import bench_training, make_data
+from imbadv.data.base import DataCard
+from imbadv.data.tensors import predict, to_unit
+from imbadv.models import MODELS
+from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD
+from imbadv.training import TrainSettings
+
+MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
+TARGETS = {
+    "train_vs_raw": 0.90,
+    "at_train_vs_raw": 0.90,
+    "attack_vs_torchattacks": 1.0,
+    "pgd_vs_torchattacks": 0.95,
+    "pgd_l2_vs_torchattacks": 0.95,
+    "mifgsm_vs_torchattacks": 0.95,
+}
+REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
+
+
+def bench_predict(model: nn.Module, n: int, device: torch.device, repeats: int) -> dict:
+    """Images/s of `data.tensors.predict` over `n` uint8 images (10,000 = CIFAR-10's test set)."""
+    x, _ = make_data(n, device, seed=1)
+    predict(model, x[:64])  # warm-up
+    secs = [timed(lambda: predict(model, x), device) for _ in range(repeats)]
+    return {"images": n, "images_per_s": n / statistics.median(secs)}
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 8) -> float:
+    """Best of 4 rounds of fp32 n x n matrix products, in GFLOP/s (the machine's reference)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+    best = float("inf")
+    for _ in range(4):  # the first round also warms up: the best of the four is reported
+        best = min(best, timed(lambda: [a @ b for _ in range(repeats)], device))
+    return 2 * n**3 * repeats / best / 1e9
+
+
+def quick_job(
+    data: str | None, device: torch.device, threads: int | None, extra: tuple = ()
+) -> dict:
+    """Peak memory of one `quick` job (`smoke` without data; `extra` overrides) via imbadv.run."""
+    preset = (
+        ["experiment=quick", "dataset=folder", f"dataset.root={data}"]
+        if data
+        else ["experiment=smoke"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            sys.executable,
+            "-m",
+            "imbadv.run",
+            *preset,
+            "class=3",
+            "imbalance=under",
+            f"device={device.type}",
+            f"paths.store_dir={tmp}/store",
+            f"hydra.run.dir={tmp}/run",
+        ]
+        args += ([f"threads={threads}"] if threads else []) + list(extra)
+        start = time.perf_counter()
+        proc = subprocess.run(
+            args, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    # GPU memory of the child is not measured: see the training section's max_memory_allocated.
+    return {
+        "command": " ".join(args[1:]),
+        "wall_seconds": time.perf_counter() - start,
+        # Linux reports ru_maxrss in KiB: the largest of this process's waited-for children.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def sweep_totals(root: Path) -> dict:
+    """Totals over a finished sweep's results.json files: where the jobs' wall time went."""
+    files = sorted(Path(root).rglob("results.json"))
+    if not files:
+        raise FileNotFoundError(f"no results.json under {root}")
+    totals = {"jobs": len(files), "trainings": 0, "wall_seconds": 0.0, "train_seconds": 0.0}
+    for path in files:
+        full = json.loads(path.read_text())  # only meta and training seconds: any format since 1
+        totals["wall_seconds"] += full["meta"]["wall_seconds"]
+        for role, here in full["meta"]["trained_here"].items():
+            if here:  # a model loaded from the store carries the seconds of the job that trained it
+                totals["trainings"] += 1
+                totals["train_seconds"] += full["models"][role]["train_seconds"]
+    # Data loading, attacks, metrics, writing, logging and lock waits: results.json has no split.
+    totals["other_seconds"] = totals["wall_seconds"] - totals["train_seconds"]
+    return totals
+
+
+# (flag, type, CPU default, GPU default, help); None = not set
+OPTIONS = [
+    ("--width", float, 0.25, 1.0, "model width (1.0 = the published network)"),
+    ("--batch-size", int, 64, 32, "training and attack batch size"),
+    ("--steps", int, 40, 200, "timed training steps per run"),
+    ("--warmup", int, 3, 3, "untimed training steps per run"),
+    ("--repeats", int, 5, 5, "runs per side, alternated; medians are reported"),
+    ("--attack-images", int, 1024, 4096, "images per attack run"),
+    ("--eval-images", int, 10_000, 10_000, "images per predict run (a test set)"),
+    ("--eps", float, 0.01, 0.01, "attack eps, pixel units on [0, 1]"),
+    ("--attack-steps", int, 5, 10, "steps of pgd, pgd_l2 and mifgsm"),
+    ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
+]
+
+
+def bench_model(name: str, width: float, seed: int = 0) -> nn.Module:
+    """A registered model at `width` for CIFAR-10-shaped data (32x32 RGB, 10 classes), its
+    initial weights drawn from a generator seeded `seed`: every run attacks the same weights."""
+    card = DataCard(tuple(str(c) for c in range(10)), 3, 32, CIFAR10_MEAN, CIFAR10_STD)
+    spec = MODELS.parse("model", name, {"width": width})
+    model = MODELS.get("model", name).load()(card, spec.params)
+    model.reset_parameters(torch.Generator().manual_seed(seed))
+    return model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m imbadv.bench", description=__doc__)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if seen")
+    for flag, kind, cpu, gpu, text in OPTIONS:
+        p.add_argument(flag, type=kind, default=None, help=f"{text} (CPU {cpu}, GPU {gpu})")
+    p.add_argument("--model", default="vgg", help="a registered model (vgg, resnet18, ...)")
+    p.add_argument("--seed", type=int, default=0, help="the model's initial weights (default 0)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any attack's images differ")
+    p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
+    p.add_argument("--data", default=None, help="class-folder .tar.gz for that job (else smoke)")
+    p.add_argument("--sweep", type=Path, default=None, help="a finished sweep: its wall-time split")
+    args = p.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for flag, _, cpu, gpu, _ in OPTIONS:
+        key = flag[2:].replace("-", "_")
+        if getattr(args, key) is None:
+            setattr(args, key, gpu if args.device == "cuda" else cpu)
+    if min(args.warmup, args.steps, args.repeats) < 1:
+        p.error("--warmup, --steps and --repeats must be >= 1 (the clock starts after warm-up)")
+    return args
+
+
+def machine(device: torch.device) -> dict:
+    """What the numbers were measured on, with the machine's own fp32 matmul speed as a yardstick."""
+    import lightning
+    import torchattacks
+
+    gpu = device.type == "cuda"
+    return {
+        "device": torch.cuda.get_device_name(device)
+        if gpu
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "matmul_fp32_gflops": matmul_gflops(device, 4096 if gpu else 1024),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # Other processes' load: with it, 2 threads on 2 cores can run 10x slower than 1.
+        "load_avg_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchattacks": torchattacks.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    """Every measurement of one bench, in one process on one device; returns the JSON report."""
+    device = torch.device(args.device)
+    info = machine(device)  # first: the load average should be other processes', not ours
+    model = bench_model(args.model, args.width, args.seed).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    s = TrainSettings(batch_size=args.batch_size, max_epochs=1)
+    train = bench_training(model, s, args.warmup, args.steps, args.repeats, device)
+    # forward + backward = 3 forwards, 2 FLOP per MAC; counted for the paper's VGG only
+    flop = 6 * MACS_PER_IMAGE * args.width**2 if args.model == "vgg" else math.nan
+    train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
+    if device.type == "cuda":
+        train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    # adversarial training (fast FGSM at 8/255, the longtail_quick path) against a bare AT loop
+    at = bench_training(
+        copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
+    )
+    x, y = make_data(args.attack_images, device, seed=2)
+    names = tuple(args.attacks.split(",")) if args.attacks else None
+    attack = bench_attacks(
+        model.eval(),
+        to_unit(x),
+        y,
+        args.eps,
+        args.batch_size,
+        args.repeats,
+        args.attack_steps,
+        names,
+    )
+    report = {
+        "device": info.pop("device"),
+        "train_vs_raw": train["ratio"],
+        "at_train_vs_raw": at["ratio"],
+        "attacks_identical": all(a["identical"] for a in attack.values()),
+        "attack_vs_torchattacks": min(
+            (a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS), default=float("nan")
+        ),
+        **{f"{name}_vs_torchattacks": a["ratio"] for name, a in attack.items()},
+        "targets": TARGETS,
+        "train": train,
+        "at_train": at,
+        "attack": attack,
+        "predict": bench_predict(model, args.eval_images, device, args.repeats),
+        "machine": info,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    if args.with_quick_job:
+        report["quick_job"] = quick_job(args.data, device, args.threads)
+    if args.sweep is not None:
+        report["sweep"] = sweep_totals(args.sweep)
+    return report
+
+
+def format_table(r: dict) -> str:
+    """The report's headline numbers as text; the JSON holds them all."""
+    t, m, w, a = r["train"], r["machine"], r["settings"], r["attack"]
+    lines = [
+        f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g} "
+        f"seed {w['seed']}, batch {w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} "
+        f"GFLOP/s; load {m['load_avg_1min']:.1f}",
+        f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  {'identical':<9} "
+        f"{'max diff':>8} {'differing':>9}  (targets {TARGETS})",
+    ]
+    for name, row, ref in (("train", t, "raw loop"), ("AT train", r["at_train"], "raw AT loop")):
+        lines.append(
+            f"  {name:<8} {row['imbadv_images_per_s']:>9.1f} {row['raw_images_per_s']:>9.1f} "
+            f"{row['ratio']:>6.3f}  {'':<28}  vs {ref} (weights max diff "
+            f"{row['weights_max_abs_diff']:.2g})"
+        )
+    for k, v in a.items():
+        lines.append(
+            f"  {k:<8} {v['imbadv_images_per_s']:>9.1f} {v['torchattacks_images_per_s']:>9.1f} "
+            f"{v['ratio']:>6.3f}  {'yes' if v['identical'] else 'NO':<9} "
+            f"{v['max_abs_diff']:>8.2g} {v['differing_images']:>9}  vs torchattacks"
+        )
+    lines += [
+        f"  predict  {r['predict']['images_per_s']:>9.1f}",
+        f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",
+    ]
+    for key in ("quick_job", "sweep"):
+        if key in r:
+            lines.append(
+                f"  {key}: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command")
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the bench, print the table, write `--json`; returns the report.
+
+    With `--strict`, exits 1 after printing and writing when any attack's images differ."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # Lightning announces devices and hints at every Trainer: noise in a table printed per run.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec)")
+    report = run_bench(args)
+    print(format_table(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    problem = differing(report["attack"], args.attack_images)
+    if problem and args.strict:
+        print(f"bench --strict: {problem}", file=sys.stderr)
+        sys.exit(1)
+    if problem:
+        print(f"  note: {problem} (recorded; --strict fails on it)")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The config layer, torch-free: errors, registries, settings, gradient sources, cluster checks."""

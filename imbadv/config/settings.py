@@ -1,0 +1,292 @@
+"""Config stage: the Hydra config turned into typed, checked settings through the registries.
+
+No torch here: a bad value is refused in about a second, before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from imbadv.attacks import ATTACKS, Direction
+from imbadv.attacks.goals import check_direction, with_target_class
+from imbadv.config.classes import class_choices, class_index
+from imbadv.config.errors import ConfigError
+from imbadv.config.plugins import import_plugins
+from imbadv.config.registry import Spec, build_params, integer_digits, number
+from imbadv.config.sources import (
+    ALLOWED,
+    Source,
+    SourceModel,
+    model_name,
+    parse_sources,
+)
+from imbadv.data import DATASETS
+from imbadv.imbalance import PROFILES
+from imbadv.models import MODELS
+from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack setting: a registered method with its parameters, an eps and a direction."""
+
+    method: Spec
+    eps: float
+    direction: Direction = Direction.ASCENT
+    target_class: int | str | None = None  # direction toward: an index (a name until resolved)
+
+    @property
+    def goal(self) -> str:
+        """The direction, with the target class for `toward` (toward=5)."""
+        tail = "" if self.target_class is None else f"={self.target_class}"
+        return f"{self.direction}{tail}"
+
+    @property
+    def name(self) -> str:
+        """Unique within a run: two settings of one method differ in their parameters."""
+        return f"{self.method.label()}/eps={self.eps:g}/{self.goal}"
+
+
+# A wheel carries conf/ inside the package (pyproject maps it there); a source checkout has it
+# at the top level, where the user edits it.
+_PACKAGED = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one experiment needs, checked; `target` may still be a class name for folders."""
+
+    target: int | str | None
+    dataset: Spec
+    imbalance: Spec
+    model: Spec
+    objective: Spec
+    train: TrainSettings
+    seed: int
+    val_fraction: float
+    specs: tuple[AttackSpec, ...]
+    sources: tuple[str, ...]  # same, balanced, or canonical names of the sweep's models
+    attack_batch_size: int
+    device: str
+    jobs_per_gpu: int
+    threads: int
+    cache_dir: Path
+    store_dir: Path
+    adversarial: AdversarialSettings = AdversarialSettings()  # mode none: standard training
+    attack_images: str = "target"  # target: the target class's test images | all: every class
+    per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
+    progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
+    named_sources: dict = field(default_factory=dict)  # name -> sources.SourceModel
+
+
+def _as_list(value: Any) -> list:
+    if OmegaConf.is_list(value) or isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _number(key: str, value: Any, low: float, high: float = math.inf, integer: bool = False):
+    """`value` checked against [low, high]; an integer field takes integers only (1e9 is a float:
+    it would be recorded as 1000000000.0 in the job's config)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    kind = "an integer" if integer else "a number"
+    upper = "" if high == math.inf else f" and <= {number(high)}"
+    if ok and integer and isinstance(value, float):
+        raise ConfigError(key, value, integer_digits(value, f" >= {number(low)}{upper}"))
+    if not ok or not low <= value <= high:
+        raise ConfigError(key, value, f"{kind} >= {number(low)}{upper}")
+    return int(value) if integer else float(value)
+
+
+def _choice(key: str, value: Any, enum: type[StrEnum]) -> StrEnum:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ConfigError(key, value, [e.value for e in enum]) from None
+
+
+def component(cfg: Any, key: str, registry) -> Spec:
+    """A config group `{name: ..., <options>}` checked against its registry."""
+    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return registry.parse(key, options.pop("name", None), options)
+
+
+def parse_target(value: Any, classes: tuple[str, ...] | None) -> int | str:
+    """A class index, or a name looked up in `classes` (kept as a name when classes are unknown)."""
+    return class_index(value, classes, "class", class_choices(classes))
+
+
+def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
+    """One spec per (method setting, eps) from the `attack` group, checked."""
+    methods = []
+    for item in _as_list(cfg.methods):
+        item = OmegaConf.to_container(item) if OmegaConf.is_config(item) else item
+        options = dict(item) if isinstance(item, dict) else {"name": item}
+        methods.append(ATTACKS.parse("attack.methods", options.pop("name", None), options))
+    eps = [_number("attack.eps", e, 0.0, 1.0) for e in _as_list(cfg.eps)]
+    direction = _choice("attack.direction", cfg.direction, Direction)
+    target_class = cfg.get("target_class")
+    for m in methods:
+        check_direction(m.name, direction, target_class)
+    if not methods or not eps:
+        raise ConfigError("attack.methods/eps", "[]", "at least one method and one eps")
+    specs = tuple(AttackSpec(m, e, direction, target_class) for m in methods for e in eps)
+    names = [s.name for s in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("attack.methods", name, "each method setting once")
+    return specs
+
+
+def attack_images(cfg: DictConfig) -> dict[str, Any]:
+    """Which test images are attacked: `images` target | all, `per_class` N (only with all)."""
+    images, per_class = cfg.get("images", "target"), cfg.get("per_class")
+    if images not in ("target", "all"):
+        raise ConfigError("attack.images", images, "target or all")
+    if per_class is not None:
+        if images != "all":
+            raise ConfigError("attack.per_class", per_class, "null unless attack.images=all")
+        per_class = _number("attack.per_class", per_class, 1, integer=True)
+    return {"attack_images": images, "per_class": per_class}
+
+
+def from_config(cfg: DictConfig) -> Settings:
+    """Check every value of `cfg` and return typed Settings; raises ConfigError on the first bad one."""
+    import_plugins(cfg)
+    dataset = component(cfg.dataset, "dataset", DATASETS)
+    for key in ("majority", "minority"):
+        _number(f"counts.{key}", cfg.counts[key], 1, integer=True)
+    imbalance = component(cfg.imbalance, "imbalance", PROFILES)
+    target = parse_target(cfg["class"], dataset.params.known_classes())
+    val_fraction = _number("counts.val_fraction", cfg.counts.val_fraction, 0.0, 0.9)
+    check_counts(dataset, imbalance, target, val_fraction)
+    adversarial = adversarial_settings(cfg)
+    classes = dataset.params.known_classes()
+    sources, named = parse_sources(cfg, (imbalance, target, adversarial), classes, CONF_DIR)
+    train = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return Settings(
+        target=target,
+        dataset=dataset,
+        imbalance=imbalance,
+        model=component(cfg.model, "model", MODELS),
+        objective=component(cfg.objective, "objective", OBJECTIVES),
+        train=build_params(TrainSettings, "trainer", train),
+        seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
+        val_fraction=val_fraction,
+        specs=with_target_class(attack_specs(cfg.attack), dataset.params.known_classes(), target),
+        sources=sources,
+        named_sources=named,
+        attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
+        device=_device(cfg.device),
+        jobs_per_gpu=_number("jobs_per_gpu", cfg.jobs_per_gpu, 1, integer=True),
+        threads=_number("threads", cfg.threads, 0, integer=True),
+        cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
+        store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
+        adversarial=adversarial,
+        **attack_images(cfg.attack),
+        progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
+    )
+
+
+def adversarial_settings(cfg: DictConfig) -> AdversarialSettings:
+    """The `adversarial` group (absent = standard training), checked."""
+    options = cfg.get("adversarial")
+    options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    return build_params(AdversarialSettings, "adversarial", dict(options))
+
+
+def check_counts(
+    dataset: Spec, imbalance: Spec, target: int | str, val_fraction: float = 0.0
+) -> None:
+    """Counts the profile asks for, against what the data set has (when known without loading)."""
+    from imbadv.imbalance.split import class_counts  # numpy, no torch
+
+    have = dataset.params.known_train_counts()
+    if have is not None and isinstance(target, int):
+        class_counts(list(have), imbalance, target, val_fraction)
+
+
+PROGRESS_MODES = ("lines", "quiet")  # a line per epoch and per ~30 s of attacks, or none
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(key, value, f"one of {', '.join(allowed)}")
+    return str(value)
+
+
+MIN_FREE_MB = 200  # room for a few models, results and a data cache; checked before any work
+
+
+@functools.cache
+def check_folder(key: str, path: str | Path) -> Path:
+    """A folder this job can write into with room to spare, or a ConfigError naming it.
+
+    Nothing is created: the nearest existing parent is probed, so a refused run leaves no trace.
+    Cached per (key, path): a sweep's jobs share their folders.
+    """
+    path = Path(path)
+    parent = next((p for p in (path, *path.absolute().parents) if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise ConfigError(key, path, f"a folder, but {parent} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise ConfigError(key, path, f"a writable folder ({parent}: {err.strerror})") from None
+    free_mb = shutil.disk_usage(parent).free // 2**20
+    if free_mb < MIN_FREE_MB:
+        raise ConfigError(key, path, f"a folder with >= {MIN_FREE_MB} MB free ({free_mb} MB left)")
+    return path
+
+
+def _device(value: Any) -> str:
+    text = str(value)
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ConfigError("device", value, "auto, cpu, cuda or cuda:N")
+
+
+def with_names(s: Settings) -> dict[str, str]:
+    """Source -> canonical model name for settings `s` (`same` is the job's own model)."""
+    mode = s.adversarial.mode
+    names = {
+        Source.SAME: model_name(s.imbalance.name, s.target, mode),
+        Source.BALANCED: model_name(Source.BALANCED, None, mode),
+    }
+    return {src: names.get(src, src) for src in s.sources}
+
+
+def check_sweep(jobs: list[Settings]) -> None:
+    """Every named source of every job is a model some job of the sweep trains (one line if not).
+
+    `jobs` are the sweep's Settings; a job trains its own model and, with `balanced` among its
+    sources, the balanced one. Names compare across seeds: each seed's source is that seed's model.
+    """
+    trained = set()
+    for s in jobs:
+        trained.add(model_name(s.imbalance.name, s.target, s.adversarial.mode))
+        if Source.BALANCED in s.sources:
+            trained.add(model_name(Source.BALANCED, None, s.adversarial.mode))
+    for s in jobs:
+        for name in s.named_sources:
+            if name not in trained:
+                have = ", ".join(sorted(trained))
+                raise ConfigError("attack.sources", name, f"{ALLOWED}; this sweep trains: {have}")
+
+
+def source_settings(s: Settings, source: SourceModel) -> Settings:
+    """The job's settings with the source's profile, class and training mode."""
+    return replace(
+        s, imbalance=source.profile, target=source.target, adversarial=source.adversarial
+    )

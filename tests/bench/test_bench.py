@@ -1,0 +1,267 @@
+"""The bench's measurements at tiny sizes: real runs, positive throughputs, the JSON's keys.
+
+No speed assertions: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import TINY
+
+from imbadv import bench
+from imbadv.attacks.gradient_sign import fgsm
+from imbadv.bench import attacks as bench_attacks
+from imbadv.models.vgg import VGG
+from imbadv.training import TrainSettings
+
+TINY_BENCH = [
+    "--device",
+    "cpu",
+    "--width",
+    "0.0625",
+    "--batch-size",
+    "8",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--repeats",
+    "1",
+    "--attack-images",
+    "16",
+    "--eval-images",
+    "64",
+    "--attack-steps",
+    "2",
+]
+
+
+def positive(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def write_result(path, wall: float, trained: dict[str, bool], train_seconds: dict[str, float]):
+    path.mkdir(parents=True)
+    models = {role: {"train_seconds": sec} for role, sec in train_seconds.items()}
+    full = {"meta": {"wall_seconds": wall, "trained_here": trained}, "models": models}
+    (path / "results.json").write_text(json.dumps(full))
+
+
+def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    write_result(tmp_path / "sweep" / "a", 10.0, {"target": True}, {"target": 6.0})
+    report = bench.main([*TINY_BENCH, "--json", str(out), "--sweep", str(tmp_path / "sweep")])
+    written = json.loads(out.read_text())
+    assert set(bench.REQUIRED_KEYS) <= set(written)
+    assert written["device"].startswith("cpu (")
+    for key in (
+        "train_vs_raw",
+        "attack_vs_torchattacks",
+        "fgsm_vs_torchattacks",
+        "pgd_vs_torchattacks",
+        "pgd_l2_vs_torchattacks",
+        "mifgsm_vs_torchattacks",
+    ):
+        assert positive(written[key]), key
+    assert written["attack_vs_torchattacks"] == min(
+        written["fgsm_vs_torchattacks"], written["bim_vs_torchattacks"]
+    )
+    for key in ("imbadv_images_per_s", "raw_images_per_s", "imbadv_gflops"):
+        assert positive(written["train"][key]), key
+    assert positive(written["predict"]["images_per_s"])
+    assert positive(written["machine"]["matmul_fp32_gflops"])
+    assert written["settings"]["seed"] == 0 and written["attacks_identical"] is True
+    for row in written["attack"].values():
+        assert row["identical"] is True and row["differing_images"] == 0
+    assert written["sweep"]["train_seconds"] == 6.0
+    assert report["train_vs_raw"] == written["train_vs_raw"]
+    assert "train" in capsys.readouterr().out
+
+
+def test_both_training_sides_take_the_same_optimizer_steps():
+    model = VGG(width=0.0625)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
+    assert positive(result["raw_images_per_s"]) and positive(result["imbadv_images_per_s"])
+    # Same start, batches and optimizer: if the raw loop drifted from imbadv's path, this moves.
+    assert result["weights_max_abs_diff"] < 1e-5
+    # Trainer(deterministic=True) sets a process-wide flag; the bench puts it back.
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_both_adversarial_training_sides_take_the_same_steps():
+    model = VGG(width=0.0625)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu"), at_eps=8 / 255
+    )
+    # the bare fast-FGSM loop draws the same random starts and takes the same inner step as
+    # imbadv's AdversarialStep: the weights end alike (they would not if either side changed)
+    assert result["weights_max_abs_diff"] < 1e-5
+    plain = bench.bench_training(model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu"))
+    assert plain["weights_max_abs_diff"] < 1e-5 and positive(result["imbadv_images_per_s"])
+
+
+ATTACKS = ("fgsm", "bim", "pgd", "pgd_l2", "mifgsm")
+
+
+def tiny_attacks(model: torch.nn.Module, n: int = 12, batch: int = 8, **kw) -> dict:
+    x, y = bench.make_data(n, torch.device("cpu"), seed=3)
+    # batches of 8 and 4: each batch's random start is seeded by its first index on both sides,
+    # and the reference PGD-L2's guard follows the batch's size
+    return bench_attacks.bench_attacks(model.eval(), x.float() / 255, y, 8 / 255, batch, 1, 3, **kw)
+
+
+@pytest.mark.parametrize("shrink", [1.0, 1e-3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attack_images_are_identical_to_torchattacks_on_two_seeds(seed, shrink):
+    model = bench.bench_model("vgg", 0.0625, seed)
+    with torch.no_grad():  # shrink: gradient norms ~3e-4, where a 1e-10 guard shows in float32
+        model.classifier[-1].weight.mul_(shrink)
+    result = tiny_attacks(model)
+    for name in ATTACKS:
+        assert result[name]["identical"] and result[name]["differing_images"] == 0, name
+        # power-of-2 batches: the same arithmetic on both sides, bit for bit (with torchattacks'
+        # own 1e-10 guard on the mean's norm, PGD-L2 differs here by 1.8e-7)
+        assert result[name]["max_abs_diff"] == 0.0, name
+        assert positive(result[name]["imbadv_images_per_s"]), name
+
+
+def test_a_different_reference_is_reported_not_raised(monkeypatch):
+    real = bench_attacks.attack_pairs
+
+    def perturbed_guard(model, eps, steps):
+        pairs = real(model, eps, steps)
+        reference = bench_attacks.matched_pgdl2(model, bench_attacks.L2_EPS, 0.1, steps, guard=1.0)
+        return pairs | {"pgd_l2": (pairs["pgd_l2"][0], reference)}
+
+    monkeypatch.setattr(bench_attacks, "attack_pairs", perturbed_guard)
+    result = tiny_attacks(bench.bench_model("vgg", 0.0625, 0), names=("pgd_l2", "fgsm"))
+    assert not result["pgd_l2"]["identical"]
+    assert 0 < result["pgd_l2"]["differing_images"] <= 12
+    assert result["pgd_l2"]["max_abs_diff"] > bench_attacks.IDENTICAL_TOL
+    assert result["fgsm"]["identical"]
+    line = bench_attacks.differing(result, 12)
+    assert "pgd_l2 (max |diff|" in line and "of 12 images" in line and "fgsm" not in line
+    assert bench_attacks.differing({"fgsm": result["fgsm"]}, 12) is None
+
+
+def changed_fgsm_step(monkeypatch):
+    """The reference FGSM steps 2 eps: every image differs from imbadv's."""
+    import torchattacks
+
+    real = bench_attacks.attack_pairs
+
+    def pairs(model, eps, steps):
+        out = real(model, eps, steps)
+        return out | {"fgsm": (out["fgsm"][0], torchattacks.FGSM(model, eps=2 * eps))}
+
+    monkeypatch.setattr(bench_attacks, "attack_pairs", pairs)
+
+
+def test_a_differing_row_is_printed_and_recorded_and_strict_exits_1(tmp_path, monkeypatch, capsys):
+    changed_fgsm_step(monkeypatch)
+    seeds = []
+    build = bench.bench_model
+    monkeypatch.setattr(bench, "bench_model", lambda *a: seeds.append(a[2]) or build(*a))
+    out = tmp_path / "bench.json"
+    args = [*TINY_BENCH, "--attacks", "fgsm,bim", "--seed", "3", "--json", str(out)]
+    report = bench.main(args)  # not strict: no exception, no exit
+    assert seeds == [3] and report["settings"]["seed"] == 3
+    written = json.loads(out.read_text())
+    fgsm_row, bim_row = written["attack"]["fgsm"], written["attack"]["bim"]
+    assert not fgsm_row["identical"] and fgsm_row["differing_images"] == 16
+    assert bim_row["identical"] and bim_row["differing_images"] == 0
+    assert written["attacks_identical"] is False
+    printed = capsys.readouterr().out
+    assert " NO " in printed and "fgsm (max |diff|" in printed and "16 of 16 images" in printed
+
+    out.unlink()
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([*args, "--strict"])
+    assert exit_.value.code == 1
+    # one line (Lightning may warn on stderr too, e.g. when it sees SLURM's srun)
+    err = [line for line in capsys.readouterr().err.splitlines() if "bench --strict" in line]
+    assert len(err) == 1 and err[0].startswith("bench --strict: ") and "16 of 16" in err[0]
+    assert "fgsm" in err[0] and "bim" not in err[0]
+    assert json.loads(out.read_text())["attacks_identical"] is False  # written before the exit
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet18"])
+def test_the_seed_sets_the_bench_model_weights(name):
+    def weights(seed: int) -> list[torch.Tensor]:
+        return [w.detach().clone() for w in bench.bench_model(name, 0.0625, seed).parameters()]
+
+    torch.manual_seed(123)  # the global generator must not matter
+    first = weights(0)
+    torch.manual_seed(456)
+    again, other = weights(0), weights(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_compare_images_counts_the_differing_images():
+    model = bench.bench_model("vgg", 0.0625, 0).eval()
+    x, y = bench.make_data(4, torch.device("cpu"), seed=4)
+    adv = fgsm(model, x.float() / 255, y, 0.01)
+    same = bench_attacks.compare_images(adv, adv.clone())
+    assert same == {"identical": True, "max_abs_diff": 0.0, "differing_images": 0}
+    moved = adv.clone()
+    moved[0, 0, 0, 0] += 1e-3
+    moved[2, 1, 5, 5] += 1e-7  # within the tolerance
+    moved[3, 2, 1, 1] = float("nan")
+    result = bench_attacks.compare_images(adv, moved)
+    assert not result["identical"] and result["differing_images"] == 2
+    assert math.isnan(result["max_abs_diff"])
+    one = adv.clone()
+    one[1, 0, 0, 0] += 1e-3
+    assert bench_attacks.compare_images(adv, one)["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert not bench_attacks.compare_images(adv, adv[:2])["identical"]
+
+
+def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
+    write_result(
+        tmp_path / "a",
+        100.0,
+        {"target": True, "balanced": True},
+        {"target": 30.0, "balanced": 50.0},
+    )
+    # This job loaded the balanced model: its train_seconds belong to job "a".
+    write_result(
+        tmp_path / "b",
+        40.0,
+        {"target": True, "balanced": False},
+        {"target": 20.0, "balanced": 50.0},
+    )
+    totals = bench.sweep_totals(tmp_path)
+    assert totals == {
+        "jobs": 2,
+        "trainings": 3,
+        "wall_seconds": 140.0,
+        "train_seconds": 100.0,
+        "other_seconds": 40.0,
+    }
+    with pytest.raises(FileNotFoundError):
+        bench.sweep_totals(tmp_path / "empty")
+
+
+def test_quick_job_reports_peak_rss_of_a_real_run():
+    shrink = [x for x in TINY if x != "experiment=smoke"]
+    result = bench.quick_job(None, torch.device("cpu"), 1, extra=tuple(shrink))
+    assert positive(result["peak_rss_mib"]) and "experiment=smoke" in result["command"]
+
+
+def test_a_batchnorm_model_takes_the_same_steps_on_both_sides():
+    model = bench.bench_model("resnet18", 0.0625)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_training(
+        model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
+    assert result["weights_max_abs_diff"] < 1e-5  # BatchNorm statistics included

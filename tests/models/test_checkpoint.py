@@ -1,0 +1,198 @@
+"""model=checkpoint: a model imbadv trained, saved in every supported format and evaluated from
+the file, gives the stored model's rows; bad files are refused in one line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_cli
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from imbadv.data.base import DataCard
+from imbadv.models import VGGParams
+from imbadv.models.vgg import build
+
+JOB = [*TINY, "class=0", "imbalance=balanced", "attack.sources=[same]", "logger=none"]
+WIDTH = 0.125  # experiment=smoke's model.width
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One smoke model trained by imbadv, its results, and the model rebuilt from the store."""
+    base = tmp_path_factory.mktemp("ckpt")
+    proc = run_cli(
+        [*JOB, f"paths.store_dir={base / 'store'}", f"hydra.run.dir={base / 'job'}"], base
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((base / "job" / "results.json").read_text())
+    key = results["models"]["target"]["key"]
+    card = results["meta"]["card"]
+    card = DataCard(**{**card, "classes": tuple(card["classes"]), "mean": tuple(card["mean"]), "std": tuple(card["std"])})  # fmt: skip
+    model = build(card, VGGParams(width=WIDTH)).eval()
+    model.load_state_dict(load_file(base / "store" / "models" / f"{key}.safetensors"))
+    return {"base": base, "results": results, "model": model, "card": card, "key": key}
+
+
+def checkpoint_job(base: Path, *args: str, multirun: bool = False):
+    out = ["hydra.sweep.dir=sweep"] if multirun else ["hydra.run.dir=single"]
+    flags = ["-m"] if multirun else []
+    return run_cli([*flags, *JOB, f"paths.store_dir={base / 'store'}", *out, "model=checkpoint", *args], base)  # fmt: skip
+
+
+def sample(card: DataCard, n: int = 4) -> torch.Tensor:
+    return torch.rand(n, card.channels, card.image_size, card.image_size)
+
+
+def numbers(results: dict) -> dict:
+    """What must not change when the same weights come from a file: accuracies and confusion."""
+    rows = {
+        (r["source"], r["attack"]): [r[k] for k in ("n", "clean_acc", "adv_acc", "clean_row", "adv_row")]
+        for r in results["attacks"]
+    }  # fmt: skip
+    clean = results["models"]["target"]["clean"]
+    return {"rows": rows, "acc": clean["acc"], "confusion": clean["confusion"]}
+
+
+def test_every_format_gives_the_stored_models_rows(trained):
+    base, model, card = trained["base"], trained["model"], trained["card"]
+    stored = base / "store" / "models" / f"{trained['key']}.safetensors"
+    shutil.copy(stored, base / "weights.safetensors")
+    # a state dict as DataParallel saves it, wrapped as Lightning does: both unwrapped on load
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, base / "state.pt")
+    torch.jit.save(torch.jit.trace(model, sample(card)), base / "scripted.pt")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (sample(card),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, base / "exported.pt2")
+    files = ["weights.safetensors", "state.pt", "scripted.pt", "exported.pt2"]
+    proc = checkpoint_job(base, f"model.path={','.join(files)}", "model.arch=vgg", multirun=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = numbers(trained["results"])
+    assert expected["acc"] > 0.3 and any(r[1] > 0 for r in expected["rows"].values())  # learnt
+    found = {}
+    for path in (base / "sweep").glob("*/results.json"):
+        results = json.loads(path.read_text())
+        found[results["models"]["target"]["checkpoint"]["file"]] = results
+    assert sorted(found) == sorted(files)
+    for name, results in found.items():
+        assert numbers(results) == expected, name
+        entry = results["models"]["target"]["checkpoint"]
+        assert entry["file"] == name and entry["sha256"] == _sha256(base / name)
+        assert results["models"]["target"]["key"] != trained["key"]  # keyed by the file
+        assert f"checkpoint {name} sha256 {entry['sha256'][:16]}" in proc.stdout
+    trainings = (base / "store" / "trainings.jsonl").read_text().splitlines()
+    assert len(trainings) == 1  # the checkpoints were never trained
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_files_are_refused_up_front_in_one_line(trained):
+    base = trained["base"]
+    (base / "notes.txt").write_text("not a model\n")
+    shutil.copy(base / "store" / "models" / f"{trained['key']}.safetensors", base / "w.safetensors")
+    torch.jit.save(torch.jit.trace(trained["model"], sample(trained["card"])), base / "ts.pt")
+    cases = {
+        "missing.pt": ["model.path=missing.pt"],
+        "notes.txt": ["model.path=notes.txt"],
+        "w.safetensors": ["model.path=w.safetensors"],  # weights only: the arch is needed
+        "ts.pt": [
+            "model.path=ts.pt",
+            "imbalance=under",
+            "attack.sources=[same,balanced]",
+        ],  # nothing to train with
+    }
+    lines = {
+        "missing.pt": "model.path=missing.pt is not allowed: expected an existing file (no such file)",
+        "notes.txt": "model.path=notes.txt is not allowed: expected a checkpoint in one of the formats safetensors, torch.save (a state dict), TorchScript or torch.export (.pt2)",
+        "w.safetensors": "model.arch=None is not allowed: expected the architecture of the weights in w.safetensors (safetensors holds weights only): one of preact_resnet18, resnet18, vgg, wrn",
+        "ts.pt": "attack.sources=balanced is not allowed: expected same only: imbadv trains the other models of a checkpoint job with model.arch (give model.arch=<name>, or attack.sources=[same])",
+    }  # fmt: skip
+    for name, args in cases.items():
+        proc = checkpoint_job(base, *args)
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert proc.stderr.strip() == f"imbadv: error: {lines[name]}", name
+        assert not (base / "single").exists()  # refused before any job folder
+
+
+def test_misfit_weights_name_the_first_missing_unexpected_key_and_shape(trained):
+    base = trained["base"]
+    state = dict(trained["model"].state_dict())
+    state["features.0.w"] = state.pop("features.0.weight")
+    state["classifier.1.weight"] = state["classifier.1.weight"][:, :8]
+    save_file({k: v.contiguous() for k, v in state.items()}, base / "misfit.safetensors")
+    proc = checkpoint_job(base, "model.path=misfit.safetensors", "model.arch=vgg")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    want = tuple(trained["model"].state_dict()["classifier.1.weight"].shape)
+    shape = tuple(state["classifier.1.weight"].shape), want
+    assert proc.stderr.strip() == (
+        "imbadv: error: model.path=misfit.safetensors is not allowed: expected weights that fit "
+        "vgg(width=0.125) (missing features.0.weight; unexpected features.0.w; "
+        f"classifier.1.weight is {shape[0]} in the file, {shape[1]} in the architecture)"
+    )
+    assert "images made" not in proc.stdout + proc.stderr  # refused before any attack
+
+
+def test_an_output_that_is_not_one_logit_per_class_is_refused(trained):
+    base, card = trained["base"], trained["card"]
+    three = nn.Sequential(nn.Flatten(), nn.Linear(card.channels * card.image_size**2, 3))
+    torch.jit.save(torch.jit.trace(three, sample(card)), base / "three.pt")
+    proc = checkpoint_job(base, "model.path=three.pt")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        "imbadv: error: model.path=three.pt is not allowed: expected a model whose output is "
+        "(N, 10) for the data set's 10 classes (it gives (2, 3) for N=2)"
+    )
+
+
+class Payload:
+    """A pickle that runs code when loaded: what weights_only must never unpickle."""
+
+    def __reduce__(self):
+        return (os.mkdir, ("pwned",))
+
+
+def test_a_pickle_that_needs_code_is_refused_and_never_run(trained):
+    base = trained["base"]
+    torch.save({"state_dict": trained["model"].state_dict(), "hook": Payload()}, base / "evil.pt")
+    proc = checkpoint_job(base, "model.path=evil.pt", "model.arch=vgg")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        "imbadv: error: model.path=evil.pt is not allowed: expected a checkpoint that loads as "
+        "data (it needs code execution to unpickle posix.mkdir); pass model.trust=true only if "
+        "you trust it"
+    )
+    assert not (base / "pwned").exists()
+
+
+def test_an_exported_program_with_a_code_pickle_inside_is_refused(trained, tmp_path, monkeypatch):
+    """torch.export.load unpickles sample inputs without restriction: imbadv screens them first."""
+    from imbadv.config.errors import ConfigError
+    from imbadv.models import MODELS
+    from imbadv.models.checkpoint import load
+
+    card, good = trained["card"], tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(trained["model"], (sample(card),)), good)
+    evil = tmp_path / "evil.pt2"
+    torch.save(Payload(), tmp_path / "payload.pt")
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            inputs = item.filename.endswith("sample_inputs/model.pt")
+            dst.writestr(item, (tmp_path / "payload.pt").read_bytes() if inputs else src.read(item))
+    monkeypatch.chdir(tmp_path)
+    params = MODELS.parse("model", "checkpoint", {"path": str(evil)}).params
+    with pytest.raises(ConfigError, match=r"it needs code execution to unpickle posix.mkdir"):
+        load(card, params)
+    assert not (tmp_path / "pwned").exists()
+    ok = MODELS.parse("model", "checkpoint", {"path": str(good)}).params
+    assert load(card, ok)[1] == "pt2"
