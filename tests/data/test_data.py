@@ -104,10 +104,8 @@ def test_synthetic_is_deterministic_and_seeded():
     assert a.x_test.tobytes() != c.x_test.tobytes()
 
 
-def test_synthetic_is_fast_and_spans_the_pixel_range():
-    start = time.perf_counter()
+def test_synthetic_spans_the_pixel_range():
     ds = make_synthetic()
-    assert time.perf_counter() - start < 2.0
     assert ds.x_train.shape == (5000, 3, 32, 32) and ds.train_counts() == [500] * 10
     assert ds.x_train.min() < 20 and ds.x_train.max() > 235
     assert 100 < ds.x_train.mean() < 156 and 25 < ds.x_train.std() < 60
@@ -328,12 +326,14 @@ def test_cifar10_without_files_or_network_fails_fast_and_says_where(tmp_path, mo
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network (test)")
 
+    def no_waiting(seconds):
+        raise AssertionError(f"waited {seconds} s for a network that is not there")
+
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    start = time.perf_counter()
+    monkeypatch.setattr(time, "sleep", no_waiting)  # fast = no retry loop that sleeps
     with pytest.raises(DataError) as err:
         load_cifar10(tmp_path)
     message = str(err.value)
-    assert time.perf_counter() - start < 10
     assert str(tmp_path / "cifar-10-batches-py") in message and "\n" not in message
     for hint in ("download failed", "cifar-10-python.tar.gz", "IMBADV_DATA_DIR", "dataset=folder"):
         assert hint in message
