@@ -81,6 +81,9 @@ class JobRun:
         if self.run is None:
             return
         try:
+            # what results.json holds: plain JSON (a source can still be a Source enum here, and
+            # a W&B table refuses a column mixing it with the stored rows' strings)
+            full = json.loads(json.dumps(full, default=str))
             self.run.config.update({"meta": run_config(full)["meta"]}, allow_val_change=True)
             write_run(self.run, full)
             if self.artifacts:  # opt-in: weights are the largest thing a run can upload
