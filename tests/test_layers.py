@@ -121,6 +121,7 @@ TORCH_FREE = [
     "imbadv.attacks.goals",
     "imbadv.status.sweep",
     "imbadv.status.tracking",
+    "imbadv.status.wandb_tables",
     "imbadv.table",
     "imbadv.export",
     "imbadv.data.tarsafe",

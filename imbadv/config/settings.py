@@ -174,6 +174,7 @@ def from_config(cfg: DictConfig) -> Settings:
     classes = dataset.params.known_classes()
     sources, named = parse_sources(cfg, (imbalance, target, adversarial), classes, CONF_DIR)
     train = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_logger(cfg.get("logger"))
     return Settings(
         target=target,
         dataset=dataset,
@@ -214,6 +215,13 @@ def check_counts(
     have = dataset.params.known_train_counts()
     if have is not None and isinstance(target, int):
         class_counts(list(have), imbalance, target, val_fraction)
+
+
+def check_logger(logger: Any) -> None:
+    """The logger options a job acts on without W&B's help (`logger.artifacts`: a yes or a no)."""
+    artifacts = (logger or {}).get("artifacts", False)
+    if not isinstance(artifacts, bool):
+        raise ConfigError("logger.artifacts", artifacts, "true or false")
 
 
 PROGRESS_MODES = ("lines", "quiet")  # a line per epoch and per ~30 s of attacks, or none

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.status.wandb_tables import job_table, log_models, sweep_table
+
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
@@ -41,7 +43,7 @@ def start_job(cfg: DictConfig, output_dir: Path) -> JobRun:
     if mode in (None, "disabled"):
         return JobRun(None)
     try:
-        return JobRun(_init_job(cfg, mode, output_dir))
+        return JobRun(_init_job(cfg, mode, output_dir), artifacts=logger.get("artifacts") is True)
     except Exception as err:  # the job goes on; results.json will hold every number
         _warn(err)
         _finish(1)
@@ -51,8 +53,8 @@ def start_job(cfg: DictConfig, output_dir: Path) -> JobRun:
 class JobRun:
     """A job's open W&B run; after any W&B error it does nothing, so W&B never fails a job."""
 
-    def __init__(self, run: Any) -> None:
-        self.run, self.roles = run, set()
+    def __init__(self, run: Any, artifacts: bool = False) -> None:
+        self.run, self.roles, self.artifacts = run, set(), artifacts
 
     def epoch(self, role: str, row: dict[str, Any]) -> None:
         """One epoch of the model `role` (target, balanced) under `train/<role>/...`."""
@@ -79,8 +81,13 @@ class JobRun:
         if self.run is None:
             return
         try:
+            # what results.json holds: plain JSON (a source can still be a Source enum here, and
+            # a W&B table refuses a column mixing it with the stored rows' strings)
+            full = json.loads(json.dumps(full, default=str))
             self.run.config.update({"meta": run_config(full)["meta"]}, allow_val_change=True)
             write_run(self.run, full)
+            if self.artifacts:  # opt-in: weights are the largest thing a run can upload
+                log_models(self.run, full)
         except Exception as err:
             _warn(err)
         self.close(0)
@@ -167,6 +174,7 @@ def write_run(run: Any, full: dict[str, Any]) -> None:
         )
     columns, rows = destination_rows(full["attacks"], names)
     media["attacks/destinations"] = wandb.Table(columns=columns, data=rows)
+    media["results/per_class"] = job_table(full, run.name or "")
     run.log({**scalars, **media})
     trained = full["meta"].get("trained_here", {})
     origin = {f"{role}/model_key": entry.get("key") for role, entry in full["models"].items()}
@@ -329,6 +337,7 @@ def log_report(
                 )
             else:
                 media[name] = wandb.Html(path.read_text(), inject=False)
+        media["results/long_table"] = sweep_table(Path(sweep_dir))  # imbadv.results' rows
         run.log(media)
         return True
     except Exception as err:

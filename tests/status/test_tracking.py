@@ -18,6 +18,7 @@ from conftest import TINY, run_cli
 from omegaconf import OmegaConf
 
 from imbadv.status import tracking
+from imbadv.table import job_rows, read
 
 
 def wandb_records(path: Path) -> list:
@@ -52,10 +53,15 @@ def read_offline_run(job_dir: Path) -> dict:
     """Group, name, config, summary and logged history rows of the one W&B run in a job folder."""
     (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
     (binary,) = run_dir.glob("run-*.wandb")
-    run = {"dir": run_dir, "summary": {}, "history": [], "config": {}}
+    run = {"dir": run_dir, "summary": {}, "history": [], "config": {}, "artifacts": []}
     for record in wandb_records(binary):
         kind = record.WhichOneof("record_type")
-        if kind == "run":
+        if kind == "artifact":  # what `wandb sync` would create: name, type, metadata, files
+            a = record.artifact
+            files = {e.path: e.digest for e in a.manifest.contents}
+            meta = json.loads(a.metadata) if a.metadata else {}
+            run["artifacts"].append({"name": a.name, "type": a.type, "meta": meta, "files": files})
+        elif kind == "run":
             run["group"], run["name"] = record.run.run_group, record.run.display_name
             run["config"] |= {u.key: json.loads(u.value_json) for u in record.run.config.update}
         elif kind == "config":  # config.update() after init (the job's meta, known at its end)
@@ -296,8 +302,12 @@ def test_report_run_holds_table1_findings_and_figures(smoke_sweep, tmp_path):
     assert "W&B logging failed" not in proc.stdout + proc.stderr
     run = read_offline_run(sweep)
     assert run["group"] == "rep-sweep" and run["name"] == "report"
-    (table,) = (run["dir"] / "files/media/table").glob("table1_*.table.json")
-    logged = json.loads(table.read_text())
+    long = logged_table(run["dir"], "results/long_table")  # every row of imbadv.results
+    want = read(sweep)
+    assert long["columns"] == want.columns and len(want.rows) > len(list(sweep.glob("*/")))
+    assert long["data"] == [as_cells(r, want.columns) for r in want.rows]
+    (table1,) = (run["dir"] / "files/media/table").glob("table1_*.table.json")
+    logged = json.loads(table1.read_text())
     with (sweep / "table1.csv").open(newline="") as f:
         rows = list(csv.reader(f))
     assert logged["columns"] == rows[0] and len(logged["data"]) == len(rows) - 1
@@ -314,3 +324,83 @@ def test_report_run_holds_table1_findings_and_figures(smoke_sweep, tmp_path):
     assert {k: v for k, v in run["summary"].items() if k.startswith("findings/")} == {
         f"findings/{v}": sum(b[0] == v for b in bullets) for v in verdicts
     }
+
+
+def logged_table(run_dir: Path, key: str) -> dict:
+    """The one W&B table logged under `key` (a slash key: media/table/<folders>/<name>_*)."""
+    folder, _, name = key.rpartition("/")
+    (path,) = (run_dir / "files/media/table" / folder).glob(f"{name}_*.table.json")
+    return json.loads(path.read_text())
+
+
+def as_cells(row: dict, columns: list[str]) -> list:
+    return [
+        json.dumps(v) if isinstance(v, list | dict) else v for v in (row.get(c) for c in columns)
+    ]
+
+
+def test_each_job_logs_its_per_class_rows_as_a_table(offline_sweep):
+    for job in sorted(offline_sweep.glob("*/results.json")):
+        full = json.loads(job.read_text())
+        logged = logged_table(read_offline_run(job.parent)["dir"], "results/per_class")
+        want = job_rows(full, "", job.parent.name)
+        assert len(want) == len(full["attacks"])  # attack.images=target: one class per row
+        assert logged["columns"][:4] == ["sweep", "job", "job_key", "repeat"]
+        cols = logged["columns"]
+        assert {"model_key", "method", "source", "class", "adv_acc", "adv_row"} <= set(cols)
+        got = [dict(zip(cols, r, strict=True)) for r in logged["data"]]
+        assert [as_cells(r, cols) for r in want] == [[g[c] for c in cols] for g in got]
+        fgsm = next(r for r in full["attacks"] if r["method"] == "fgsm" and r["source"] == "same")
+        row = next(g for g in got if g["method"] == "fgsm" and g["source"] == "same")
+        assert row["adv_acc"] == fgsm["adv_acc"] and json.loads(row["adv_row"]) == fgsm["adv_row"]
+
+
+def test_no_artifact_without_the_option(offline_sweep):
+    for job in offline_sweep.glob("*/results.json"):
+        run = read_offline_run(job.parent)
+        assert [a for a in run["artifacts"] if a["type"] == "model"] == []  # tables are run_table
+        assert not any(k.endswith("/model_artifact") for k in run["summary"])
+
+
+def test_bad_artifacts_option_is_refused_up_front(tmp_path):
+    proc = run_cli([*TINY, "logger=wandb", "logger.artifacts=maybe"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "logger.artifacts=maybe is not allowed: expected true or false" in proc.stderr
+
+
+def test_artifacts_option_logs_each_model_trained_here_under_its_store_key(offline_sweep):
+    """A third job on the sweep's store: the balanced model is another job's (referenced by key,
+    not logged again), its own under-sampled model is trained here and logged as an artifact."""
+    base = offline_sweep.parent
+    job = base / "artifact-job"
+    proc = run_cli(
+        [
+            *TINY,
+            "class=2",
+            "imbalance=under",
+            "logger=wandb",
+            "logger.artifacts=true",
+            f"paths.store_dir={base / 'store'}",
+            f"hydra.run.dir={job}",
+        ],
+        cwd=base,
+        env={"WANDB_MODE": "offline", **wandb_home(base)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B logging failed" not in proc.stdout + proc.stderr
+    full = json.loads((job / "results.json").read_text())
+    assert full["meta"]["trained_here"] == {"target": True, "balanced": False}
+    run = read_offline_run(job)
+    target, balanced = full["models"]["target"], full["models"]["balanced"]
+    (artifact,) = [
+        a for a in run["artifacts"] if a["type"] == "model"
+    ]  # the target only: the balanced model is referenced
+    key = target["key"]
+    assert artifact["name"] == key and artifact["type"] == "model"
+    assert artifact["meta"]["store_key"] == key
+    assert artifact["meta"]["spec"] == target["spec"]
+    assert artifact["meta"]["record"]["sha256"] == target["sha256"]
+    assert artifact["meta"]["record"]["train_counts"] == target["train_counts"]
+    assert set(artifact["files"]) == {f"{key}.safetensors", f"{key}.json"}
+    assert run["summary"]["target/model_artifact"] == key
+    assert run["summary"]["balanced/model_artifact"] == balanced["key"]
