@@ -35,10 +35,31 @@ def source(module: str) -> Path:
     return Path(importlib.util.find_spec(module).origin)
 
 
+def is_script_block(node: ast.AST) -> bool:
+    """`if __name__ == "__main__":`: runs only when the module is the script (`python -m`), after
+    the module itself is loaded, so what it imports is not a dependency of the module."""
+    test = getattr(node, "test", None)
+    return (
+        isinstance(node, ast.If)
+        and isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
+
+
+def walk(tree: ast.AST):
+    """ast.walk, less the script blocks."""
+    for child in ast.iter_child_nodes(tree):
+        if not is_script_block(child):
+            yield child
+            yield from walk(child)
+
+
 def imported_modules(module: str) -> set[str]:
     """Every imbadv module `module` imports, at any depth (lazy imports inside functions too)."""
     found = set()
-    for node in ast.walk(ast.parse(source(module).read_text())):
+    for node in walk(ast.parse(source(module).read_text())):
         if (
             isinstance(node, ast.ImportFrom) and node.level
         ):  # relative: resolved against the package

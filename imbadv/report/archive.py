@@ -20,7 +20,7 @@ from typing import Any
 from imbadv.data.tarsafe import ARCHIVE_FORMAT as FORMAT
 from imbadv.data.tarsafe import ARCHIVE_SUFFIXES as SUFFIXES
 from imbadv.data.tarsafe import MANIFEST, read_verified
-from imbadv.report.sweep import ReportError
+from imbadv.report.errors import ReportError
 from imbadv.results import ResultsError, check
 
 
@@ -44,15 +44,15 @@ def members_of(sweep_dir: Path) -> tuple[dict[str, bytes], list[str]]:
     return files, pending
 
 
-def manifest_of(sweep_dir: Path, files: dict[str, bytes], pending: list[str]) -> dict[str, Any]:
-    """What the archive holds and where its numbers come from (code commits, data copies)."""
-    from imbadv.report.classdoc import sweep_command
-
+def manifest_of(
+    sweep_dir: Path, files: dict[str, bytes], pending: list[str], command: str | None
+) -> dict[str, Any]:
+    """What the archive holds and where its numbers come from (command, code commits, data copies)."""
     metas = [json.loads(b).get("meta", {}) for n, b in files.items() if n.startswith("jobs/")]
     return {
         "format": FORMAT,
         "sweep": sweep_dir.name,
-        "command": sweep_command(sweep_dir),
+        "command": command,
         "code_git": sorted({str(m.get("versions", {}).get("git")) for m in metas}),
         "data": sorted({str(m.get("dataset_source")) for m in metas}),
         "archived_at_git": git_head(),
@@ -73,8 +73,9 @@ def git_head() -> str:
         return "unknown"
 
 
-def write_archive(sweep_dir: Path, dest: Path) -> dict[str, Any]:
-    """Archive every job's results.json of `sweep_dir` into `dest` (.tar.gz); returns the manifest."""
+def write_archive(sweep_dir: Path, dest: Path, command: str | None = None) -> dict[str, Any]:
+    """Archive every job's results.json of `sweep_dir` into `dest` (.tar.gz); returns the manifest.
+    `command`: the sweep's command line, as the report reads it (classdoc.sweep_command)."""
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir}: no such sweep folder to archive")
     if not dest.name.endswith(SUFFIXES):
@@ -82,7 +83,7 @@ def write_archive(sweep_dir: Path, dest: Path) -> dict[str, Any]:
     files, pending = members_of(sweep_dir)
     if not any(n.startswith("jobs/") for n in files):
         raise ReportError(f"{sweep_dir}: no results.json to archive")
-    manifest = manifest_of(sweep_dir, files, pending)
+    manifest = manifest_of(sweep_dir, files, pending, command)
     blob = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     buffer = io.BytesIO()
     with (

@@ -260,10 +260,11 @@ def compare_main(sweeps: list[Path], out: Path | None) -> int:
 def make_archive(roots: list[Path], dest: Path) -> int:
     """`--archive FILE`: one sweep folder's results into FILE; prints what it holds."""
     from imbadv.report.archive import write_archive
+    from imbadv.report.classdoc import sweep_command
 
     if len(roots) != 1:
         raise ReportError(f"--archive {dest}: give exactly one sweep folder (got {len(roots)})")
-    man = write_archive(roots[0], dest)
+    man = write_archive(roots[0], dest, sweep_command(roots[0]))
     print(
         f"archive: {dest} ({man['jobs']} jobs, {len(man['pending'])} without results, "
         f"{dest.stat().st_size / 1e6:.2f} MB; code git {', '.join(man['code_git'])})"

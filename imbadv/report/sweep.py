@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imbadv.report.errors import ReportError
 from imbadv.report.stats import Stat, summarize
 from imbadv.results import ResultsError, never_learned, read_results
 
@@ -24,10 +25,6 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )
-
-
-class ReportError(Exception):
-    """A sweep that cannot be reported; the message names the path or option."""
 
 
 @dataclass
