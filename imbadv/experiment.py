@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from imbadv.data.load import load_dataset
 from imbadv.data.tensors import on_device, predict
 from imbadv.devices import job_device, set_threads
 from imbadv.imbalance import PROFILES, targeted
-from imbadv.imbalance.split import class_counts, select
+from imbadv.imbalance.split import Split, class_counts, select
 from imbadv.metrics import (
     model_summary,
 )
@@ -92,6 +92,17 @@ def checkpoint_model(
     return model, {**checkpoint.record(p, fmt, sha256, key, spec), "trained_here": False}
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One model as the store knows it: its spec and key, its split, how progress names it."""
+
+    spec: dict[str, Any]
+    key: str
+    split: Split
+    role: str  # target, balanced or a named source
+    label: str
+
+
 def obtain_model(
     data: Dataset,
     s: Settings,
@@ -109,8 +120,17 @@ def obtain_model(
         if profile == s.imbalance and role in (None, "target"):
             return checkpoint_model(data, s, device)
         s = checkpoint.trained_settings(s)
+    plan = plan_model(data, s, profile, target, role)
+    model = build_model(data, s)
+    record, trained = store.model(
+        plan.key, model, lambda m: train_model(m, data, s, plan, device, watch)
+    )
+    return posthoc(model.to(device).eval(), record, s, device), {**record, "trained_here": trained}
+
+
+def plan_model(data: Dataset, s: Settings, profile: Spec, target: int, role: str | None) -> Planned:
+    """The spec, key and split of the model for (profile, target), and its role and label."""
     spec = model_spec(data, s, profile, target)
-    key = content_key(spec)
     split = select(data.y_train, spec["counts"], s.val_fraction, s.seed)
     role = role or ("target" if profile == s.imbalance else "balanced")
     label = (  # an untargeted model is the same whichever job trains it, target or source
@@ -118,46 +138,59 @@ def obtain_model(
         if spec["class"] is None
         else f"{role} {profile.name} class {target} ({data.classes[target]})"
     )
+    return Planned(spec, content_key(spec), split, role, label)
 
-    def train(model: torch.nn.Module) -> dict[str, Any]:
-        model.reset_parameters(torch.Generator().manual_seed(s.seed))
-        model.to(device)
-        started = time.perf_counter()
-        train_xy, val_xy = on_device(data, split.train, device), on_device(data, split.val, device)
-        loss = OBJECTIVES.get("objective", s.objective.name).load()(
-            s.objective.params, split.train_counts
+
+def train_model(
+    model: torch.nn.Module,
+    data: Dataset,
+    s: Settings,
+    plan: Planned,
+    device: torch.device,
+    watch: Watch | None,
+) -> dict[str, Any]:
+    """Train `model` from its seed on the planned split; returns the record the store keeps."""
+    model.reset_parameters(torch.Generator().manual_seed(s.seed))
+    model.to(device)
+    started = time.perf_counter()
+    split = plan.split
+    train_xy, val_xy = on_device(data, split.train, device), on_device(data, split.val, device)
+    loss = OBJECTIVES.get("objective", s.objective.name).load()(
+        s.objective.params, split.train_counts
+    )
+    with (watch or Watch(lines=False)).training(plan.key, plan.role, plan.label) as callbacks:
+        record = fit(
+            model,
+            train_xy,
+            val_xy,
+            s.train,
+            device,
+            s.seed,
+            loss=loss,
+            adversarial=s.adversarial,
+            callbacks=callbacks,
         )
-        with (watch or Watch(lines=False)).training(key, role, label) as callbacks:
-            record = fit(
-                model,
-                train_xy,
-                val_xy,
-                s.train,
-                device,
-                s.seed,
-                loss=loss,
-                adversarial=s.adversarial,
-                callbacks=callbacks,
-            )
-        return {
-            "spec": spec,
-            "train_counts": split.train_counts,
-            "val_counts": split.val_counts,
-            "split_sha256": split.digest(),
-            "selection": SELECTION_RULES[s.train.selection],
-            "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
-            "posthoc_tau": s.train.posthoc_tau,
-            "train_seconds": time.perf_counter() - started,
-            **record,
-            **judge(record["history"], split.val_counts),  # a record field, never in the key
-        }
+    return {
+        "spec": plan.spec,
+        "train_counts": split.train_counts,
+        "val_counts": split.val_counts,
+        "split_sha256": split.digest(),
+        "selection": SELECTION_RULES[s.train.selection],
+        "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
+        "posthoc_tau": s.train.posthoc_tau,
+        "train_seconds": time.perf_counter() - started,
+        **record,
+        **judge(record["history"], split.val_counts),  # a record field, never in the key
+    }
 
-    model = build_model(data, s)
-    record, trained = store.model(key, model, train)
-    model.to(device).eval()
-    if s.train.posthoc_tau > 0:  # post-hoc logit adjustment: evaluated and attacked as adjusted
-        model = LogitAdjusted(model, record["train_counts"], s.train.posthoc_tau).to(device).eval()
-    return model, {**record, "trained_here": trained}
+
+def posthoc(
+    model: torch.nn.Module, record: dict[str, Any], s: Settings, device: torch.device
+) -> torch.nn.Module:
+    """With post-hoc logit adjustment the model is evaluated and attacked as adjusted."""
+    if s.train.posthoc_tau > 0:
+        return LogitAdjusted(model, record["train_counts"], s.train.posthoc_tau).to(device).eval()
+    return model
 
 
 def model_entry(

@@ -13,9 +13,10 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from imbadv.attacks import ATTACKS
 from imbadv.config.cluster import check_cluster
@@ -149,19 +150,21 @@ def check_device(device: str) -> None:
 
 
 def _hydra_problem(err: HydraException, overrides: list[str]) -> tuple[str, str, str]:
-    """(key, value, allowed) for Hydra's multi-line errors: an unknown key or group option."""
-    first = str(err).splitlines()[0]
-    unknown = re.match(r"Could not override '([^']+)'", first)
-    if unknown and "To append to your config use +" in str(err):
-        return _unknown_key(unknown[1], overrides)
-    folders = [CONF_DIR, *_search_path(overrides)]
-    for item in overrides:
-        group, _, value = item.lstrip("+~").partition("=")
-        found = [f / group for f in folders if (f / group).is_dir()]
-        if found and not any((f / f"{value}.yaml").exists() for f in found):
-            options = sorted({p.stem for f in found for p in f.glob("*.yaml")})
-            return group, value, "one of " + ", ".join(options)
-    return "override", " ".join(overrides), first
+    """(key, value, allowed) from Hydra's exception types, not its message text: a group option
+    that is missing (Hydra lists the options its whole search path has, plug-in folders too), or
+    a key the config lacks (the OmegaConf error Hydra raises it from names the key)."""
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, value = err.missing_cfg_file.rpartition("/")
+        return group, value, "one of " + ", ".join(sorted(err.options))
+    if isinstance(err, ConfigCompositionException) and isinstance(
+        err.__cause__, (ConfigAttributeError, ConfigKeyError)
+    ):
+        missing = err.__cause__.full_key  # `a` for `a.b=1` when `a` is missing too
+        for item in overrides:
+            key = item.partition("=")[0]
+            if key == missing or key.startswith(f"{missing}."):
+                return _unknown_key(key, overrides)
+    return "override", " ".join(overrides), str(err).splitlines()[0]
 
 
 def _unknown_key(key: str, overrides: list[str]) -> tuple[str, str, str]:
@@ -176,14 +179,6 @@ def _unknown_key(key: str, overrides: list[str]) -> tuple[str, str, str]:
         known = ", ".join(sorted(k for k in node if k != "name"))
         return key, value, f"a known option ({known})"
     return key, value, f"an existing key (add a new one with +{key}=...)"
-
-
-def _search_path(overrides: list[str]) -> list[Path]:
-    """The config folders a `hydra.searchpath=[file://...]` override adds (a user's own configs)."""
-    for item in overrides:
-        if item.startswith("hydra.searchpath="):
-            return [Path(p.strip()) for p in re.findall(r"file://([^,\]]+)", item)]
-    return []
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -9,7 +9,8 @@ comes with the images its transfer rows already need (docs/transfer.md).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -83,6 +84,28 @@ def image_sets(
     return {n: {**arrays, "key": keys[n]} for n, arrays in sets.items()}
 
 
+class Tested(NamedTuple):
+    """A model a source's images are tested on, and how its rows name the pair."""
+
+    role: str  # the model tested: target (the job's) or balanced (its own rows, same images)
+    source: str  # the rows' gradient source as that model sees it: the source itself, or same
+    model: str  # the tested model's name
+
+
+@dataclass(frozen=True)
+class Attacked:
+    """One job's attacked test images: on the device, in [0, 1] on the CPU, and their labels."""
+
+    data: Dataset
+    s: Settings
+    target: int
+    device: torch.device
+    idx: np.ndarray
+    images: tuple[torch.Tensor, torch.Tensor]
+    x: np.ndarray  # what every adversarial set is compared with (max_abs_delta)
+    labels: np.ndarray
+
+
 def attack_rows(
     data: Dataset,
     s: Settings,
@@ -100,39 +123,65 @@ def attack_rows(
     white-box row for this class, so a sweep without `imbalance=balanced` jobs still has it.
     """
     watch = watch or Watch(lines=False)
+    at = attacked(data, s, target, device)
+    names = with_names(s)
+    rows: dict[str, list[dict[str, Any]]] = {"target": [], "balanced": []}
+    clean = {who: predict(models[who], at.images[0]) for who in rows if who in models}
+    for src in s.sources:
+        role = role_of(src)
+        made = (names[src], models[role], keys[role])
+        sets = image_sets(store, made, s, at.idx, at.images, device, watch)
+        for test in tested_on(src, s, names):
+            model = (models[test.role], keys[test.role], clean[test.role])
+            rows[test.role] += rows_on(at, test, names[src], model, sets)
+    return [r for group in rows.values() for r in flag_gradient_masking(group)]
+
+
+def attacked(data: Dataset, s: Settings, target: int, device: torch.device) -> Attacked:
+    """The job's attacked test images, loaded once for every source and attack."""
     idx = attacked_indices(data, s, target)
     images = on_device(data, idx, device, False)
     x = to_unit(images[0]).cpu().numpy()
-    labels = images[1].cpu().numpy()
-    names = with_names(s)
-    rows: dict[str, list[dict[str, Any]]] = {"target": [], "balanced": []}
-    clean = {who: predict(models[who], images[0]) for who in rows if who in models}
-    for src in s.sources:
-        role = role_of(src)
-        sets = image_sets(
-            store, (names[src], models[role], keys[role]), s, idx, images, device, watch
-        )
-        tested = [("target", src, names[Source.SAME])]
-        if src == Source.BALANCED and s.imbalance.name != Source.BALANCED:
-            tested.append(("balanced", Source.SAME, names[Source.BALANCED]))
-        for who, row_source, model_name in tested:
-            for spec in s.specs:
-                adv = sets[spec.name]["adv"]
-                cell = {
-                    "role": who,  # target: the job's model; balanced: its own rows, same images
-                    "source": row_source,
-                    "model": model_name,
-                    "source_model": names[src],
-                    "model_key": keys[who],
-                    "images_key": sets[spec.name]["key"],
-                    "max_abs_delta": float(np.abs(adv - x).max()) if len(x) else 0.0,
-                    "zero_grad_fraction": float(sets[spec.name]["zero_grads"]) / max(1, len(x)),
-                }
-                if who == "balanced":
-                    cell |= {"imbalance": Source.BALANCED, "profile": Source.BALANCED}
-                preds = predict_unit(models[who], adv, device)
-                rows[who].append(row(data, s, target, spec, labels, clean[who], preds, cell))
-    return [r for group in rows.values() for r in flag_gradient_masking(group)]
+    return Attacked(data, s, target, device, idx, images, x, images[1].cpu().numpy())
+
+
+def tested_on(src: str, s: Settings, names: dict[str, str]) -> list[Tested]:
+    """The models a source's images are tested on. Sources (same, balanced, a named one) say
+    whose gradient makes the images; roles (target, balanced) which model is attacked: always
+    the job's own, and for the balanced source of an imbalanced job the balanced model too."""
+    tested = [Tested("target", src, names[Source.SAME])]
+    if src == Source.BALANCED and s.imbalance.name != Source.BALANCED:
+        tested.append(Tested("balanced", Source.SAME, names[Source.BALANCED]))
+    return tested
+
+
+def rows_on(
+    at: Attacked,
+    test: Tested,
+    source_model: str,
+    model: tuple[torch.nn.Module, str, np.ndarray],
+    sets: dict[str, dict[str, np.ndarray]],
+) -> list[dict[str, Any]]:
+    """One row per attack: `model` (module, store key, clean predictions) on a source's sets."""
+    module, model_key, clean = model
+    out = []
+    for spec in at.s.specs:
+        adv, x = sets[spec.name]["adv"], at.x
+        cell = {
+            "role": test.role,
+            "source": test.source,
+            "model": test.model,
+            "source_model": source_model,
+            "model_key": model_key,
+            "images_key": sets[spec.name]["key"],
+            "max_abs_delta": float(np.abs(adv - x).max()) if len(x) else 0.0,
+            "zero_grad_fraction": float(sets[spec.name]["zero_grads"]) / max(1, len(x)),
+        }
+        if test.role == "balanced":
+            cell |= {"imbalance": Source.BALANCED, "profile": Source.BALANCED}
+        preds = predict_unit(module, adv, at.device)
+        out.append(row(at.data, at.s, at.target, spec, at.labels, clean, preds, cell))
+    return out
 
 
 def row(

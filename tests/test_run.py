@@ -6,7 +6,7 @@ import pytest
 from conftest import TINY, run_cli
 
 from imbadv.config.errors import ConfigError
-from imbadv.run import expand_ranges, job_overrides
+from imbadv.run import check_jobs, expand_ranges, job_overrides
 
 
 def test_ranges_are_inclusive_and_hydra_forms_untouched():
@@ -118,3 +118,39 @@ def test_smoke_experiment_end_to_end(tmp_path):
         assert r["adv_acc"] <= r["clean_acc"]
     assert rows[("same", "fgsm")]["adv_acc"] < rows[("same", "fgsm")]["clean_acc"]
     assert "same" in proc.stdout and "balanced" in proc.stdout  # the printed table
+
+
+# Hydra 1.3's own exceptions for each refusal _hydra_problem turns into one line (composed in
+# process, no job runs): (overrides, key, value, what the line must offer)
+HYDRA_REFUSALS = [
+    (["trainer.lrr=0.1"], "trainer.lrr", "0.1", "a known option ("),
+    (["attack.nothing=2"], "attack.nothing", "2", "a known option ("),
+    (["bogus.x=1"], "bogus.x", "1", "an existing key (add a new one with +bogus.x=...)"),
+    (["imbalance=sideways"], "imbalance", "sideways", "one of balanced, exp, matched, over"),
+    (["dataset=imagenet"], "dataset", "imagenet", "one of cifar10, cifar100,"),
+]
+
+
+@pytest.mark.parametrize(("args", "key", "value", "allowed"), HYDRA_REFUSALS)
+def test_hydra_refusals_name_key_value_and_choices(args, key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        check_jobs(["experiment=smoke", *args])
+    assert (err.value.key, err.value.value) == (key, value)
+    assert err.value.allowed.startswith(allowed), err.value.allowed
+
+
+def test_a_known_key_lists_the_options_of_its_group():
+    with pytest.raises(ConfigError) as err:
+        check_jobs(["experiment=smoke", "trainer.lrr=0.1"])
+    assert "max_epochs" in err.value.allowed and "batch_size" in err.value.allowed
+
+
+def test_an_unknown_option_lists_those_of_a_plugin_search_path(tmp_path):
+    (tmp_path / "imbalance").mkdir()
+    (tmp_path / "imbalance" / "linear.yaml").write_text("name: linear\n")
+    with pytest.raises(ConfigError) as err:
+        check_jobs(
+            ["experiment=smoke", f"hydra.searchpath=[file://{tmp_path}]", "imbalance=lineer"]
+        )
+    assert (err.value.key, err.value.value) == ("imbalance", "lineer")
+    assert "linear" in err.value.allowed.split("one of ")[1].split(", ")

@@ -96,7 +96,27 @@ def table_blocks(records: list[dict], sel: Any, names: list[str], floor: Any) ->
     """Table 1 with the paper's numbers and our difference, a mean row, and the missing cells."""
     header = ["Class"] + [h for _, label, _, _ in rp.COLUMNS for h in (label, "paper", "Δ")]
     grid = {(r["class"], r["column"]): r for r in records}
-    rows = [
+    return [
+        (
+            "h",
+            2,
+            f"Table 1: adversarial target-class accuracy (%), {sel.method.upper()}, eps {sel.eps:g} "
+            f"({sel.eps_space}), {sel.direction}",
+        ),
+        ("p", table_note(records, floor)),
+        ("table", header, class_rows(grid, names) + [mean_row(grid, names)]),
+        (
+            "p",
+            "Table 1 of the paper is internally inconsistent: its text gives 25.8 % as the average of "
+            "the same-model under-sampled attack, but 25.8 % is the mean of the Balanced column (the "
+            "Under column averages 14.2 %). Compare orderings and shapes, not single numbers.",
+        ),
+    ]
+
+
+def class_rows(grid: dict[tuple, dict], names: list[str]) -> list[list[str]]:
+    """Table 1's row per class: ours, the paper's and the difference, column by column."""
+    return [
         [f"{c} - {name}"]
         + [
             v
@@ -109,46 +129,39 @@ def table_blocks(records: list[dict], sel: Any, names: list[str], floor: Any) ->
         ]
         for c, name in enumerate(names)
     ]
-    mean_row = ["mean (classes with results)"]
+
+
+def mean_row(grid: dict[tuple, dict], names: list[str]) -> list[str]:
+    """Table 1's mean row over the classes with results, ours against the paper's."""
+    out = ["mean (classes with results)"]
     for key, *_ in rp.COLUMNS:
         have = [grid[(c, key)] for c in range(len(names)) if grid[(c, key)]["n_seeds"]]
         ours, paper = (
             np.mean([r[k] for r in have]) if have else math.nan for k in ("mean", "paper")
         )
-        mean_row += [pct(ours), pct(paper), pct(ours - paper, True)]
+        out += [pct(ours), pct(paper), pct(ours - paper, True)]
+    return out
+
+
+def table_note(records: list[dict], floor: Any) -> str:
+    """What Table 1's rows, columns, intervals and marks mean, with the counts behind them."""
     seeds = sorted({int(s) for r in records for s in r["seeds"].split()})
-    return [
-        (
-            "h",
-            2,
-            f"Table 1: adversarial target-class accuracy (%), {sel.method.upper()}, eps {sel.eps:g} "
-            f"({sel.eps_space}), {sel.direction}",
-        ),
-        (
-            "p",
-            "Rows: target class; columns: which model is attacked and whose gradient makes the images "
-            "(different model = the balanced model's gradient, i.e. transfer). Ours: "
-            + (
-                "mean ± sd over seeds (t-based 95 % interval)"
-                if len(seeds) > 1
-                else "one seed, with the 95 % Wilson interval of the accuracy"
-            )
-            + f"; seeds {seeds}. "
-            f"Combinations measured: {sum(r['n_seeds'] > 0 for r in records)} of {len(records)}. "
-            "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper. "
-            f"† = degenerate baseline in at least one seed ({floor.describe()}): left out of findings; "
-            f"{sum(r['degenerate'] for r in records)} of {sum(r['n_seeds'] for r in records)} (cell, seed) results are. "
-            f"‡ = from a model that never learned in at least one seed (below): left out of findings; "
-            f"{sum(r.get('not_learned', 0) for r in records)} (cell, seed) results are.",
-        ),
-        ("table", header, rows + [mean_row]),
-        (
-            "p",
-            "Table 1 of the paper is internally inconsistent: its text gives 25.8 % as the average of "
-            "the same-model under-sampled attack, but 25.8 % is the mean of the Balanced column (the "
-            "Under column averages 14.2 %). Compare orderings and shapes, not single numbers.",
-        ),
-    ]
+    return (
+        "Rows: target class; columns: which model is attacked and whose gradient makes the images "
+        "(different model = the balanced model's gradient, i.e. transfer). Ours: "
+        + (
+            "mean ± sd over seeds (t-based 95 % interval)"
+            if len(seeds) > 1
+            else "one seed, with the 95 % Wilson interval of the accuracy"
+        )
+        + f"; seeds {seeds}. "
+        f"Combinations measured: {sum(r['n_seeds'] > 0 for r in records)} of {len(records)}. "
+        "Paper: Possas & Zhou, Table 1 (CIFAR-10, FGSM, eps 0.01). Δ = ours - paper. "
+        f"† = degenerate baseline in at least one seed ({floor.describe()}): left out of findings; "
+        f"{sum(r['degenerate'] for r in records)} of {sum(r['n_seeds'] for r in records)} (cell, seed) results are. "
+        f"‡ = from a model that never learned in at least one seed (below): left out of findings; "
+        f"{sum(r.get('not_learned', 0) for r in records)} (cell, seed) results are."
+    )
 
 
 def missing_items(records: list[dict], names: list[str]) -> list[str]:

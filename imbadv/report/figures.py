@@ -58,8 +58,22 @@ def draw(
     sums: dict[str, Any],
 ) -> list[tuple[str, str]]:
     """Every figure the sweep has data for, as (file name, caption); written into the sweep folder."""
-    root, tag = sweep.root, f"{sel.method.upper()}, eps {sel.eps:g}"
-    a, b = (names[i] for i in pair)
+    d = figure_data(sweep, rows, sel, pair, sums)
+    tag = f"{sel.method.upper()}, eps {sel.eps:g}"
+    plan = [
+        *clean_figures(d, names),
+        *same_model_figures(d, tag, names, pair),
+        *attack_figures(d, tag, sel),
+    ]
+    return [
+        plot(sweep.root / name, *args, caption) for have, plot, name, args, caption in plan if have
+    ]
+
+
+def figure_data(
+    sweep: Any, rows: list[dict], sel: Any, pair: tuple[int, int], sums: dict[str, Any]
+) -> dict[str, Any]:
+    """What the figures show, by name; an empty or false entry leaves its figure out."""
 
     def per_model(metric: str) -> dict[str, dict]:
         series = {m: per_class(rows, sel, metric, imbalance=m, source="same") for m in MODEL_COLORS}
@@ -67,65 +81,92 @@ def draw(
 
     counts, n_models = balanced_confusion(sweep.results)
     grid = transfer_grid(rows, sel)
-    transfer = any(s != m for s, m in grid)  # a matrix with a diagonal only says nothing new
-    clean, drop, pairs = (
-        per_model("clean_acc"),
-        per_model("relative_drop"),
-        pair_data(rows, sel, pair),
-    )
-    # (whether there is data, plot function, file, its data arguments, caption)
-    plan = [
+    return {
+        "counts": counts,
+        "n_models": n_models,
+        "grid": grid,
+        "transfer": any(s != m for s, m in grid),  # a matrix with a diagonal only says nothing new
+        "clean": per_model("clean_acc"),
+        "drop": per_model("relative_drop"),
+        "pairs": pair_data(rows, sel, pair),
+        "sums": sums,
+        "eps": eps_data(rows, sel),
+    }
+
+
+# A figure's plan: (whether there is data, plot function, file, its data arguments, caption)
+Figure = tuple
+
+
+def clean_figures(d: dict[str, Any], names: list[str]) -> list[Figure]:
+    """Figs. 1 and 2: the balanced model's confusion and every model's clean accuracy."""
+    n_models = d["n_models"]
+    return [
         (
             n_models,
             confusion,
             "fig1_confusion_balanced.png",
-            (counts, names),
+            (d["counts"], names),
             f"Fig. 1: the balanced model's confusion on the clean test set (row %, {n_models} seed(s) summed)",
         ),
         (
-            clean,
+            d["clean"],
             bars,
             "fig2_clean_accuracy.png",
-            (clean, names, "clean accuracy (%)"),
+            (d["clean"], names, "clean accuracy (%)"),
             "Fig. 2: clean target-class accuracy of every model (error bars: 95 % interval)",
         ),
+    ]
+
+
+def same_model_figures(
+    d: dict[str, Any], tag: str, names: list[str], pair: tuple[int, int]
+) -> list[Figure]:
+    """Figs. 5 and 6 and the class-wise bars: what the same-model attack does."""
+    a, b = (names[i] for i in pair)
+    return [
         (
-            drop,
+            d["drop"],
             bars,
             "fig5_relative_drop.png",
-            (drop, names, "relative drop (%)"),
+            (d["drop"], names, "relative drop (%)"),
             f"Fig. 5: relative drop (clean - adv) / clean, same-model {tag} (error bars: 95 % interval over seeds)",
         ),
         (
-            pairs,
+            d["pairs"],
             pair_panels,
             f"fig6_pair_{a}_{b}.png",
-            (pairs, pair, names),
+            (d["pairs"], pair, names),
             f"Fig. 6: where {a} and {b} test images go, clean and attacked (same-model {tag})",
         ),
         (
-            sums,
+            d["sums"],
             classwise_bars,
             "fig_classwise_robust.png",
-            (sums, names),
+            (d["sums"], names),
             f"Class-wise: per-class robust recall of every model setting, same-model {tag} (error bars: 95 % interval)",
         ),
+    ]
+
+
+def attack_figures(d: dict[str, Any], tag: str, sel: Any) -> list[Figure]:
+    """The transfer matrix and accuracy against eps."""
+    return [
         (
-            transfer,
+            d["transfer"],
             transfer_map,
             "fig_transfer.png",
-            (grid,),
+            (d["grid"],),
             f"Transfer matrix: gradient source (rows) x attacked model (columns), {tag}, mean target-class accuracy over classes and seeds; -c = the row's target class; the diagonal is the white-box attack",
         ),
         (
             len(sel.all_eps) > 1,
             eps_curves,
             "fig_eps.png",
-            (eps_data(rows, sel),),
+            (d["eps"],),
             f"Accuracy against eps: adversarial target-class accuracy, {sel.method.upper()}, mean over classes and seeds",
         ),
     ]
-    return [plot(root / name, *args, caption) for have, plot, name, args, caption in plan if have]
 
 
 def balanced_confusion(results: list[dict]) -> tuple[np.ndarray, int]:

@@ -126,55 +126,62 @@ def floored(claim: str, what: str, a: tuple, b: tuple, labels: tuple[str, str]) 
     )
 
 
+# Sec. 4.1: (claim, the model expected to lose more to its own attack, the one expected to lose less)
+VULNERABILITY = (
+    (
+        "Under-sampled models are more vulnerable than the balanced model (Sec. 4.1, Fig. 5)",
+        "under",
+        "balanced",
+    ),
+    (
+        "Over-sampled models are less vulnerable than the balanced model (Sec. 4.1)",
+        "balanced",
+        "over",
+    ),
+    ("Over-sampled models are less vulnerable than under-sampled ones (Sec. 4.1)", "under", "over"),
+)
+
+
 def findings(
     rows: list[dict[str, Any]], sel: Selection, names: list[str], floor: Floor = DEFAULT_FLOOR
 ) -> list[Finding]:
     """The paper's claims (Sec. 4.1-4.3), each tested on (seed, class) pairs above the floor."""
+    return [
+        *vulnerability_findings(rows, sel, floor),
+        *transfer_findings(rows, sel, floor),
+        *(pair_finding(rows, sel, names, a, b, floor) for a, b in ((3, 5), (1, 9))),
+    ]
+
+
+def vulnerability_findings(
+    rows: list[dict[str, Any]], sel: Selection, floor: Floor
+) -> list[Finding]:
+    """Sec. 4.1: relative drops under the same-model attack, model against model."""
     drop = {
         m: paired_cells(rows, sel, "relative_drop", floor, imbalance=m, source="same")
         for m in ("balanced", "under", "over")
     }
-    acc = {
-        (m, src): paired_cells(rows, sel, "adv_acc", floor, imbalance=m, source=src)
-        for m in ("under", "over")
-        for src in ("same", "balanced")
-    }
     what = "relative drop (same-model attack)"
-    out = [
-        floored(
-            "Under-sampled models are more vulnerable than the balanced model (Sec. 4.1, Fig. 5)",
-            what,
-            drop["under"],
-            drop["balanced"],
-            ("under", "balanced"),
-        ),
-        floored(
-            "Over-sampled models are less vulnerable than the balanced model (Sec. 4.1)",
-            what,
-            drop["balanced"],
-            drop["over"],
-            ("balanced", "over"),
-        ),
-        floored(
-            "Over-sampled models are less vulnerable than under-sampled ones (Sec. 4.1)",
-            what,
-            drop["under"],
-            drop["over"],
-            ("under", "over"),
-        ),
-    ]
+    return [floored(claim, what, drop[a], drop[b], (a, b)) for claim, a, b in VULNERABILITY]
+
+
+def transfer_findings(rows: list[dict[str, Any]], sel: Selection, floor: Floor) -> list[Finding]:
+    """Sec. 4.2: the balanced model's gradient against each imbalanced model's own."""
+    out = []
     for m in ("under", "over"):
+        acc = {
+            src: paired_cells(rows, sel, "adv_acc", floor, imbalance=m, source=src)
+            for src in ("same", "balanced")
+        }
         out.append(
             floored(
                 f"Transfer (balanced model's gradient) is weaker than the {m}-sampled model's own (Sec. 4.2)",
                 f"adversarial accuracy, {m}-sampled model",
-                acc[(m, "balanced")],
-                acc[(m, "same")],
+                acc["balanced"],
+                acc["same"],
                 ("transfer", "same-model"),
             )
         )
-    for a, b in ((3, 5), (1, 9)):
-        out.append(pair_finding(rows, sel, names, a, b, floor))
     return out
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
+from typing import Literal
 
 import pytest
 from conftest import ROOT, run_cli
@@ -14,7 +15,18 @@ from omegaconf import OmegaConf
 
 from imbadv.attacks import ALL_DIRECTIONS, ATTACKS, AttackFacts, Direction, FGSMParams
 from imbadv.config.errors import ConfigError
-from imbadv.config.registry import Params, Registry, RegistryError
+from imbadv.config.registry import (
+    UNKEYED,
+    Params,
+    Registry,
+    RegistryError,
+    bounds,
+    build_params,
+    convert,
+    integer_digits,
+    number,
+    params_key,
+)
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS, ModelFacts, VGGParams
@@ -211,3 +223,53 @@ def test_the_defaults_check_sees_a_drifted_default(tmp_path):
     drifted = tmp_path / "bim.yaml"
     drifted.write_text("name: pgd\nsteps: 20\nloss: ce\n")
     assert literal_defaults(drifted, ATTACKS.entries["pgd"].params) == [("steps", 20, 10)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy(Params):
+    steps: int = dataclasses.field(default=10, metadata=bounds(1, 100))
+    rate: float = dataclasses.field(default=0.5, metadata=bounds(0, open_low=True))
+    mode: Literal["a", "b"] = "a"
+    sizes: tuple[int, ...] = (1,)
+    root: str | None = dataclasses.field(default=None, metadata=UNKEYED)
+
+
+def test_only_changed_and_keyed_parameters_enter_the_key_and_the_label():
+    registry = Registry("toy")
+    registry.add("toy", Toy, "math:sqrt", "a toy")
+    default = registry.parse("toy", "toy", {"root": "/somewhere"})  # a location is not identity
+    assert default.key() == {"name": "toy"} and default.label() == "toy"
+    spec = registry.parse("toy", "toy", {"steps": 3, "mode": "b"})
+    assert spec.key() == {"name": "toy", "params": {"steps": 3, "mode": "b"}}
+    assert params_key(spec.params) == {"steps": 3, "mode": "b"}
+    assert spec.label() == "toy(mode=b,steps=3)"
+    assert registry.names() == ["toy"]
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "expected"),
+    [
+        ({"steps": 0}, "t.steps", "an integer >= 1 and <= 100"),
+        ({"rate": 0}, "t.rate", "a number > 0"),
+        ({"steps": 2.5}, "t.steps", "an integer"),
+        ({"steps": 1e9}, "t.steps", "an integer written in digits (1000000000)"),
+        ({"mode": "c"}, "t.mode", "one of a, b"),
+        ({"speed": 1}, "t.speed", "a known option (mode, rate, root, sizes, steps)"),
+        ({"steps": True}, "t.steps", "an integer"),
+    ],
+)
+def test_build_params_converts_and_checks_each_value(options, key, expected):
+    with pytest.raises(ConfigError) as err:
+        build_params(Toy, "t", options)
+    assert err.value.key == key and err.value.allowed == expected
+
+
+def test_values_are_converted_to_their_declared_types():
+    p = build_params(Toy, "t", {"rate": 2, "sizes": [3, 4], "steps": 5})
+    assert (p.rate, p.sizes, p.steps) == (2.0, (3, 4), 5) and isinstance(p.rate, float)
+    assert convert("k", None, int | None) is None and convert("k", 7, tuple[int, ...]) == (7,)
+
+
+def test_numbers_read_as_a_reader_types_them():
+    assert (number(4294967295.0), number(64.0), number(0.001)) == ("4294967295", "64", "0.001")
+    assert integer_digits(2.5) == "an integer" and integer_digits(3.0, " >= 1").endswith("(3)")
