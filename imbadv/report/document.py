@@ -233,9 +233,17 @@ def setup_blocks(sweep: Any, rows: list[dict]) -> list[Block]:
         f"torch {distinct(m['versions']['torch'] for m in meta)}, lightning {distinct(m['versions']['lightning'] for m in meta)}",
         f"Jobs: {len(res)} with results, {len(sweep.pending)} without (running or failed), {len(sweep.unreadable)} unreadable",
     ]
+    if files := checkpoint_files(res):
+        items.append("Models from files (`model=checkpoint`, never trained): " + "; ".join(files))
     if varied := varied_settings(res):
         items.append("**Also varied between jobs (the cells pool them):** " + "; ".join(varied))
     return [("h", 2, "Setup"), ("ul", items)]
+
+
+def checkpoint_files(results: list[dict]) -> list[str]:
+    """Each checkpoint a sweep evaluated, once: its file name, sha256 and format."""
+    found = (e.get("checkpoint") for r in results for e in r["models"].values())
+    return sorted({f"`{c['file']}` sha256 {c['sha256']} ({c['format']})" for c in found if c})
 
 
 def transfer_blocks(rows: list[dict], sel: Any) -> list[Block]:
