@@ -35,6 +35,7 @@ PROVENANCE = (
     "split_sha256",
     "model_key",
     "model_sha256",
+    "model_file",
     "images_key",
     "git",
     "imbadv_version",
@@ -141,13 +142,15 @@ def model_columns(model: dict[str, Any]) -> dict[str, Any]:
     """The attacked model: its profile (by its own record: a balanced model's rows say balanced)."""
     spec = model.get("spec", {})
     imb = spec.get("imbalance", {})
+    file = model.get("checkpoint") or {}  # model=checkpoint: the file it was read from
     return {
         "profile": imb.get("name"),
         **flat("profile", imb.get("params") or {}),
         "model_class": spec.get("class"),
         "train_counts": model.get("train_counts"),
         "split_sha256": model.get("split_sha256"),
-        "model_sha256": model.get("sha256"),
+        "model_sha256": model.get("sha256") or file.get("sha256"),
+        "model_file": file.get("file"),
         "model_epochs": model.get("epochs"),
         "model_best_epoch": model.get("best_epoch"),
         "model_clean_acc": (model.get("clean") or {}).get("acc"),

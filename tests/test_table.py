@@ -187,3 +187,14 @@ def test_every_class_rows_with_attack_images_all():
     )
     assert out[0]["relative_drop"] is None  # stored for the target class only
     assert out[1]["relative_drop"] == 0.25 and out[1]["adv_acc_lo"] == 0.3
+
+
+def test_a_checkpoint_model_is_named_by_its_file_and_sha256():
+    record = {
+        "spec": {"checkpoint": "cd" * 32},
+        "checkpoint": {"file": "m.pt2", "sha256": "cd" * 32},
+    }
+    cols = table.model_columns(record)
+    assert (cols["model_file"], cols["model_sha256"]) == ("m.pt2", "cd" * 32)
+    trained = table.model_columns({"spec": {}, "sha256": "ef" * 32})
+    assert (trained["model_file"], trained["model_sha256"]) == (None, "ef" * 32)
