@@ -13,14 +13,14 @@ install: ## Create .venv and install imbadv with its test tools (CPU or GPU torc
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -e ".[dev]"
 
-test: ## Run the test suite (CPU, no network, a few minutes)
+test: ## Run the test suite (CPU, no network, no root; ~8.5 min on 2 cores)
 	$(PY) -m pytest -q
 
 test-data: ## Debian's Fashion-MNIST (root: apt), so its real-data test runs instead of skipping
 	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; }
 
-test-cluster: ## Real SLURM and Ray sweeps on this machine (root: apt and pip installs, daemons on loopback only; ~5 min)
+test-cluster: ## Real SLURM and Ray sweeps on this machine (root: apt and pip installs, daemons on loopback only; ~3-6 min)
 	PY=$(PY) scripts/cluster.sh install
 	PY=$(PY) scripts/cluster.sh test
 
@@ -54,7 +54,7 @@ status: ## How far a sweep is: jobs done/running/failed/pending, models, time le
 bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 	$(PY) -m imbadv.bench --json bench.json
 
-bench-smoke: ## CI: the bench at small sizes, every row, --strict identity checks, seeds 0 and 1 (~40 s)
+bench-smoke: ## CI: the bench at small sizes, every row, --strict identity checks, seeds 0 and 1 (~20-40 s)
 	for seed in 0 1; do \
 		$(PY) -m imbadv.bench --device cpu --threads 1 --width 0.125 --batch-size 32 --steps 2 \
 			--warmup 1 --repeats 1 --attack-images 64 --eval-images 512 --attack-steps 3 \
