@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
 from imbadv.attacks.goals import with_target_class
+from imbadv.augment import DEFAULT as AUGMENT
 from imbadv.config.errors import ImbadvError
 from imbadv.config.registry import Spec, params_key
 from imbadv.config.settings import Settings, from_config, parse_target, source_settings
@@ -29,7 +30,9 @@ from imbadv.metrics import (
     model_summary,
 )
 from imbadv.models import CHECKPOINT, MODELS
+from imbadv.optimizers import DEFAULT as OPTIMIZER
 from imbadv.results import FORMAT_VERSION, format_table, judge, with_flag
+from imbadv.schedules import DEFAULT as SCHEDULE
 from imbadv.status.progress import Watch, job_record
 from imbadv.status.tracking import start_job
 from imbadv.store import Store, atomic_write_json, content_key, file_sha256
@@ -66,10 +69,34 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
         "val_fraction": s.val_fraction,
         "model": s.model.key(),
         "objective": s.objective.key(),
-        "train": params_key(s.train),
+        "train": train_key(s),
+        **recipe_key(s),
         "seed": s.seed,
         # only when on, so standard training keeps its stored keys
         **({"adversarial": params_key(s.adversarial)} if s.adversarial.mode != "none" else {}),
+    }
+
+
+def train_key(s: Settings) -> dict[str, Any]:
+    """The trainer's changed settings, as every stored model has them. The paper's optimizer and
+    schedule lived in `trainer` before they were components: their changed parameters (lr, rho,
+    eps, decay) stay here, so every model trained before keeps its key."""
+    key = params_key(s.train)
+    if s.train.selection == "last":  # `last` never stops early: the switch changes nothing
+        key.pop("early_stopping", None)
+    for spec, default in ((s.recipe.optimizer, OPTIMIZER), (s.recipe.schedule, SCHEDULE)):
+        if spec.name == default:
+            key |= params_key(spec.params)
+    return key
+
+
+def recipe_key(s: Settings) -> dict[str, Any]:
+    """The recipe's components that differ from the paper's (by name and changed parameters)."""
+    r = s.recipe
+    return {
+        **({} if r.optimizer.name == OPTIMIZER else {"optimizer": r.optimizer.key()}),
+        **({} if r.schedule.name == SCHEDULE else {"schedule": r.schedule.key()}),
+        **({} if r.augment.name == AUGMENT else {"augment": r.augment.key()}),
     }
 
 
@@ -122,10 +149,35 @@ def obtain_model(
         s = checkpoint.trained_settings(s)
     plan = plan_model(data, s, profile, target, role)
     model = build_model(data, s)
-    record, trained = store.model(
-        plan.key, model, lambda m: train_model(m, data, s, plan, device, watch)
-    )
+    sibling = sibling_plan(data, s, profile, target, role)
+
+    def train(m: torch.nn.Module) -> dict[str, Any]:
+        record = train_model(m, data, s, plan, device, watch, sibling)
+        if "sibling" in record:  # the same run under the other rule: stored for its own jobs
+            other = record.pop("sibling")
+            store.offer(sibling[1].key, build_model(data, s), other.pop("state"), other)
+        return record
+
+    record, trained = store.model(plan.key, model, train)
     return posthoc(model.to(device).eval(), record, s, device), {**record, "trained_here": trained}
+
+
+# With early stopping off a run is the same whichever epoch is kept, so one run serves both of
+# the field's reports: the last epoch and the best robust-validation epoch (trainer.selection=both).
+SIBLINGS = {"last": "robust_val_acc", "robust_val_acc": "last"}
+
+
+def sibling_plan(
+    data: Dataset, s: Settings, profile: Spec, target: int, role: str | None
+) -> tuple[str, Planned] | None:
+    """The other rule's model that this model's run also yields, or None."""
+    other = SIBLINGS.get(s.train.selection)
+    if other is None or s.train.early_stopping and s.train.selection != "last":
+        return None
+    if other == "robust_val_acc" and s.adversarial.mode == "none":
+        return None  # a standard `last` run measures no robust validation accuracy
+    s_other = replace(s, train=replace(s.train, selection=other, early_stopping=False))
+    return other, plan_model(data, s_other, profile, target, role)
 
 
 def plan_model(data: Dataset, s: Settings, profile: Spec, target: int, role: str | None) -> Planned:
@@ -148,8 +200,12 @@ def train_model(
     plan: Planned,
     device: torch.device,
     watch: Watch | None,
+    sibling: tuple[str, Planned] | None = None,
 ) -> dict[str, Any]:
-    """Train `model` from its seed on the planned split; returns the record the store keeps."""
+    """Train `model` from its seed on the planned split; returns the record the store keeps
+    (with `sibling`, the other rule's weights and record under "sibling", for the store)."""
+    # A folder's image side is known only now: the padding is checked before any training.
+    s.recipe.augment.params.check_image("augment", data.card.image_size)
     model.reset_parameters(torch.Generator().manual_seed(s.seed))
     model.to(device)
     started = time.perf_counter()
@@ -169,18 +225,37 @@ def train_model(
             loss=loss,
             adversarial=s.adversarial,
             callbacks=callbacks,
+            recipe=s.recipe,
+            sibling=None if sibling is None else sibling[0],
         )
+    facts = model_facts(s, plan, split, time.perf_counter() - started)
+    if "sibling" in record:
+        other = record.pop("sibling")
+        rule, other_plan = sibling
+        shared = {k: v for k, v in record.items() if k not in other}
+        record["sibling"] = {
+            **model_facts(s, other_plan, split, facts["train_seconds"], rule),
+            **shared,
+            **other,
+            **judge(record["history"], split.val_counts),
+        }
+    return {**facts, **record, **judge(record["history"], split.val_counts)}
+
+
+def model_facts(
+    s: Settings, plan: Planned, split: Split, seconds: float, rule: str | None = None
+) -> dict[str, Any]:
+    """What a model record says besides its training history: spec, counts, rule, recipe."""
     return {
         "spec": plan.spec,
         "train_counts": split.train_counts,
         "val_counts": split.val_counts,
         "split_sha256": split.digest(),
-        "selection": SELECTION_RULES[s.train.selection],
+        "selection": SELECTION_RULES[rule or s.train.selection],
         "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
+        "recipe": {part.axis: part.key() for part in vars(s.recipe).values()},
         "posthoc_tau": s.train.posthoc_tau,
-        "train_seconds": time.perf_counter() - started,
-        **record,
-        **judge(record["history"], split.val_counts),  # a record field, never in the key
+        "train_seconds": seconds,
     }
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from imbadv.attacks import ATTACKS
+from imbadv.augment import AUGMENTS
 from imbadv.config.cluster import check_cluster
 from imbadv.config.errors import ConfigError, ImbadvError
 from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
@@ -26,7 +27,11 @@ from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.models.files import check_sources
+from imbadv.optimizers import OPTIMIZERS
+from imbadv.schedules import SCHEDULES
 from imbadv.training import OBJECTIVES
+
+RECIPE = (OPTIMIZERS, SCHEDULES, AUGMENTS)  # the registries of Recipe's fields, in their order
 
 # A..B with no path characters on either side, so `dataset.root=../data` is left alone.
 RANGE = re.compile(r"^(?P<key>[\w.]+)=\s*(?P<a>[+-]?[\w.]*\w)\s*\.\.\s*(?P<b>[+-]?\w[\w.]*)\s*$")
@@ -69,6 +74,29 @@ def expand_ranges(args: list[str]) -> list[str]:
     return out
 
 
+BOTH = "trainer.selection=both"
+
+
+def expand_selection(args: list[str]) -> list[str]:
+    """`trainer.selection=both`: the field's two reports of one run, as two jobs per setting
+    (`robust_val_acc` and `last`) whose first training stores both models (docs/training.md)."""
+    if BOTH not in args:
+        return args
+    if not any(a in ("-m", "--multirun") for a in args):
+        raise ConfigError(
+            "trainer.selection", "both", "both only with -m (one job per rule, one training)"
+        )
+    return [("trainer.selection=robust_val_acc,last" if a == BOTH else a) for a in args]
+
+
+def check_both(s: Settings) -> None:
+    """Both rules from one run need a run of fixed length: early stopping off."""
+    if s.train.early_stopping and s.train.selection == "robust_val_acc":
+        raise ConfigError(
+            "trainer.selection", "both", "both only with trainer.early_stopping=false"
+        )
+
+
 def job_overrides(args: list[str]) -> list[list[str]]:
     """Every job's override list that a (multi)run command line describes."""
     lines = [a for a in args if not a.startswith("-")]
@@ -89,6 +117,7 @@ def check_jobs(args: list[str]) -> int:
     Then each distinct data set and device is checked once, here, before any job folder exists.
     """
     multirun = any(a in ("-m", "--multirun") for a in args)
+    both = "trainer.selection=robust_val_acc,last" in args  # what expand_selection wrote
     jobs = job_overrides(args)
     data, devices, settings = {}, set(), []
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -98,6 +127,8 @@ def check_jobs(args: list[str]) -> int:
             except HydraException as err:
                 raise ConfigError(*_hydra_problem(err, overrides)) from None
             s = from_config(cfg)
+            if both:
+                check_both(s)
             locate_components(s)
             settings.append(s)
             data[repr(s.dataset)] = s.dataset
@@ -121,6 +152,10 @@ def locate_components(s: Settings) -> None:
     """Every component the job names has an implementation that can be found (not imported yet,
     so no torch): a misspelt `module:function` is refused now, not after training."""
     used = [
+        *(
+            (r, part.axis, part.name)
+            for r, part in zip(RECIPE, vars(s.recipe).values(), strict=True)
+        ),
         (DATASETS, "dataset", s.dataset.name),
         (PROFILES, "imbalance", s.imbalance.name),
         (MODELS, "model", s.model.name),
@@ -215,7 +250,7 @@ def main() -> None:
     """Console entry point: the same as `python -m imbadv.run`."""
     quiet_lightning()
     try:
-        sys.argv[1:] = expand_ranges(sys.argv[1:])
+        sys.argv[1:] = expand_selection(expand_ranges(sys.argv[1:]))
         if not any(a in ("--help", "-h", "--cfg", "-c", "--info", "-i") for a in sys.argv[1:]):
             check_jobs(sys.argv[1:])
     except ImbadvError as err:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -127,6 +127,22 @@ class Store:
             if record is not None:
                 return record, False
             return self.save_model(key, model, train(model)), True
+
+    def offer(self, key: str, model: nn.Module, state: dict, record: dict) -> bool:
+        """Store `state` (with `record`) as model `key` unless it is stored already; whether it was.
+
+        For the second model one training run yields (a sibling selection rule's epoch). Never
+        waits: a held lock means another job is training that model now (waiting could deadlock
+        two jobs that each train one and offer the other)."""
+        try:
+            with self.lock(key).acquire(timeout=0):
+                if self.load_model(key, model) is not None:
+                    return False
+                model.load_state_dict(state)
+                self.save_model(key, model, record)
+                return True
+        except Timeout:
+            return False
 
     def result(
         self, key: str, compute: Callable[[], dict], kind: str = "evaluations"

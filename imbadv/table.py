@@ -112,6 +112,28 @@ def job_rows(full: dict[str, Any], sweep: str, job: str) -> list[dict[str, Any]]
     return rows
 
 
+# Before the recipe was a set of components (issue 20), the paper's optimizer and schedule were
+# trainer.lr, rho, eps and decay; a job written then ran exactly these.
+LEGACY = {"optimizer": ("rmsprop_keras", ("lr", "rho", "eps")), "schedule": ("keras_decay", ("decay",))}
+
+
+def recipe_of(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The job's optimizer, schedule and augmentation groups, for old jobs too."""
+    trainer = cfg.get("trainer") or {}
+    out = {}
+    for part, (name, keys) in LEGACY.items():
+        legacy = {"name": name, **{k: trainer[k] for k in keys if k in trainer}}
+        out[part] = cfg.get(part) or legacy
+    out["augment"] = cfg.get("augment") or {"name": "none"}
+    return out
+
+
+def recipe_columns(part: str, spec: dict[str, Any]):
+    """`optimizer` = its name, then `optimizer.<param>` per parameter."""
+    yield part, spec.get("name")
+    yield from flat(part, spec).items()
+
+
 def job_settings(full: dict[str, Any]) -> dict[str, Any]:
     """The job's own settings: data set, architecture, recipe, objective, adversarial training."""
     cfg, meta = full["config"], full["meta"]
@@ -125,6 +147,7 @@ def job_settings(full: dict[str, Any]) -> dict[str, Any]:
         "model": (cfg.get("model") or {}).get("name"),
         **flat("model", cfg.get("model") or {}),
         **flat("trainer", cfg.get("trainer") or {}),
+        **{col: v for part, spec in recipe_of(cfg).items() for col, v in recipe_columns(part, spec)},
         "objective": (cfg.get("objective") or {}).get("name", "ce"),
         **flat("objective", cfg.get("objective") or {}),
         "adversarial": (cfg.get("adversarial") or {}).get("mode", "none"),

@@ -15,7 +15,7 @@ import pytest
 
 import imbadv
 
-AXES = ("data", "imbalance", "models", "attacks", "training")
+AXES = ("data", "imbalance", "models", "attacks", "training", "optimizers", "schedules", "augment")
 MODULES = sorted(m.name for m in pkgutil.walk_packages(imbadv.__path__, "imbadv."))
 PACKAGES = {m.name for m in pkgutil.walk_packages(imbadv.__path__, "imbadv.") if m.ispkg}
 

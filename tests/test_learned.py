@@ -118,7 +118,7 @@ def test_a_job_whose_model_stays_at_chance_says_so_end_to_end(tmp_path):
         [
             *TINY,
             "trainer.max_epochs=1",
-            "trainer.lr=1e-12",
+            "optimizer.lr=1e-12",
             "class=0",
             "imbalance=balanced",
             f"paths.store_dir={tmp_path / 'store'}",

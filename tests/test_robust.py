@@ -20,7 +20,7 @@ def test_diverged_training_fails_clearly_and_leaves_the_store_clean(tmp_path):
             *TINY,
             "class=1",
             "imbalance=under",
-            "trainer.lr=1e6",
+            "optimizer.lr=1e6",
             f"paths.store_dir={tmp_path}/store",
             f"hydra.run.dir={tmp_path}/out",
         ],
@@ -30,7 +30,7 @@ def test_diverged_training_fails_clearly_and_leaves_the_store_clean(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "diverged" in lines[0], proc.stderr[-2000:]
     failed = json.loads((tmp_path / "out" / "failed.json").read_text())
-    assert failed["type"] == "TrainingError" and failed["config"]["trainer"]["lr"] == 1e6
+    assert failed["type"] == "TrainingError" and failed["config"]["optimizer"]["lr"] == 1e6
     assert not (tmp_path / "out" / "results.json").exists()
     assert not list((tmp_path / "store" / "models").iterdir())
 

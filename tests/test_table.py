@@ -73,7 +73,7 @@ def test_every_number_in_the_csv_is_the_one_in_its_results_file(smoke_sweep, tmp
         assert int(row["train_count"]) == model["train_counts"][a["class"]]
         assert row["git"] == full["meta"]["versions"]["git"]
         assert row["dataset"] == full["meta"]["dataset"]
-        assert float(row["trainer.lr"]) == full["config"]["trainer"]["lr"]
+        assert float(row["optimizer.lr"]) == full["config"]["optimizer"]["lr"]
         assert row["model"] == full["config"]["model"]["name"]
 
 

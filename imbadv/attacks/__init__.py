@@ -77,7 +77,9 @@ class PGDParams(AttackParams):
     """Madry et al. (2018); alpha None = 2.5 eps / steps (Madry lab's rule: 2/255 at 8/255, 10 steps).
 
     `loss`: `ce` (cross-entropy) or `margin` (Carlini-Wagner margin max_{j != y} z_j - z_y,
-    invariant to the logits' scale, so it is not fooled by saturated softmax).
+    invariant to the logits' scale, so it is not fooled by saturated softmax). `logit_scale`
+    multiplies the logits inside the attack's loss only (AT-BSL's check "logits x10": a model
+    whose robustness vanishes at another scale was masking its gradients); the model is the same.
     """
 
     alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
@@ -85,6 +87,7 @@ class PGDParams(AttackParams):
     restarts: int = field(default=1, metadata=bounds(1, 1000))
     random_start: bool = True
     loss: Literal["ce", "margin"] = "ce"
+    logit_scale: float = field(default=1.0, metadata=bounds(0.0, open_low=True))
 
     def resolved(self, eps: float) -> dict[str, Any]:
         alpha = 2.5 * eps / self.steps if self.alpha is None else self.alpha

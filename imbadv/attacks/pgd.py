@@ -134,6 +134,17 @@ def pgd_l2(
     return projected(model, x, y, eps, params, "L2", direction, generator, target, start)
 
 
+class Scaled(nn.Module):
+    """`model`'s logits times `scale` (the attack's loss only; argmax is unchanged)."""
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
 def pgd_attack(
     model: nn.Module,
     x: torch.Tensor,

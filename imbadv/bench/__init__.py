@@ -26,7 +26,7 @@ from imbadv.bench.attacks import (
     differing,
     timed,
 )
-from imbadv.bench.training import bench_training, make_data
+from imbadv.bench.training import bench_augment, bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.data.tensors import predict, to_unit
 from imbadv.models import MODELS
@@ -36,6 +36,7 @@ from imbadv.training import TrainSettings
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
 TARGETS = {
     "train_vs_raw": 0.90,
+    "crop_flip_step_vs_none": 1.10,  # an upper bound: a step's time with augmentation / without
     "at_train_vs_raw": 0.90,
     "attack_vs_torchattacks": 1.0,
     "pgd_vs_torchattacks": 0.95,
@@ -207,6 +208,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     at = bench_training(
         copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
     )
+    augment = bench_augment(copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device)
     x, y = make_data(args.attack_images, device, seed=2)
     names = tuple(args.attacks.split(",")) if args.attacks else None
     attack = bench_attacks(
@@ -223,6 +225,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
         "at_train_vs_raw": at["ratio"],
+        "crop_flip_step_vs_none": augment["ratio"],
         "attacks_identical": all(a["identical"] for a in attack.values()),
         "attack_vs_torchattacks": min(
             (a["ratio"] for k, a in attack.items() if k in PAPER_ATTACKS), default=float("nan")
@@ -231,6 +234,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         "targets": TARGETS,
         "train": train,
         "at_train": at,
+        "augment": augment,
         "attack": attack,
         "predict": bench_predict(model, args.eval_images, device, args.repeats),
         "machine": info,
@@ -265,6 +269,12 @@ def format_table(r: dict) -> str:
             f"{v['ratio']:>6.3f}  {'yes' if v['identical'] else 'NO':<9} "
             f"{v['max_abs_diff']:>8.2g} {v['differing_images']:>9}  vs torchattacks"
         )
+    g = r["augment"]
+    lines.append(
+        f"  crop_flip step {g['ms_per_step']['crop_flip']:.2f} ms vs "
+        f"{g['ms_per_step']['none']:.2f} ms without augmentation: ratio {g['ratio']:.3f} "
+        f"(target <= {TARGETS['crop_flip_step_vs_none']})"
+    )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",
         f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from imbadv.augment import AUGMENTS
 from imbadv.bench.attacks import alternated, sync
-from imbadv.data.tensors import TensorBatches
-from imbadv.training import AdversarialSettings, TrainSettings
+from imbadv.training import AdversarialSettings, Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep
-from imbadv.training.loop import Classifier, keras_decay, make_trainer
+from imbadv.training.loop import Classifier, make_trainer, train_batches
 
 
 def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,8 +68,9 @@ def raw_train(
 ) -> float:
     """Seconds for the steps after `warmup` of a bare loop doing Lightning's optimizer steps
     (with `at_eps`, on fast-FGSM adversarial examples drawn from the same seeded generator)."""
-    opt = torch.optim.RMSprop(model.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, keras_decay(s.decay))
+    p, decay = Recipe().optimizer.params, Recipe().schedule.params.decay  # the paper's recipe
+    opt = torch.optim.RMSprop(model.parameters(), lr=p.lr, alpha=p.rho, eps=p.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
     gen = torch.Generator().manual_seed(seed * 100_003)  # TensorBatches' first pass: same batches
     order = torch.randperm(len(y), generator=gen).to(y.device)
     at_gen = torch.Generator(device=y.device).manual_seed(seed)  # AdversarialStep's generator
@@ -113,9 +114,11 @@ def imbadv_train(
     device: torch.device,
     seed: int = 0,
     at_eps: float | None = None,
+    recipe: Recipe | None = None,
 ) -> float:
     """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it
-    (with `at_eps`, fast-FGSM adversarial training's `AdversarialStep`, as `fit` passes it).
+    (with `at_eps`, fast-FGSM adversarial training's `AdversarialStep`, as `fit` passes it;
+    `recipe`'s optimizer, schedule and augmentation, default the paper's).
 
     Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
     """
@@ -126,8 +129,9 @@ def imbadv_train(
         step = AdversarialStep(AdversarialSettings(mode="fast_fgsm", eps=at_eps), seed)
     with torch_flags_kept():
         trainer = make_trainer(s, device, [clock])
-        batches = TensorBatches(x, y, s.batch_size, shuffle=True, seed=seed)
-        trainer.fit(Classifier(model, s, step=step), train_dataloaders=batches)
+        batches = train_batches((x, y), s, recipe or Recipe(), seed)
+        module = Classifier(model, s, step=step, recipe=recipe, steps_per_epoch=len(batches))
+        trainer.fit(module, train_dataloaders=batches)
     return clock.reads[-1] - clock.reads[0]
 
 
@@ -167,4 +171,29 @@ def bench_training(
         "runs_images_per_s": ips,
         # Same batches and optimizer from the same start: the two sides must end alike.
         "weights_max_abs_diff": max(float((raw_w[k] - imb_w[k]).abs().max()) for k in raw_w),
+    }
+
+
+def bench_augment(
+    model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int, device: torch.device
+) -> dict:
+    """imbadv's training step with `crop_flip` against the same step without augmentation:
+    seconds per step, alternated from the same weights; the ratio is crop_flip / none."""
+    x, y = make_data((warmup + steps) * s.batch_size, device)
+    if s.channels_last:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    crop_flip = Recipe(augment=AUGMENTS.parse("augment", "crop_flip", {}))
+    sides = {"none": Recipe(), "crop_flip": crop_flip}
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    for side in alternated(list(sides), repeats):
+        recipe = sides[side]
+        seconds[side].append(
+            imbadv_train(copy.deepcopy(model), x, y, s, warmup, device, recipe=recipe)
+        )
+    ratios = [a / n for a, n in zip(seconds["crop_flip"], seconds["none"], strict=True)]
+    return {
+        "ratio": statistics.median(ratios),  # step-time ratio: lower is cheaper augmentation
+        "ratios": ratios,
+        "ms_per_step": {k: 1e3 * statistics.median(v) / steps for k, v in seconds.items()},
     }

@@ -40,10 +40,17 @@ class Params:
             value = getattr(self, f.name)
             if value is None or low is None:
                 continue
-            if not low <= value <= high or (f.metadata.get("open_low") and value == low):
+            open_low, open_high = f.metadata.get("open_low"), f.metadata.get("open_high")
+            if (
+                not low <= value <= high
+                or (open_low and value == low)
+                or (open_high and value == high)
+            ):
                 kind = "an integer" if _integer(hints[f.name]) else "a number"
-                bound = "> " if f.metadata.get("open_low") else ">= "
-                upper = "" if high == math.inf else f" and <= {number(high)}"
+                bound = "> " if open_low else ">= "
+                upper = (
+                    "" if high == math.inf else f" and {'<' if open_high else '<='} {number(high)}"
+                )
                 raise ConfigError(f"{key}.{f.name}", value, f"{kind} {bound}{number(low)}{upper}")
 
 
@@ -57,9 +64,11 @@ def _integer(hint: Any) -> bool:
     return hint is int or int in typing.get_args(hint) and float not in typing.get_args(hint)
 
 
-def bounds(low: float, high: float = math.inf, open_low: bool = False) -> dict[str, Any]:
-    """Field metadata for a numeric parameter: low <= value <= high (low excluded if open_low)."""
-    return {"low": low, "high": high, "open_low": open_low}
+def bounds(
+    low: float, high: float = math.inf, open_low: bool = False, open_high: bool = False
+) -> dict[str, Any]:
+    """Field metadata for a numeric parameter: low <= value <= high (an end excluded if open)."""
+    return {"low": low, "high": high, "open_low": open_low, "open_high": open_high}
 
 
 @dataclass(frozen=True)

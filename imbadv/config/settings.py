@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from imbadv.attacks import ATTACKS, Direction
 from imbadv.attacks.goals import check_direction, with_target_class
+from imbadv.augment import AUGMENTS
 from imbadv.config.classes import class_choices, class_index
 from imbadv.config.errors import ConfigError
 from imbadv.config.plugins import import_plugins
@@ -32,7 +33,9 @@ from imbadv.config.sources import (
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
-from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
+from imbadv.optimizers import OPTIMIZERS
+from imbadv.schedules import SCHEDULES
+from imbadv.training import OBJECTIVES, AdversarialSettings, Recipe, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Settings:
     per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
     progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
     named_sources: dict = field(default_factory=dict)  # name -> sources.SourceModel
+    recipe: Recipe = field(default_factory=Recipe)  # optimizer, schedule, augmentation
 
 
 def _as_list(value: Any) -> list:
@@ -173,7 +177,10 @@ def from_config(cfg: DictConfig) -> Settings:
     adversarial = adversarial_settings(cfg)
     classes = dataset.params.known_classes()
     sources, named = parse_sources(cfg, (imbalance, target, adversarial), classes, CONF_DIR)
-    train = OmegaConf.to_container(cfg.trainer, resolve=True)
+    train = build_params(
+        TrainSettings, "trainer", OmegaConf.to_container(cfg.trainer, resolve=True)
+    )
+    recipe = recipe_settings(cfg, train, dataset)
     check_logger(cfg.get("logger"))
     return Settings(
         target=target,
@@ -181,7 +188,8 @@ def from_config(cfg: DictConfig) -> Settings:
         imbalance=imbalance,
         model=component(cfg.model, "model", MODELS),
         objective=component(cfg.objective, "objective", OBJECTIVES),
-        train=build_params(TrainSettings, "trainer", train),
+        train=train,
+        recipe=recipe,
         seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
         val_fraction=val_fraction,
         specs=with_target_class(attack_specs(cfg.attack), dataset.params.known_classes(), target),
@@ -197,6 +205,27 @@ def from_config(cfg: DictConfig) -> Settings:
         **attack_images(cfg.attack),
         progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
     )
+
+
+def recipe_settings(cfg: DictConfig, train: TrainSettings, dataset: Spec) -> Recipe:
+    """The `optimizer`, `schedule` and `augment` groups (absent: the paper's), checked together
+    with what they depend on: the schedule against trainer.max_epochs, the padding against the
+    image side when the data set tells it before loading."""
+    paper = Recipe()
+    parts = {}
+    for key, registry in (
+        ("optimizer", OPTIMIZERS),
+        ("schedule", SCHEDULES),
+        ("augment", AUGMENTS),
+    ):
+        group = cfg.get(key)
+        parts[key] = getattr(paper, key) if group is None else component(group, key, registry)
+    recipe = Recipe(**parts)
+    recipe.schedule.params.check_epochs("schedule", train.max_epochs)
+    side = dataset.params.known_image_size()
+    if side is not None:
+        recipe.augment.params.check_image("augment", side)
+    return recipe
 
 
 def adversarial_settings(cfg: DictConfig) -> AdversarialSettings:

@@ -38,6 +38,10 @@ class DataParams(Params):
     def known_train_per_class(self) -> int | None:
         return None
 
+    def known_image_size(self) -> int | None:
+        """The smaller image side if known before loading (the augmentation's padding check)."""
+        return None
+
     def known_train_counts(self) -> tuple[int, ...] | None:
         """Training images per class (label order) if known before loading; for the counts check."""
         classes, per_class = self.known_classes(), self.known_train_per_class()
@@ -51,6 +55,9 @@ class DataParams(Params):
 class CIFAR10Params(DataParams):
     root: str | None = field(default=None, metadata=UNKEYED)  # None: $IMBADV_DATA_DIR or data/
     download: bool = field(default=True, metadata=UNKEYED)
+
+    def known_image_size(self) -> int:
+        return 32
 
     def known_classes(self) -> tuple[str, ...]:
         return CIFAR10_CLASSES
@@ -89,6 +96,9 @@ class SyntheticParams(DataParams):
     noise: float = field(default=2.0, metadata=bounds(0))
     seed: int = field(default=0, metadata=bounds(0))
 
+    def known_image_size(self) -> int:
+        return self.image_size
+
     def known_classes(self) -> tuple[str, ...]:
         return tuple(f"class{k}" for k in range(self.num_classes))
 
@@ -114,6 +124,9 @@ class FilesParams(DataParams):
 class CIFAR100Params(FilesParams):
     labels: Literal["fine", "coarse"] = "fine"  # 100 classes, or the 20 superclasses
 
+    def known_image_size(self) -> int:
+        return 32
+
     def known_classes(self) -> tuple[str, ...]:
         return names.CIFAR100_FINE if self.labels == "fine" else names.CIFAR100_COARSE
 
@@ -128,6 +141,9 @@ class CIFAR100Params(FilesParams):
 
 @dataclass(frozen=True)
 class SVHNParams(FilesParams):
+    def known_image_size(self) -> int:
+        return 32
+
     def known_classes(self) -> tuple[str, ...]:
         return names.SVHN_CLASSES
 
@@ -150,6 +166,9 @@ SVHN_TRAIN_COUNTS = (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 465
 
 @dataclass(frozen=True)
 class FashionMNISTParams(FilesParams):
+    def known_image_size(self) -> int:
+        return 28
+
     def known_classes(self) -> tuple[str, ...]:
         return names.FASHION_MNIST_CLASSES
 
@@ -164,6 +183,9 @@ class FashionMNISTParams(FilesParams):
 
 @dataclass(frozen=True)
 class TinyImageNetParams(FilesParams):
+    def known_image_size(self) -> int:
+        return 64
+
     def known_classes(self) -> tuple[str, ...] | None:
         folder = self.data_root() / "tiny-imagenet-200"
         try:

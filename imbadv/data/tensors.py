@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,8 @@ class TensorBatches:
     """Batches sliced from uint8 tensors already on the training device: no DataLoader, no copies.
 
     Each pass is a fresh permutation drawn from (seed, pass number), so a run is repeatable and
-    every epoch is shuffled differently. `sampler="class_balanced"` instead draws len(y) indices
+    every epoch is shuffled differently. `augment` (training only) transforms each shuffled batch
+    with its own generator, seeded by `augment_seed`, on the data's device. `sampler="class_balanced"` instead draws len(y) indices
     with replacement, image i with probability ~ 1/n_{y_i}: every class equally often on average.
     """
 
@@ -30,9 +31,14 @@ class TensorBatches:
         shuffle: bool,
         seed: int = 0,
         sampler: str = "uniform",
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        augment_seed: int = 0,
     ) -> None:
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
         self.sampling, self.passes = sampler, 0  # not `.sampler`: Lightning reads that name
+        self.augment, self.gen = augment, None
+        if augment is not None:  # one stream for the whole run, on the data's device
+            self.gen = torch.Generator(device=x.device).manual_seed(augment_seed)
 
     def draw(self, gen: torch.Generator) -> torch.Tensor:
         """This pass's order: a permutation, or a class-balanced draw with replacement."""
@@ -60,7 +66,8 @@ class TensorBatches:
                 )
             else:
                 idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+                x = self.x[idx]
+                yield (x if self.augment is None else self.augment(x, self.gen)), self.y[idx]
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from imbadv.report import classdoc, figures, learning, longtail, verdicts
 from imbadv.report import paper as rp
 from imbadv.report.plots import matrix_order
 from imbadv.report.sweep import is_cifar10
+from imbadv.table import recipe_of
 
 # A block of the report: ("h", level, text) | ("p", text) | ("ul", [text]) |
 # ("table", header, rows) | ("img", file name, caption)
@@ -228,6 +229,7 @@ def setup_blocks(sweep: Any, rows: list[dict]) -> list[Block]:
         ),
         f"Seeds: {distinct(m['seed'] for m in meta)}",
         f"Models: {distinct(json.dumps(c.get('model')) for c in cfg)}; training {distinct(json.dumps(c['trainer']) for c in cfg)}; "
+        f"recipe {distinct(json.dumps(recipe_of(c), sort_keys=True) for c in cfg)}; "
         f"counts {distinct(json.dumps(c.get('counts')) for c in cfg)}",
         f"Code: imbadv {distinct(m['versions']['imbadv'] for m in meta)} (git {distinct(m['versions']['git'] for m in meta)}), "
         f"torch {distinct(m['versions']['torch'] for m in meta)}, lightning {distinct(m['versions']['lightning'] for m in meta)}",

@@ -1,6 +1,7 @@
-"""Training: the optimizer settings and the training objectives by name (torch-free registry).
+"""Training: the trainer settings, the recipe and the training objectives by name (torch-free).
 
-An objective is `make(params, counts) -> loss(logits, y)`, where `counts` are the training
+The recipe names an optimizer (imbadv/optimizers), a schedule (imbadv/schedules) and an
+augmentation (imbadv/augment). An objective is `make(params, counts) -> loss(logits, y)`, where `counts` are the training
 images per class (long-tail losses need them). Add one: docs/extending.md.
 """
 
@@ -9,24 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imbadv.config.registry import Params, Registry, bounds
+from imbadv.augment import AUGMENTS
+from imbadv.config.registry import Params, Registry, Spec, bounds
+from imbadv.optimizers import OPTIMIZERS
+from imbadv.schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
 class TrainSettings(Params):
-    """Paper defaults: Keras RMSprop (rho 0.9, eps 1e-7), lr 1e-4, Keras decay 1e-5, batch 32.
+    """Paper defaults: batch 32 (Keras'); the optimizer and schedule are the recipe's (`Recipe`).
 
     "Until convergence" made explicit: early stopping on validation loss with `patience`,
-    at most `max_epochs`, the best epoch's weights kept.
+    at most `max_epochs`, the best epoch's weights kept. `early_stopping: false` trains
+    `max_epochs` whatever the rule (the field's fixed schedules), still keeping the rule's epoch.
     """
 
-    lr: float = field(default=1e-4, metadata=bounds(0.0, open_low=True))
-    decay: float = field(default=1e-5, metadata=bounds(0.0))
-    rho: float = field(default=0.9, metadata=bounds(0.0, 1.0))
-    eps: float = field(default=1e-7, metadata=bounds(0.0, 1.0, open_low=True))
     batch_size: int = field(default=32, metadata=bounds(1))
     max_epochs: int = field(default=100, metadata=bounds(1))
     patience: int = field(default=5, metadata=bounds(0))
+    early_stopping: bool = True  # false: always max_epochs (step/cosine schedules need it)
     # Lightning's precisions that need no extra package; checked here, not after the data loads
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"] = (
         "32-true"
@@ -37,6 +39,31 @@ class TrainSettings(Params):
     selection: Literal["val_loss", "robust_val_acc", "last"] = "val_loss"
     robust_val_steps: int = field(default=10, metadata=bounds(1))  # PGD steps, robust validation
     posthoc_tau: float = field(default=0.0, metadata=bounds(0.0))  # logits - tau log n_c at test
+
+
+def paper_spec(registry: Registry, name: str, **options) -> Spec:
+    """A component by name with options, checked: the paper's recipe when none are given."""
+    return registry.parse(registry.axis, name, options)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the weights move: optimizer (owns `lr`), lr schedule, training-batch augmentation.
+
+    The default is the paper's: Keras RMSprop at lr 1e-4, Keras decay 1e-5, no augmentation.
+    """
+
+    optimizer: Spec = field(default_factory=lambda: paper_spec(OPTIMIZERS, "rmsprop_keras"))
+    schedule: Spec = field(default_factory=lambda: paper_spec(SCHEDULES, "keras_decay"))
+    augment: Spec = field(default_factory=lambda: paper_spec(AUGMENTS, "none"))
+
+    @classmethod
+    def paper(cls, lr: float = 1e-4, decay: float = 1e-5) -> Recipe:
+        """The paper's recipe at another lr or decay (the quick and smoke presets' 1e-3)."""
+        return cls(
+            paper_spec(OPTIMIZERS, "rmsprop_keras", lr=lr),
+            paper_spec(SCHEDULES, "keras_decay", decay=decay),
+        )
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,49 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
+from imbadv.augment import AUGMENTS
 from imbadv.config.errors import TrainingError
 from imbadv.data.tensors import TensorBatches, one_device, to_unit
-from imbadv.training import AdversarialSettings, TrainSettings
+from imbadv.optimizers import OPTIMIZERS
+from imbadv.schedules import SCHEDULES
+from imbadv.training import AdversarialSettings, Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, robust_accuracy
 from imbadv.training.objectives import Loss
 
+AUGMENT_STREAM = 0xA06  # the augmentation's generator: seed + this, apart from the data order's
 
-def keras_decay(decay: float) -> Callable[[int], float]:
-    """Keras' `decay`: lr_t = lr / (1 + decay * t), t = optimizer steps taken (a LambdaLR factor)."""
-    return lambda step: 1.0 / (1.0 + decay * step)
+
+def optimization(
+    named: Sequence[tuple[str, torch.Tensor]],
+    recipe: Recipe,
+    steps_per_epoch: int,
+    max_epochs: int,
+    stacked: bool = False,
+) -> dict:
+    """The recipe's optimizer over `named` parameters and its schedule as a per-step LambdaLR
+    (Lightning's configure_optimizers format). Step t of the optimizer runs at lr * factor(t)."""
+    optimizer = OPTIMIZERS.get("optimizer", recipe.optimizer.name).load()(
+        recipe.optimizer.params, named, stacked
+    )
+    factor = SCHEDULES.get("schedule", recipe.schedule.name).load()(
+        recipe.schedule.params, steps_per_epoch, max_epochs
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def train_batches(
+    train: tuple[torch.Tensor, torch.Tensor], settings: TrainSettings, recipe: Recipe, seed: int
+) -> TensorBatches:
+    """The seeded training batches, augmented per image per step on the data's device."""
+    augment = AUGMENTS.get("augment", recipe.augment.name).load()(recipe.augment.params)
+    return TensorBatches(
+        *train, settings.batch_size, True, seed, settings.sampler, augment, seed + AUGMENT_STREAM
+    )
 
 
 class Classifier(L.LightningModule):
-    """Trains a classifier with Keras-style RMSprop and logs `train/*` and `val/*` per epoch."""
+    """Trains a classifier with the recipe's optimizer and schedule; logs `train/*`, `val/*`."""
 
     def __init__(
         self,
@@ -33,10 +62,13 @@ class Classifier(L.LightningModule):
         settings: TrainSettings,
         loss: Loss = F.cross_entropy,
         step: AdversarialStep | None = None,
+        recipe: Recipe | None = None,
+        steps_per_epoch: int = 1,
     ) -> None:
         super().__init__()
         self.model, self.settings, self.loss = model, settings, loss
         self.step = step  # adversarial training's batch loss; None = loss(model(x), y)
+        self.recipe, self.steps_per_epoch = recipe or Recipe(), steps_per_epoch
         self.loss_sum, self.seen = torch.zeros(()), 0
 
     def on_train_epoch_start(self) -> None:
@@ -66,7 +98,7 @@ class Classifier(L.LightningModule):
         if not math.isfinite(loss):
             raise TrainingError(
                 f"training diverged: mean loss={loss} in epoch {self.current_epoch}; "
-                f"lower trainer.lr (now {self.settings.lr})"
+                f"lower optimizer.lr (now {self.recipe.optimizer.params.lr})"
             )
         self.log("train/loss", loss)
 
@@ -77,10 +109,8 @@ class Classifier(L.LightningModule):
         self.log("val/acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y))
 
     def configure_optimizers(self) -> dict:
-        s = self.settings
-        optimizer = torch.optim.RMSprop(self.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, keras_decay(s.decay))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        named = list(self.model.named_parameters())
+        return optimization(named, self.recipe, self.steps_per_epoch, self.settings.max_epochs)
 
 
 class KeepBest(Callback):
@@ -97,15 +127,20 @@ class KeepBest(Callback):
         rule: str = "val_loss",
         robust: Callable[[nn.Module], float] | None = None,
         patience: int | None = None,
+        sibling: str | None = None,
     ) -> None:
         self.rule, self.robust, self.patience = rule, robust, patience
         self.best_loss, self.best_epoch, self.state = math.inf, -1, None
         self.best_score, self.waiting = -math.inf, 0
         self.history: list[dict[str, float]] = []
+        # A second rule judged on the same run (a fixed-length run serves `last` and
+        # `robust_val_acc` alike): its epoch, validation loss and weights, never its patience.
+        self.sibling = sibling
+        self.other: dict = {"score": -math.inf, "epoch": -1, "loss": math.inf, "state": None}
 
-    def score(self, metrics: dict[str, float]) -> float:
+    def score(self, metrics: dict[str, float], rule: str | None = None) -> float:
         """Higher is better; -inf when the rule's metric is missing."""
-        if self.rule == "robust_val_acc":
+        if (rule or self.rule) == "robust_val_acc":
             return metrics.get("val/robust_acc", -math.inf)
         return -metrics.get("val/loss", math.inf)
 
@@ -114,16 +149,28 @@ class KeepBest(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if self.robust is not None:
             metrics["val/robust_acc"] = self.robust(module.model)
-        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        epoch = trainer.current_epoch
+        self.history.append({"epoch": epoch, **metrics})
+        if self.sibling is not None:
+            other = self.score(metrics, self.sibling)
+            if picks(self.sibling, other, self.other["score"]):
+                state = copy.deepcopy(module.model.state_dict())
+                loss = metrics.get("val/loss", math.inf)
+                self.other = {"score": other, "epoch": epoch, "loss": loss, "state": state}
         score = self.score(metrics)
-        if score > self.best_score or (self.rule == "last" and math.isfinite(score)):
-            self.best_score, self.best_epoch, self.waiting = score, trainer.current_epoch, 0
+        if picks(self.rule, score, self.best_score):
+            self.best_score, self.best_epoch, self.waiting = score, epoch, 0
             self.best_loss = metrics.get("val/loss", math.inf)
             self.state = copy.deepcopy(module.model.state_dict())
             return
         self.waiting += 1
         if self.patience is not None and self.waiting >= self.patience:
             trainer.should_stop = True
+
+
+def picks(rule: str, score: float, best: float) -> bool:
+    """Whether this epoch replaces the kept one: a higher score, or any finite one for `last`."""
+    return score > best or (rule == "last" and math.isfinite(score))
 
 
 def make_trainer(
@@ -156,29 +203,33 @@ def fit(
     loss: Loss = F.cross_entropy,
     adversarial: AdversarialSettings | None = None,
     callbacks: Sequence[Callback] = (),
+    recipe: Recipe | None = None,
+    sibling: str | None = None,
 ) -> dict:
     """Train, selecting the epoch by `settings.selection` on the validation split; keep its weights.
 
     `train` and `val` are (uint8 images, int64 labels) already on `device`: the test set never
-    enters. `adversarial` switches on adversarial training; `callbacks` (progress lines, W&B
-    curves) run after the selection and early-stopping callbacks. Returns the training record
+    enters. `adversarial` switches on adversarial training; `recipe` is the optimizer, schedule
+    and augmentation (default: the paper's); `callbacks` (progress lines, W&B curves) run after
+    the selection and early-stopping callbacks. `sibling` names a second selection rule judged on
+    the same run (its weights in the record's "sibling" entry). Returns the training record
     (epochs run, chosen epoch and its validation loss, per-epoch history); `model` ends with the
     chosen weights, in eval mode.
     """
-    adversarial = adversarial or AdversarialSettings()
+    adversarial, recipe = adversarial or AdversarialSettings(), recipe or Recipe()
     L.seed_everything(seed, workers=True, verbose=False)
     if settings.channels_last:  # batches sliced from NHWC tensors stay NHWC: no per-step copies
         model.to(memory_format=torch.channels_last)
         train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
-    keep = selection(settings, adversarial, val, seed)
+    keep = selection(settings, adversarial, val, seed, sibling)
     chosen: list[Callback] = [keep]
-    if settings.selection == "val_loss":
+    if settings.selection == "val_loss" and settings.early_stopping:
         chosen.append(EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min"))
     trainer = make_trainer(settings, device, [*chosen, *callbacks], logger)
     step = None if adversarial.mode == "none" else AdversarialStep(adversarial, seed)
-    batches = TensorBatches(*train, settings.batch_size, True, seed, settings.sampler)
+    batches = train_batches(train, settings, recipe, seed)
     trainer.fit(
-        Classifier(model, settings, loss, step),
+        Classifier(model, settings, loss, step, recipe, len(batches)),
         train_dataloaders=batches,
         val_dataloaders=TensorBatches(*val, 512, shuffle=False),
     )
@@ -186,13 +237,21 @@ def fit(
         raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
     model.load_state_dict(keep.state)
     model.eval()
-    return {
+    record = {
         "epochs": trainer.current_epoch,
         "selection_rule": settings.selection,
         "best_epoch": keep.best_epoch,
         "best_val_loss": keep.best_loss,
         "history": keep.history,
     }
+    if keep.other["state"] is not None:
+        record["sibling"] = {
+            "selection_rule": sibling,
+            "best_epoch": keep.other["epoch"],
+            "best_val_loss": keep.other["loss"],
+            "state": keep.other["state"],
+        }
+    return record
 
 
 def selection(
@@ -200,15 +259,17 @@ def selection(
     adversarial: AdversarialSettings,
     val: tuple[torch.Tensor, torch.Tensor],
     seed: int,
+    sibling: str | None = None,
 ) -> KeepBest:
     """The epoch-selection callback; robust validation runs under robust selection or any AT."""
     robust = None
-    if settings.selection == "robust_val_acc" or adversarial.mode != "none":
+    rules = {settings.selection, sibling}
+    if "robust_val_acc" in rules or adversarial.mode != "none":
         x, y = val
         eps, steps = adversarial.eps, settings.robust_val_steps
 
         def robust(model: nn.Module) -> float:
             return robust_accuracy(model, x, y, eps, steps, seed)
 
-    patience = settings.patience if settings.selection == "robust_val_acc" else None
-    return KeepBest(settings.selection, robust, patience)
+    stops = settings.selection == "robust_val_acc" and settings.early_stopping
+    return KeepBest(settings.selection, robust, settings.patience if stops else None, sibling)

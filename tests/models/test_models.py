@@ -10,7 +10,7 @@ from imbadv.models import MODELS
 from imbadv.models.resnet import ResNet18
 from imbadv.models.vgg import VGG, parameter_count
 from imbadv.models.wrn import WideResNet
-from imbadv.training import TrainSettings
+from imbadv.training import Recipe, TrainSettings
 from imbadv.training.loop import fit
 
 
@@ -123,8 +123,9 @@ def test_a_batchnorm_model_trains_through_the_lightning_path():
     model = build("resnet18", card, width=0.0625)
     model.reset_parameters(torch.Generator().manual_seed(0))
     before = model.layers[0].bn1.running_mean.clone()
-    settings = TrainSettings(lr=1e-3, batch_size=16, max_epochs=2, patience=2)
-    record = fit(model, (x, y), (x[:32], y[:32]), settings, torch.device("cpu"), seed=0)
+    settings = TrainSettings(batch_size=16, max_epochs=2, patience=2)
+    recipe = Recipe.paper(lr=1e-3)
+    record = fit(model, (x, y), (x[:32], y[:32]), settings, torch.device("cpu"), 0, recipe=recipe)
     assert not torch.equal(model.layers[0].bn1.running_mean, before)  # BatchNorm trained
     assert record["history"][-1]["val/acc"] > 0.9
     assert isinstance(model.layers[0].bn1, nn.BatchNorm2d)

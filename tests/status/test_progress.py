@@ -17,7 +17,7 @@ from imbadv.evaluate import craft
 from imbadv.models.vgg import VGG
 from imbadv.status import progress
 from imbadv.status import sweep as status
-from imbadv.training import TrainSettings
+from imbadv.training import Recipe, TrainSettings
 from imbadv.training.loop import fit
 
 LINE = re.compile(
@@ -75,11 +75,18 @@ def test_watch_feeds_lines_tracker_and_marker_every_epoch(tmp_path, caplog, line
     tracker = Recorder(marker)
     watch = progress.Watch(lines=lines, tracker=tracker, lock_dir=tmp_path)
     model = VGG(num_classes=2, width=0.125)
-    settings = TrainSettings(lr=1e-3, batch_size=32, max_epochs=3, patience=1)
+    settings = TrainSettings(batch_size=32, max_epochs=3, patience=1)
     caplog.set_level(logging.INFO, logger="imbadv.progress")
     with watch.training("k1", "target", "target under class 1 (cat)") as callbacks:
         record = fit(
-            model, toy(), toy(32, 1), settings, torch.device("cpu"), 0, callbacks=callbacks
+            model,
+            toy(),
+            toy(32, 1),
+            settings,
+            torch.device("cpu"),
+            0,
+            callbacks=callbacks,
+            recipe=Recipe.paper(lr=1e-3),
         )
     history = record["history"]
     assert [r["epoch"] for _, r in tracker.rows] == [h["epoch"] for h in history]
@@ -107,7 +114,7 @@ def test_patience_left_is_what_early_stopping_counts(caplog):
         for n in (64, 32)
     ]
     caplog.set_level(logging.INFO, logger="imbadv.progress")
-    settings = TrainSettings(lr=3e-3, batch_size=32, max_epochs=12, patience=2)
+    settings = TrainSettings(batch_size=32, max_epochs=12, patience=2)
     with progress.Watch(lines=True).training("k", "target", "t") as callbacks:
         record = fit(
             VGG(num_classes=2, width=0.125),
@@ -116,6 +123,7 @@ def test_patience_left_is_what_early_stopping_counts(caplog):
             torch.device("cpu"),
             0,
             callbacks=callbacks,
+            recipe=Recipe.paper(lr=3e-3),
         )
     texts = [f"[imbadv.progress][INFO] - {r.getMessage()}" for r in caplog.records]
     left = [int(m["left"]) for m in map(LINE.search, texts) if m]
@@ -131,10 +139,19 @@ def test_patience_left_is_what_early_stopping_counts(caplog):
 
 def test_a_line_within_a_slow_epoch(caplog):
     caplog.set_level(logging.INFO, logger="imbadv.progress")
-    settings = TrainSettings(lr=1e-3, batch_size=32, max_epochs=2, patience=5)
+    settings = TrainSettings(batch_size=32, max_epochs=2, patience=5)
     pulse = progress.TrainingPulse("balanced", every_s=0)  # every batch counts as slow here
     model = VGG(num_classes=2, width=0.125)
-    fit(model, toy(), toy(32, 1), settings, torch.device("cpu"), 0, callbacks=[pulse])
+    fit(
+        model,
+        toy(),
+        toy(32, 1),
+        settings,
+        torch.device("cpu"),
+        0,
+        callbacks=[pulse],
+        recipe=Recipe.paper(lr=1e-3),
+    )
     texts = [r.getMessage() for r in caplog.records if r.name == "imbadv.progress"]
     assert [t.split(", ")[:2] for t in texts[1:]] == [
         ["train balanced: epoch 1/2", "batch 1/2"],

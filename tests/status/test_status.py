@@ -116,7 +116,7 @@ def test_failed_job_is_listed_with_its_error(smoke_sweep, tmp_path):
             *TINY,
             "class=0",
             "imbalance=under",
-            "trainer.lr=2e-3,1e6",
+            "optimizer.lr=2e-3,1e6",
             f"paths.store_dir={store}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
@@ -126,7 +126,7 @@ def test_failed_job_is_listed_with_its_error(smoke_sweep, tmp_path):
     st = status.collect(tmp_path / "sweep")
     assert (st.count("done"), st.count("failed"), st.pending) == (1, 1, 0)
     (failed,) = [j for j in st.jobs if j.state == "failed"]
-    assert "trainer.lr=1000000.0" in failed.name and failed.error.startswith("TrainingError: ")
+    assert "optimizer.lr=1000000.0" in failed.name and failed.error.startswith("TrainingError: ")
     assert "diverged" in status.format_status(st)
 
 

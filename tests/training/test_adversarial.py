@@ -7,7 +7,7 @@ from torch import nn
 
 from imbadv.config.errors import ConfigError
 from imbadv.config.registry import build_params
-from imbadv.training import AdversarialSettings, TrainSettings
+from imbadv.training import AdversarialSettings, Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, kl_divergence, robust_accuracy
 from imbadv.training.loop import fit
 
@@ -127,7 +127,7 @@ class Centered(nn.Module):
 def test_a_tiny_adversarial_training_learns_and_logs_robust_validation():
     torch.manual_seed(0)
     model = nn.Sequential(Centered(), nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
-    s = TrainSettings(lr=1e-2, batch_size=32, max_epochs=3, patience=3, channels_last=False)
+    s = TrainSettings(batch_size=32, max_epochs=3, patience=3, channels_last=False)
     record = fit(
         model,
         toy(128, 0),
@@ -136,6 +136,7 @@ def test_a_tiny_adversarial_training_learns_and_logs_robust_validation():
         torch.device("cpu"),
         seed=0,
         adversarial=settings("fast_fgsm"),
+        recipe=Recipe.paper(lr=1e-2),
     )
     last = record["history"][-1]
     assert last["val/acc"] > 0.9 and last["val/robust_acc"] > 0.9

@@ -9,13 +9,16 @@ import torch
 from imbadv.config.errors import TrainingError
 from imbadv.data.tensors import TensorBatches
 from imbadv.models.vgg import VGG
-from imbadv.training import TrainSettings
-from imbadv.training.loop import Classifier, fit, keras_decay
+from imbadv.schedules import KerasDecayParams
+from imbadv.schedules.factors import keras_decay
+from imbadv.training import Recipe, TrainSettings
+from imbadv.training.loop import Classifier, fit
 
 
 def test_keras_decay_schedule():
-    settings = TrainSettings(lr=1e-4, decay=1e-5)
-    optimizer = Classifier(VGG(width=0.125), settings).configure_optimizers()
+    settings = TrainSettings()
+    recipe = Recipe.paper(lr=1e-4, decay=1e-5)
+    optimizer = Classifier(VGG(width=0.125), settings, recipe=recipe).configure_optimizers()
     opt, sched = optimizer["optimizer"], optimizer["lr_scheduler"]["scheduler"]
     assert optimizer["lr_scheduler"]["interval"] == "step"
     group = opt.param_groups[0]
@@ -24,7 +27,7 @@ def test_keras_decay_schedule():
         opt.step()
         sched.step()
     assert group["lr"] == pytest.approx(1e-4 / (1 + 1e-5 * 1000))
-    assert keras_decay(1e-5)(100_000) == pytest.approx(0.5)
+    assert keras_decay(KerasDecayParams(decay=1e-5), 10, 100)(100_000) == pytest.approx(0.5)
 
 
 def test_batches_cover_every_sample_once_and_reshuffle():
@@ -45,15 +48,25 @@ def toy_data(n=96, seed=0):
     return x, y
 
 
-def train_once(settings):
+def train_once(settings, lr=1e-3, **kwargs):
     model = VGG(num_classes=2, width=0.125)
     model.reset_parameters(torch.Generator().manual_seed(0))
-    record = fit(model, toy_data(), toy_data(32, seed=1), settings, torch.device("cpu"), seed=0)
+    recipe = kwargs.pop("recipe", Recipe.paper(lr=lr))
+    record = fit(
+        model,
+        toy_data(),
+        toy_data(32, seed=1),
+        settings,
+        torch.device("cpu"),
+        seed=0,
+        recipe=recipe,
+        **kwargs,
+    )
     return model, record
 
 
 def test_training_is_repeatable_and_learns():
-    settings = TrainSettings(lr=1e-3, batch_size=32, max_epochs=3, patience=2)
+    settings = TrainSettings(batch_size=32, max_epochs=3, patience=2)
     a, record = train_once(settings)
     b, _ = train_once(settings)
     assert all(
@@ -66,7 +79,7 @@ def test_training_is_repeatable_and_learns():
 
 
 def test_early_stopping_stops_before_the_cap():
-    settings = TrainSettings(lr=1e-3, batch_size=32, max_epochs=40, patience=1)
+    settings = TrainSettings(batch_size=32, max_epochs=40, patience=1)
     _, record = train_once(settings)
     assert record["epochs"] < 40
     assert record["best_val_loss"] == min(h["val/loss"] for h in record["history"])
@@ -74,7 +87,7 @@ def test_early_stopping_stops_before_the_cap():
 
 def test_divergence_is_a_clear_error():
     with pytest.raises(TrainingError, match="diverged"):
-        train_once(TrainSettings(lr=1e6, batch_size=32, max_epochs=3))
+        train_once(TrainSettings(batch_size=32, max_epochs=3), lr=1e6)
 
 
 # --- long-tail options (issue 11): sampler, selection rules, the test set kept out ---
@@ -92,12 +105,12 @@ def test_class_balanced_sampler_is_seeded_and_balances_classes():
 
 
 def test_selection_rules_pick_their_epoch_from_validation_only():
-    last = TrainSettings(lr=1e-3, batch_size=32, max_epochs=3, patience=0, selection="last")
+    last = TrainSettings(batch_size=32, max_epochs=3, patience=0, selection="last")
     _, record = train_once(last)
     assert record["epochs"] == 3 and record["best_epoch"] == 2  # patience ignored: no stopping
     assert record["selection_rule"] == "last"
     robust = TrainSettings(
-        lr=1e-3, batch_size=32, max_epochs=3, selection="robust_val_acc", robust_val_steps=2
+        batch_size=32, max_epochs=3, selection="robust_val_acc", robust_val_steps=2
     )
     _, record = train_once(robust)
     curve = [h["val/robust_acc"] for h in record["history"]]
