@@ -15,10 +15,10 @@ from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
 from imbadv.attacks.goals import with_target_class
 from imbadv.augment import DEFAULT as AUGMENT
-from imbadv.config.errors import ImbadvError
+from imbadv.config.errors import ConfigError, ImbadvError
 from imbadv.config.registry import Spec, params_key
 from imbadv.config.settings import Settings, from_config, parse_target, source_settings
-from imbadv.config.sources import Source
+from imbadv.config.sources import CheckpointSource, Source, as_source_error
 from imbadv.data import DATASETS
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
@@ -106,12 +106,13 @@ def build_model(data: Dataset, s: Settings) -> torch.nn.Module:
 
 
 def checkpoint_model(
-    data: Dataset, s: Settings, device: torch.device
+    data: Dataset, s: Settings, device: torch.device, p: Any = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """`model=checkpoint`: the file as the job's model (never trained), keyed by its sha256."""
+    """`model=checkpoint` (or a checkpoint source's params `p`): the file as a model of the job
+    (never trained), keyed by its sha256."""
     from imbadv.models import checkpoint
 
-    p = s.model.params
+    p = s.model.params if p is None else p
     model, fmt = checkpoint.obtain(data, p, device)
     sha256 = file_sha256(Path(p.path))
     spec = checkpoint.spec_of(p, fmt, sha256, data_identity(data, s))
@@ -128,6 +129,17 @@ class Planned:
     split: Split
     role: str  # target, balanced or a named source
     label: str
+
+
+def checkpoint_source(
+    data: Dataset, s: Settings, source: CheckpointSource, device: torch.device
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A checkpoint file named in `attack.sources`: loaded like `model=checkpoint`, its refusals
+    (weights that do not fit, a wrong output shape, a pickle that needs code) on its entry."""
+    try:
+        return checkpoint_model(data, s, device, source.params)
+    except ConfigError as err:
+        raise as_source_error(err, source.text) from None
 
 
 def obtain_model(
@@ -301,6 +313,11 @@ def compute(
     role (target, balanced, each named source), whether this job trained it.
     """
     models, records = {}, {}
+    files = {  # checkpoint sources first: a file that does not load is refused before any training
+        name: checkpoint_source(data, s, source, device)
+        for name, source in s.named_sources.items()
+        if isinstance(source, CheckpointSource)
+    }
     models["target"], records["target"] = obtain_model(
         data, s, s.imbalance, target, device, store, watch
     )
@@ -313,6 +330,9 @@ def compute(
             data, s, balanced_profile(s, data.train_counts()), target, device, store, watch
         )
     for name, source in s.named_sources.items():  # parse_sources keeps only those it lists
+        if name in files:
+            models[name], records[name] = files[name]
+            continue
         cls = target if source.target is None else resolve_class(source.target, data)
         models[name], records[name] = obtain_model(
             data, source_settings(s, source), source.profile, cls, device, store, watch, name

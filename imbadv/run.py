@@ -23,6 +23,7 @@ from imbadv.augment import AUGMENTS
 from imbadv.config.cluster import check_cluster
 from imbadv.config.errors import ConfigError, ImbadvError
 from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
+from imbadv.config.sources import CheckpointSource
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
@@ -161,7 +162,11 @@ def locate_components(s: Settings) -> None:
         (MODELS, "model", s.model.name),
         (OBJECTIVES, "objective", s.objective.name),
         *((ATTACKS, "attack.methods", spec.method.name) for spec in s.specs),
-        *((PROFILES, "attack.sources", src.profile.name) for src in s.named_sources.values()),
+        *(
+            (PROFILES, "attack.sources", src.profile.name)
+            for src in s.named_sources.values()
+            if not isinstance(src, CheckpointSource)  # a file: checked when it was parsed
+        ),
     ]
     if s.adversarial.attack is not None:
         used.append((ATTACKS, "adversarial.attack", s.adversarial.attack))

@@ -36,6 +36,8 @@ PROVENANCE = (
     "model_key",
     "model_sha256",
     "model_file",
+    "source_sha256",
+    "source_file",
     "images_key",
     "git",
     "imbadv_version",
@@ -105,6 +107,7 @@ def job_rows(full: dict[str, Any], sweep: str, job: str) -> list[dict[str, Any]]
     for attack in full["attacks"]:
         model = full["models"].get(attack.get("role", "target"), {})
         common = {**base, **model_columns(model), **attack_columns(attack)}
+        common |= source_columns(full["models"], attack)
         for cls in class_metrics(attack, full["meta"]):
             counts = model.get("train_counts") or []
             train = counts[cls["class"]] if cls["class"] < len(counts) else None
@@ -178,6 +181,13 @@ def model_columns(model: dict[str, Any]) -> dict[str, Any]:
         "model_best_epoch": model.get("best_epoch"),
         "model_clean_acc": (model.get("clean") or {}).get("acc"),
     }
+
+
+def source_columns(models: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint file as the row's gradient source (`attack.sources=[checkpoint:FILE]`): its
+    file name and sha256 (None for a model imbadv trained, named by `source_model` and its key)."""
+    file = (models.get(row["source"]) or {}).get("checkpoint") or {}
+    return {"source_file": file.get("file"), "source_sha256": file.get("sha256")}
 
 
 def attack_columns(row: dict[str, Any]) -> dict[str, Any]:

@@ -198,3 +198,16 @@ def test_a_checkpoint_model_is_named_by_its_file_and_sha256():
     assert (cols["model_file"], cols["model_sha256"]) == ("m.pt2", "cd" * 32)
     trained = table.model_columns({"spec": {}, "sha256": "ef" * 32})
     assert (trained["model_file"], trained["model_sha256"]) == (None, "ef" * 32)
+
+
+def test_a_checkpoint_source_is_named_by_its_file_and_sha256():
+    models = {
+        "target": {"spec": {}},
+        "checkpoint:w/m.pt": {"checkpoint": {"file": "m.pt", "sha256": "ab" * 32}},
+    }
+    cols = table.source_columns(models, {"source": "checkpoint:w/m.pt"})
+    assert cols == {"source_file": "m.pt", "source_sha256": "ab" * 32}
+    assert table.source_columns(models, {"source": "same"}) == {
+        "source_file": None,
+        "source_sha256": None,
+    }

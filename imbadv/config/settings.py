@@ -25,6 +25,7 @@ from imbadv.config.plugins import import_plugins
 from imbadv.config.registry import Spec, build_params, integer_digits, number
 from imbadv.config.sources import (
     ALLOWED,
+    CheckpointSource,
     Source,
     SourceModel,
     model_name,
@@ -89,7 +90,7 @@ class Settings:
     attack_images: str = "target"  # target: the target class's test images | all: every class
     per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
     progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
-    named_sources: dict = field(default_factory=dict)  # name -> sources.SourceModel
+    named_sources: dict = field(default_factory=dict)  # name -> SourceModel | CheckpointSource
     recipe: Recipe = field(default_factory=Recipe)  # optimizer, schedule, augmentation
 
 
@@ -305,7 +306,8 @@ def with_names(s: Settings) -> dict[str, str]:
 
 
 def check_sweep(jobs: list[Settings]) -> None:
-    """Every named source of every job is a model some job of the sweep trains (one line if not).
+    """Every named source of every job is a model some job of the sweep trains (one line if not);
+    a checkpoint file is no job's model: it is loaded, its file checked when the job was composed.
 
     `jobs` are the sweep's Settings; a job trains its own model and, with `balanced` among its
     sources, the balanced one. Names compare across seeds: each seed's source is that seed's model.
@@ -316,8 +318,8 @@ def check_sweep(jobs: list[Settings]) -> None:
         if Source.BALANCED in s.sources:
             trained.add(model_name(Source.BALANCED, None, s.adversarial.mode))
     for s in jobs:
-        for name in s.named_sources:
-            if name not in trained:
+        for name, source in s.named_sources.items():
+            if name not in trained and not isinstance(source, CheckpointSource):  # files: loaded
                 have = ", ".join(sorted(trained))
                 raise ConfigError("attack.sources", name, f"{ALLOWED}; this sweep trains: {have}")
 

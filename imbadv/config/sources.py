@@ -1,4 +1,5 @@
-"""Gradient sources by name: `same`, `balanced`, or any model of the sweep (`under-3`, `exp+fast_fgsm`).
+"""Gradient sources by name: `same`, `balanced`, any model of the sweep (`under-3`, `exp+fast_fgsm`),
+or a checkpoint file (`checkpoint:FILE`, `{checkpoint: FILE, arch: resnet18, ...}`).
 
 A model of a sweep is named `<profile>[-<class>][+<training mode>]`: the class only for profiles
 that have a target class (under, over), the training mode only when it is adversarial. A named
@@ -6,7 +7,8 @@ source is the attacked job's own setting (data, model, objective, trainer, seed)
 profile, class and training mode; its profile's options are the job's own when the job has that
 profile, else those a job of the same command with `imbalance=<name>` gets: Hydra composes the
 job's own overrides (search path and plugins included) with it. Without `+mode` a source trains
-as the job does, like `balanced`. No torch here.
+as the job does, like `balanced`. A checkpoint source is loaded, never trained: its file is
+checked here (exists, readable, a supported format) without torch. No torch here.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ class Source(StrEnum):
 
 
 NAME = re.compile(r"^(?P<profile>[A-Za-z_]\w*)(?:-(?P<cls>[^+]+))?(?:\+(?P<mode>[A-Za-z_]\w*))?$")
-ALLOWED = "same, balanced, or a model of the sweep: <profile>[-<class>][+<mode>], e.g. under-3"
+ALLOWED = (
+    "same, balanced, a model of the sweep: <profile>[-<class>][+<mode>], e.g. under-3, "
+    "or a file: checkpoint:FILE"
+)
+CHECKPOINT = "checkpoint"  # `checkpoint:FILE`, or a mapping {checkpoint: FILE, <option>: ...}
+FILE_OPTIONS = ("arch", "arch_params", "width", "normalize", "trust")  # model=checkpoint's options
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,74 @@ class SourceModel:
     profile: Spec
     target: int | str | None  # None for a profile without a target class
     adversarial: AdversarialSettings
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """A checkpoint file as a gradient source: loaded (never trained), keyed by its sha256."""
+
+    name: str  # canonical: checkpoint:<the path as given>
+    text: str  # the entry as written, for one-line errors when the job loads the file
+    params: Any  # imbadv.models.CheckpointParams: how the file is read
+
+
+def is_checkpoint_source(name: str) -> bool:
+    """Whether a canonical source name is a checkpoint file's (`checkpoint:FILE`)."""
+    return str(name).startswith(f"{CHECKPOINT}:")
+
+
+def checkpoint_source(text: Any, cfg: DictConfig) -> CheckpointSource | None:
+    """The checkpoint an entry names (`checkpoint:FILE` or `{checkpoint: FILE, arch: ...}`), its file
+    checked; None for any other entry. A weights file without `arch` is read with the job's own
+    architecture (`model=vgg` and its options, or `model.arch` of a `model=checkpoint` job)."""
+    from imbadv.models import MODELS  # no torch: the registry and the file checks
+    from imbadv.models.files import WEIGHTS, checkpoint_format
+
+    if OmegaConf.is_dict(text) or isinstance(text, dict):
+        options = dict(
+            OmegaConf.to_container(text, resolve=True) if OmegaConf.is_dict(text) else text
+        )
+        shown = "{" + ",".join(f"{k}:{v}" for k, v in options.items()) + "}"
+        if CHECKPOINT not in options or set(options) - {CHECKPOINT, *FILE_OPTIONS}:
+            need = f"a mapping {{checkpoint: FILE}} with options among {', '.join(FILE_OPTIONS)}"
+            raise ConfigError("attack.sources", shown, need)
+        path = str(options.pop(CHECKPOINT))
+    elif is_checkpoint_source(text):
+        options, shown, path = {}, str(text), str(text)[len(CHECKPOINT) + 1 :]
+    else:
+        return None
+    try:
+        fmt = checkpoint_format(path)
+        if fmt in WEIGHTS and "arch" not in options:
+            options |= job_architecture(cfg)
+        params = MODELS.parse("attack.sources", CHECKPOINT, {"path": path, **options}).params
+    except ConfigError as err:
+        raise as_source_error(err, shown) from None
+    return CheckpointSource(f"{CHECKPOINT}:{path}", shown, params)
+
+
+def job_architecture(cfg: DictConfig) -> dict[str, Any]:
+    """The job's architecture as checkpoint options (arch, arch_params, width)."""
+    from imbadv.models import MODELS
+
+    options = dict(OmegaConf.to_container(cfg.model, resolve=True))
+    name = options.pop("name", None)
+    if name == CHECKPOINT:
+        return {k: options.get(k) for k in ("arch", "arch_params", "width") if k in options}
+    entry = MODELS.get("model", name)
+    width = options.pop("width", None) if entry.facts.takes_width else None
+    return {
+        "arch": name,
+        "arch_params": options or None,
+        **({"width": width} if width is not None else {}),
+    }
+
+
+def as_source_error(err: ConfigError, shown: str) -> ConfigError:
+    """A checkpoint's refusal (on `model.path`, `attack.sources.arch`, ...) as one on its entry."""
+    option = err.key.rpartition(".")[2]
+    what = err.allowed if option in ("path", "sources") else f"{option}: {err.allowed}"
+    return ConfigError("attack.sources", shown, what)
 
 
 def model_name(profile: str, target: int | str | None, mode: str) -> str:
@@ -142,7 +217,8 @@ def parse_sources(
     classes: tuple[str, ...] | None,
     conf_dir: Path,
 ) -> tuple[tuple[str, ...], dict[str, SourceModel]]:
-    """The job's sources in order (same, balanced, canonical names) and the named ones resolved.
+    """The job's sources in order (same, balanced, canonical names) and the named ones resolved
+    (SourceModel, or CheckpointSource for a file).
 
     A name that is the job's own model is `same`; one that is the balanced source is `balanced`.
     """
@@ -155,8 +231,13 @@ def parse_sources(
     )
     order, named = [], {}
     for text in entries:
-        if text in (Source.SAME, Source.BALANCED):
+        if isinstance(text, str) and text in (Source.SAME, Source.BALANCED):
             order.append(str(text))
+            continue
+        file = checkpoint_source(text, cfg)
+        if file is not None:  # each file counts once: its first entry says how it is read
+            order.append(file.name)
+            named.setdefault(file.name, file)
             continue
         source = resolve(text, cfg, job, classes, conf_dir)
         if source.name == own:

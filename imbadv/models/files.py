@@ -69,13 +69,16 @@ def _flat_format(f, head: bytes) -> str | None:
 
 def check_sources(s: Any) -> None:
     """A program file without `model.arch` leaves imbadv no architecture to train the job's other
-    models with (the balanced source, named sources): only `same` is allowed then."""
+    models with (the balanced source, named sources): only `same` (and checkpoint files, loaded
+    as they are) is allowed then."""
     p = s.model.params
     if s.model.name != "checkpoint" or p.arch is not None:
         return
     own_balanced = s.imbalance.name == "balanced"  # its own gradient is the balanced one
     for source in s.sources:
-        if source != "same" and not (source == "balanced" and own_balanced):
+        if source == "same" or str(source).startswith("checkpoint:"):
+            continue
+        if not (source == "balanced" and own_balanced):
             need = (
                 "same only: imbadv trains the other models of a checkpoint job with model.arch "
                 "(give model.arch=<name>, or attack.sources=[same])"

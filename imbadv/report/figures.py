@@ -22,6 +22,8 @@ from imbadv.report.sweep import per_class, pick
 
 def matrix_role(name: str, cls: int) -> str:
     """A model name relative to the row's class: `under-3` on class 3's images is `under-c`."""
+    if name.startswith("checkpoint:"):  # a file as the source: its name as written
+        return name
     base, plus, mode = name.partition("+")
     if base.endswith(f"-{cls}"):
         base = base[: -len(str(cls))] + "c"

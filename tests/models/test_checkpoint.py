@@ -196,3 +196,84 @@ def test_an_exported_program_with_a_code_pickle_inside_is_refused(trained, tmp_p
     assert not (tmp_path / "pwned").exists()
     ok = MODELS.parse("model", "checkpoint", {"path": str(good)}).params
     assert load(card, ok)[1] == "pt2"
+
+
+def source_job(base: Path, run_dir: str, *args: str):
+    """A job of the smoke model's settings on under-0, its gradient sources given by `args`."""
+    store = f"paths.store_dir={base / 'store'}"
+    job = [a for a in JOB if not a.startswith(("imbalance=", "attack.sources="))]
+    return run_cli([*job, "imbalance=under", store, f"hydra.run.dir={run_dir}", *args], base)
+
+
+def test_a_checkpoint_file_is_a_gradient_source_like_the_stored_model(trained):
+    """`attack.sources=[...,checkpoint:FILE]`: the file's gradient attacks the job's own model; with
+    the stored balanced model's weights in the file, its rows are the `balanced` source's rows."""
+    base = trained["base"]
+    shutil.copy(
+        base / "store" / "models" / f"{trained['key']}.safetensors", base / "src.safetensors"
+    )
+    torch.jit.save(torch.jit.trace(trained["model"], sample(trained["card"])), base / "src_ts.pt")
+    sources = "attack.sources=[same,balanced,checkpoint:src.safetensors,{checkpoint:src_ts.pt}]"
+    proc = source_job(base, "from_file", sources)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((base / "from_file" / "results.json").read_text())
+    rows = {}
+    for r in results["attacks"]:
+        if (
+            r["role"] == "target"
+        ):  # the job's own model (under-0) attacked with each source's images
+            assert r["model"] == "under-0"
+            rows.setdefault(r["source"], {})[r["attack"]] = [
+                r[k] for k in ("n", "clean_acc", "adv_acc", "clean_row", "adv_row", "max_abs_delta")
+            ]
+    names = ["checkpoint:src.safetensors", "checkpoint:src_ts.pt"]
+    assert sorted(rows) == sorted(["same", "balanced", *names])
+    assert len(rows["balanced"]) == 2  # FGSM and BIM
+    assert rows["balanced"] != rows["same"]  # the sources differ: the rows say whose gradient
+    for name in names:
+        assert rows[name] == rows["balanced"], name
+        assert next(r for r in results["attacks"] if r["source"] == name)["source_model"] == name
+    # the balanced source is the model the fixture stored, the files never trained
+    assert results["models"]["balanced"]["key"] == trained["key"]
+    for name, file in zip(names, ["src.safetensors", "src_ts.pt"], strict=True):
+        entry = results["models"][name]
+        assert entry["checkpoint"]["file"] == file
+        assert entry["checkpoint"]["sha256"] == _sha256(base / file)
+        assert entry["key"] != trained["key"] and entry["epochs"] == 0
+        assert entry["clean"] == results["models"]["balanced"]["clean"]
+        assert results["meta"]["trained_here"][name] is False
+        assert f"checkpoint {file} sha256 {entry['checkpoint']['sha256'][:16]}" in proc.stdout
+    assert (
+        results["models"]["checkpoint:src.safetensors"]["checkpoint"]["arch"] == "vgg(width=0.125)"
+    )
+    trainings = (base / "store" / "trainings.jsonl").read_text().splitlines()
+    assert len(trainings) == 2  # the fixture's balanced model and this job's under-0
+
+
+def test_a_bad_checkpoint_source_is_refused_in_one_line(trained):
+    base = trained["base"]
+    (base / "notes.txt").write_text("not a model\n")
+    shutil.copy(base / "store" / "models" / f"{trained['key']}.safetensors", base / "w.safetensors")
+    trainings = (base / "store" / "trainings.jsonl").read_text()
+    refused = "imbadv: error: attack.sources={} is not allowed: expected {}"
+    cases = {  # before any job starts: no job folder, nothing loaded
+        "checkpoint:missing.pt": "an existing file (no such file)",
+        "checkpoint:notes.txt": "a checkpoint in one of the formats safetensors, torch.save (a state dict), TorchScript or torch.export (.pt2)",
+        "{checkpoint:w.safetensors,depth:3}": "a mapping {checkpoint: FILE} with options among arch, arch_params, width, normalize, trust",
+    }  # fmt: skip
+    for entry, allowed in cases.items():
+        proc = source_job(base, "refused", "imbalance=over", f"attack.sources=[same,{entry}]")
+        assert proc.returncode == 2, (entry, proc.stderr[-2000:])
+        assert proc.stderr.strip() == refused.format(entry, allowed), entry
+        assert not (base / "refused").exists()
+    # weights that do not fit the architecture: refused when the job loads the file, before it
+    # trains its own model (over-0, in no store yet)
+    entry = "{checkpoint:w.safetensors,arch:resnet18}"
+    proc = source_job(base, "refused", "imbalance=over", f"attack.sources=[same,{entry}]")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip()  # an arch given: none of the job's options
+    assert line == refused.format(
+        entry, "weights that fit resnet18 (missing stem.weight; unexpected classifier.1.bias)"
+    )
+    assert (base / "store" / "trainings.jsonl").read_text() == trainings  # nothing trained
+    assert not list((base / "refused").glob("results.json"))
