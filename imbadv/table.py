@@ -117,7 +117,10 @@ def job_rows(full: dict[str, Any], sweep: str, job: str) -> list[dict[str, Any]]
 
 # Before the recipe was a set of components (issue 20), the paper's optimizer and schedule were
 # trainer.lr, rho, eps and decay; a job written then ran exactly these.
-LEGACY = {"optimizer": ("rmsprop_keras", ("lr", "rho", "eps")), "schedule": ("keras_decay", ("decay",))}
+LEGACY = {
+    "optimizer": ("rmsprop_keras", ("lr", "rho", "eps")),
+    "schedule": ("keras_decay", ("decay",)),
+}
 
 
 def recipe_of(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -150,7 +153,9 @@ def job_settings(full: dict[str, Any]) -> dict[str, Any]:
         "model": (cfg.get("model") or {}).get("name"),
         **flat("model", cfg.get("model") or {}),
         **flat("trainer", cfg.get("trainer") or {}),
-        **{col: v for part, spec in recipe_of(cfg).items() for col, v in recipe_columns(part, spec)},
+        **{
+            col: v for part, spec in recipe_of(cfg).items() for col, v in recipe_columns(part, spec)
+        },
         "objective": (cfg.get("objective") or {}).get("name", "ce"),
         **flat("objective", cfg.get("objective") or {}),
         "adversarial": (cfg.get("adversarial") or {}).get("mode", "none"),

@@ -87,7 +87,8 @@ def job_keys(overrides):
 
     from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
-    from imbadv.experiment import attack_identity, model_spec
+    from imbadv.obtain import model_spec
+    from imbadv.transfer import attack_identity
     from imbadv.run import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -122,7 +122,7 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
     """Everything training and selection see is the validation/training split of x_train."""
     from hydra import compose, initialize_config_dir
 
-    import imbadv.experiment as experiment
+    import imbadv.obtain as experiment
     from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
     from imbadv.store import Store
