@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, TINY, run_cli
 
 PAGE = ROOT / "docs" / "extending.md"
@@ -69,6 +70,9 @@ def test_every_axis_extended_from_outside_the_package(tmp_path):
     spec = result["models"]["target"]["spec"]
     assert spec["model"] == {"name": "mlp", "params": {"hidden": 32, "width": 0.125}}
     assert spec["objective"] == {"name": "focal"}  # gamma 2.0 is the default: not in the key
+    assert spec["schedule"] == {"name": "halving", "params": {"every": 1}}
+    lrs = [h["train/lr"] for h in result["models"]["target"]["history"]]
+    assert lrs == pytest.approx([2e-3, 1e-3])  # smoke's lr, halved after the first epoch
     assert spec["imbalance"]["name"] == "halves" and spec["class"] is None  # untargeted
     assert spec["counts"] == [50, 10]
     assert result["meta"]["dataset"] == "blobs" and result["meta"]["class_name"] == "bright"

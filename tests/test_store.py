@@ -88,8 +88,8 @@ def job_keys(overrides):
     from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
     from imbadv.obtain import model_spec
-    from imbadv.transfer import attack_identity
     from imbadv.run import CONF_DIR
+    from imbadv.transfer import attack_identity
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(

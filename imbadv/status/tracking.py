@@ -69,6 +69,8 @@ class JobRun:
                 "train/loss": "loss",
                 "val/loss": "val_loss",
                 "val/acc": "val_acc",
+                "val/robust_acc": "val_robust_acc",
+                "train/lr": "lr",
                 "seconds": "seconds",
             }
             self.run.log({f"train/{role}/{n}": row[k] for k, n in names.items() if k in row})

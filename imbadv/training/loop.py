@@ -73,6 +73,8 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.loss_sum, self.seen = torch.zeros((), device=self.device), 0
+        # the lr of the epoch's first step: the history shows the schedule (train/lr)
+        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(to_unit(x))
@@ -101,6 +103,7 @@ class Classifier(L.LightningModule):
                 f"lower optimizer.lr (now {self.recipe.optimizer.params.lr})"
             )
         self.log("train/loss", loss)
+        self.log("train/lr", self.epoch_lr)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch

@@ -220,7 +220,12 @@ BAD = [
     (["optimizer=sgd", "optimizer.momentum=1.0"], "optimizer.momentum", "1.0", "< 1"),
     (["schedule=step", "schedule.milestones=[5,3]"], "schedule.milestones", "[5, 3]", "increasing"),
     (["schedule=step", "schedule.milestones=[3,8]"], "schedule.milestones", "[3, 8]", "1..7"),
-    (["schedule=cosine", "schedule.warmup_epochs=9"], "schedule.warmup_epochs", "9.0", "<= trainer"),
+    (
+        ["schedule=cosine", "schedule.warmup_epochs=9"],
+        "schedule.warmup_epochs",
+        "9.0",
+        "<= trainer",
+    ),
     (["augment=crop_flip", "augment.padding=33"], "augment.padding", "33", "image side (32)"),
 ]
 
