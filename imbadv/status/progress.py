@@ -36,7 +36,12 @@ def epoch_line(label: str, row: dict[str, Any]) -> str:
         f"train {label}: epoch {row['epoch'] + 1}/{row['max_epochs']}  "
         f"loss {row.get('train/loss', float('nan')):.4f}  "
         f"val loss {row.get('val/loss', float('nan')):.4f} acc {row.get('val/acc', float('nan')):.3f}  "
-        f"{row['seconds']:.1f} s/epoch  patience {row['patience_left']}/{row['patience']} left"
+        f"{row['seconds']:.1f} s/epoch  "
+        + (
+            f"patience {row['patience_left']}/{row['patience']} left"
+            if row.get("early_stopping", True)
+            else "no early stopping"
+        )
     )
 
 
@@ -73,6 +78,7 @@ class EpochReport(Callback):
             "elapsed": now - self.fit_started,
             "patience": patience,
             "patience_left": max(0, patience - self.wait),
+            "early_stopping": stop is not None,
         }
         for sink in self.sinks:
             sink(row)
