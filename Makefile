@@ -45,6 +45,9 @@ longtail-quick: ## Long-tail study on CPU: CIFAR-10-LT IR 10, standard/fast-FGSM
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) \
 		adversarial=none,fast_fgsm objective=ce,balanced_softmax class=0..9 seed=0,1,2 $(EXTRA)
 
+gpu-reference: ## On a lent GPU, one call: paper preset 3 seeds + matched, then longtail seeds, in 12 min (DATA=...)
+	PY=$(PY) DATA=$(DATA) bash scripts/gpu_reference.sh
+
 report: ## Table 1 and figures for a sweep (SWEEP=multirun/<date>/<time>; default: the newest)
 	$(PY) -m imbadv.report $(SWEEP)
 
@@ -64,4 +67,4 @@ bench-smoke: ## CI: the bench at small sizes, every row, --strict identity check
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-data test-cluster lint format smoke quick reproduce longtail-quick report status bench bench-smoke clean
+.PHONY: help install test test-data test-cluster lint format smoke quick reproduce longtail-quick gpu-reference report status bench bench-smoke clean

@@ -42,11 +42,11 @@ def seed_metrics(unit: Unit) -> dict[str, float]:
 
 
 def _complete(units: list[Unit]) -> dict[str, dict[int, dict[str, float]]]:
-    """group -> seed -> metrics, for models with one training set and every class measured."""
-    full = max((len(u.classes) for u in units), default=0)
+    """group -> seed -> metrics, for models with one training set and every class measured
+    (balanced and tail recall are means over all classes: a sweep of some classes has none)."""
     out: dict[str, dict[int, dict[str, float]]] = {}
     for u in units:
-        if u.train_counts is not None and len(u.classes) == full:
+        if u.train_counts is not None and len(u.classes) == len(u.train_counts):
             out.setdefault(u.group, {})[u.seed] = seed_metrics(u)
     return out
 

@@ -1,0 +1,62 @@
+"""docs/results.md regenerates from the archives in docs/results/, byte for byte (issue 22).
+
+Every section of the page names the command that wrote it; a section whose sweep is archived in
+docs/results/ is written again here from that archive, with that command, into a copy of the
+page, and the copy must equal the committed page. Sections not yet regenerable are listed by
+name below, so a new one cannot slip in unarchived.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imbadv.report import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "results.md"
+# The paper study's sections (3 seeds, git 0865b0a) predate the archives: their raw results are
+# gone and their 5-seed rerun is issue 22's open part; docs/results.md says so above them.
+NOT_YET_ARCHIVED = {"paper", "matrix"}
+SECTION = re.compile(
+    r"<!-- imbadv section (?P<name>\S+) -->\n(?P<body>.*?)<!-- end of section", re.S
+)
+MADE_BY = re.compile(r"^Made by `(?P<command>python -m imbadv\.report [^`]+)`\.$", re.M)
+
+
+def sections() -> dict[str, list[str]]:
+    """Section name -> the report's arguments that wrote it."""
+    found = {}
+    for match in SECTION.finditer(PAGE.read_text()):
+        command = MADE_BY.search(match["body"])
+        assert command, f"section {match['name']} does not say what made it"
+        found[match["name"]] = shlex.split(command["command"])[3:]
+    return found
+
+
+def archived() -> dict[str, list[str]]:
+    return {
+        name: args
+        for name, args in sections().items()
+        if args and args[0].startswith("docs/results/") and (ROOT / args[0]).is_file()
+    }
+
+
+def test_every_section_is_archived_or_named_as_not_yet():
+    assert archived(), "no section of docs/results.md is regenerable from an archive"
+    assert set(sections()) - set(archived()) == NOT_YET_ARCHIVED
+
+
+@pytest.mark.parametrize("name", sorted(archived()))
+def test_a_section_regenerates_from_its_archive_byte_for_byte(name, tmp_path, monkeypatch):
+    args = archived()[name]
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    shutil.copy(PAGE, tmp_path / "docs" / "results.md")
+    shutil.copy(ROOT / args[0], tmp_path / args[0])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 0
+    assert (tmp_path / "docs" / "results.md").read_text() == PAGE.read_text()
