@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import lightning as L
 import torch
@@ -77,10 +77,50 @@ class Classifier(L.LightningModule):
         self.log("val/acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y))
 
     def configure_optimizers(self) -> dict:
-        s = self.settings
-        optimizer = torch.optim.RMSprop(self.parameters(), lr=s.lr, alpha=s.rho, eps=s.eps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, keras_decay(s.decay))
+        steps = self.trainer.num_training_batches if self._trainer is not None else 0
+        optimizer, schedule = optimization(self.named_parameters(), self.settings, steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+# --- shared with grouped training (imbadv/training/grouped.py): one definition of the recipe ---
+
+
+def optimization(
+    named_parameters: Iterable[tuple[str, torch.Tensor]],
+    settings: TrainSettings,
+    steps_per_epoch: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and its per-step LR scheduler for these parameters (Keras RMSprop + decay).
+
+    Grouped training passes stacked (K, ...) parameters: every optimizer here is elementwise, so
+    one over the stack is exactly K optimizers. `steps_per_epoch` is for epoch-based schedules.
+    """
+    s = settings
+    params = [p for _, p in named_parameters]
+    optimizer = torch.optim.RMSprop(params, lr=s.lr, alpha=s.rho, eps=s.eps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, keras_decay(s.decay))
+
+
+def channels_last(
+    model: nn.Module, data: Sequence[tuple[torch.Tensor, torch.Tensor]], settings: TrainSettings
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """With `settings.channels_last`, the model and the images NHWC (batches sliced stay NHWC)."""
+    if not settings.channels_last:
+        return list(data)
+    model.to(memory_format=torch.channels_last)
+    return [(x.contiguous(memory_format=torch.channels_last), y) for x, y in data]
+
+
+def train_batches(
+    train: tuple[torch.Tensor, torch.Tensor], settings: TrainSettings, seed: int
+) -> TensorBatches:
+    """The seeded training batches `fit` draws for a model (grouped members draw the same)."""
+    return TensorBatches(*train, settings.batch_size, True, seed, settings.sampler)
+
+
+def val_batches(val: tuple[torch.Tensor, torch.Tensor]) -> TensorBatches:
+    """The validation batches, in order."""
+    return TensorBatches(*val, 512, shuffle=False)
 
 
 class KeepBest(Callback):
@@ -167,20 +207,17 @@ def fit(
     """
     adversarial = adversarial or AdversarialSettings()
     L.seed_everything(seed, workers=True, verbose=False)
-    if settings.channels_last:  # batches sliced from NHWC tensors stay NHWC: no per-step copies
-        model.to(memory_format=torch.channels_last)
-        train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
+    train, val = channels_last(model, (train, val), settings)  # NHWC: no per-step copies
     keep = selection(settings, adversarial, val, seed)
     chosen: list[Callback] = [keep]
     if settings.selection == "val_loss":
         chosen.append(EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min"))
     trainer = make_trainer(settings, device, [*chosen, *callbacks], logger)
     step = None if adversarial.mode == "none" else AdversarialStep(adversarial, seed)
-    batches = TensorBatches(*train, settings.batch_size, True, seed, settings.sampler)
     trainer.fit(
         Classifier(model, settings, loss, step),
-        train_dataloaders=batches,
-        val_dataloaders=TensorBatches(*val, 512, shuffle=False),
+        train_dataloaders=train_batches(train, settings, seed),
+        val_dataloaders=val_batches(val),
     )
     if keep.state is None:
         raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
