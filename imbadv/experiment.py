@@ -122,9 +122,9 @@ def obtain_model(
         s = checkpoint.trained_settings(s)
     plan = plan_model(data, s, profile, target, role)
     model = build_model(data, s)
-    record, trained = store.model(
-        plan.key, model, lambda m: train_model(m, data, s, plan, device, watch)
-    )
+    from imbadv import grouping  # it builds on this module: imported once a job needs a model
+
+    record, trained = grouping.obtain(data, s, plan, model, device, store, watch)
     return posthoc(model.to(device).eval(), record, s, device), {**record, "trained_here": trained}
 
 
@@ -150,14 +150,8 @@ def train_model(
     watch: Watch | None,
 ) -> dict[str, Any]:
     """Train `model` from its seed on the planned split; returns the record the store keeps."""
-    model.reset_parameters(torch.Generator().manual_seed(s.seed))
-    model.to(device)
     started = time.perf_counter()
-    split = plan.split
-    train_xy, val_xy = on_device(data, split.train, device), on_device(data, split.val, device)
-    loss = OBJECTIVES.get("objective", s.objective.name).load()(
-        s.objective.params, split.train_counts
-    )
+    train_xy, val_xy, loss = training_inputs(model, data, s, plan, device)
     with (watch or Watch(lines=False)).training(plan.key, plan.role, plan.label) as callbacks:
         record = fit(
             model,
@@ -170,6 +164,29 @@ def train_model(
             adversarial=s.adversarial,
             callbacks=callbacks,
         )
+    return model_record(s, plan, record, time.perf_counter() - started)
+
+
+# --- shared with grouped training (imbadv/grouping.py) ---
+
+
+def training_inputs(
+    model: torch.nn.Module, data: Dataset, s: Settings, plan: Planned, device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], Any]:
+    """`model` initialized from its seed on `device`, its split's (train, val) there, its loss."""
+    model.reset_parameters(torch.Generator().manual_seed(s.seed))
+    model.to(device)
+    split = plan.split
+    train_xy, val_xy = on_device(data, split.train, device), on_device(data, split.val, device)
+    loss = OBJECTIVES.get("objective", s.objective.name).load()(
+        s.objective.params, split.train_counts
+    )
+    return train_xy, val_xy, loss
+
+
+def model_record(s: Settings, plan: Planned, record: dict, seconds: float) -> dict[str, Any]:
+    """The record the store keeps for a model `fit` (or grouped training) returned `record` for."""
+    split = plan.split
     return {
         "spec": plan.spec,
         "train_counts": split.train_counts,
@@ -178,7 +195,7 @@ def train_model(
         "selection": SELECTION_RULES[s.train.selection],
         "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
         "posthoc_tau": s.train.posthoc_tau,
-        "train_seconds": time.perf_counter() - started,
+        "train_seconds": seconds,
         **record,
         **judge(record["history"], split.val_counts),  # a record field, never in the key
     }
