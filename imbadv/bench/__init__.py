@@ -26,6 +26,7 @@ from imbadv.bench.attacks import (
     differing,
     timed,
 )
+from imbadv.bench.grouped import bench_grouped
 from imbadv.bench.training import bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.data.tensors import predict, to_unit
@@ -130,6 +131,8 @@ OPTIONS = [
     ("--eps", float, 0.01, 0.01, "attack eps, pixel units on [0, 1]"),
     ("--attack-steps", int, 5, 10, "steps of pgd, pgd_l2 and mifgsm"),
     ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
+    ("--group", int, 10, 10, "members of the grouped-training row (0: no such row)"),
+    ("--group-repeats", int, 1, 3, "runs per side of the grouped row (each trains K models)"),
 ]
 
 
@@ -207,6 +210,11 @@ def run_bench(args: argparse.Namespace) -> dict:
     at = bench_training(
         copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
     )
+    grouped = None
+    if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
+        grouped = bench_grouped(
+            model, s, args.group, args.warmup, args.steps, args.group_repeats, device
+        )
     x, y = make_data(args.attack_images, device, seed=2)
     names = tuple(args.attacks.split(",")) if args.attacks else None
     attack = bench_attacks(
@@ -236,6 +244,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         "machine": info,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
+    if grouped is not None:
+        report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
@@ -264,6 +274,14 @@ def format_table(r: dict) -> str:
             f"  {k:<8} {v['imbadv_images_per_s']:>9.1f} {v['torchattacks_images_per_s']:>9.1f} "
             f"{v['ratio']:>6.3f}  {'yes' if v['identical'] else 'NO':<9} "
             f"{v['max_abs_diff']:>8.2g} {v['differing_images']:>9}  vs torchattacks"
+        )
+    if "grouped" in r:
+        g = r["grouped"]
+        lines.append(
+            f"  grouped  {g['grouped_images_per_s_per_member']:>9.1f} "
+            f"{g['sequence_images_per_s_per_member']:>9.1f} {g['ratio']:>6.3f}  {'':<28}  "
+            f"per member, {g['members']} grouped vs in sequence (weights max diff "
+            f"{g['weights_max_abs_diff']:.2g})"
         )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",
