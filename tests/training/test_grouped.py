@@ -172,3 +172,18 @@ def test_ungroupable_recipes_are_named():
     with pytest.raises(ValueError, match="one architecture and one training-set size"):
         other = [members()[0], Member(toy(64, 1), toy(32, 2), seed=1)]
         fit_group([vgg(0), vgg(1)], other, plain, CPU)
+
+
+def test_robust_selection_is_per_member():
+    # KeepBest's robust rule (PGD on each member's own validation split) runs on the member's
+    # own module, loaded from the stack after each epoch: the same curve and choice as alone.
+    settings = TrainSettings(
+        lr=1e-3, batch_size=32, max_epochs=2, selection="robust_val_acc", robust_val_steps=2
+    )
+    group = [Member(toy(64, 10 + k), toy(16, 20 + k), seed=k) for k in range(2)]
+    alone, models, records = alone_and_grouped(vgg, settings, group)
+    for (model, rec), grouped, grec in zip(alone, models, records, strict=True):
+        assert (grec["epochs"], grec["best_epoch"]) == (rec["epochs"], rec["best_epoch"])
+        curve = [h["val/robust_acc"] for h in rec["history"]]
+        assert [h["val/robust_acc"] for h in grec["history"]] == pytest.approx(curve, abs=1e-6)
+        assert max_diff(model, grouped) < ATOL
