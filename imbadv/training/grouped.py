@@ -140,14 +140,28 @@ class GroupedClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple, _: int) -> torch.Tensor:
         self.template[0].train()
-        x = to_unit(torch.stack([b[0] for b in batch]))  # (K, B, C, H, W)
-        logits = vmap(self._call)(*self.tensors(), x)
-        losses = torch.stack(
-            [f(z, b[1]) for f, z, b in zip(self.losses, logits, batch, strict=True)]
-        )
-        self.loss_sum += losses.detach() * len(batch[0][1])  # checked once an epoch: no syncs
-        self.seen += len(batch[0][1])
-        return losses.index_select(0, self.index).sum()  # stopped members get no gradient
+        params, buffers = self.live_tensors()
+        x = to_unit(torch.stack([batch[k][0] for k in self.active]))  # (live K, B, C, H, W)
+        logits = vmap(self._call)(params, buffers, x)
+        if len(self.active) < self.k:  # BatchNorm statistics were updated in the slice
+            with torch.no_grad():
+                for name, t in self.tensors()[1].items():
+                    t.index_copy_(0, self.index, buffers[name])
+        live = zip(self.active, logits, strict=True)
+        losses = torch.stack([self.losses[k](z, batch[k][1]) for k, z in live])
+        n = len(batch[0][1])
+        self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
+        self.seen += n
+        return losses.sum()
+
+    def live_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The members still training: all stacked tensors, or (once some stopped) a slice, so
+        stopped members cost no compute and get exactly zero gradient."""
+        params, buffers = self.tensors()
+        if len(self.active) == self.k:
+            return params, buffers
+        pick = {n: t.index_select(0, self.index) for n, t in {**params, **buffers}.items()}
+        return {n: pick[n] for n in params}, {n: pick[n] for n in buffers}
 
     def on_train_batch_end(self, *_) -> None:
         # A stopped member stops changing: undo what momentum or BatchNorm statistics moved.
