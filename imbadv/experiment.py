@@ -15,18 +15,17 @@ from imbadv import __version__
 from imbadv.attacks import EPS_SPACE
 from imbadv.attacks.goals import with_target_class
 from imbadv.config.errors import ImbadvError
-from imbadv.config.registry import Spec
-from imbadv.config.settings import Settings, from_config, parse_target, source_settings
+from imbadv.config.settings import Settings, from_config, source_settings
 from imbadv.config.sources import CheckpointSource, Source
 from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
 from imbadv.data.tensors import predict
 from imbadv.devices import job_device, set_threads
-from imbadv.imbalance import PROFILES
 from imbadv.metrics import (
     model_summary,
 )
 from imbadv.obtain import checkpoint_source, obtain_model
+from imbadv.plan import balanced_profile, resolve_class
 from imbadv.results import FORMAT_VERSION, format_table, with_flag
 from imbadv.status.progress import Watch, job_record
 from imbadv.status.tracking import start_job
@@ -112,17 +111,6 @@ def compute(
 
     result, _ = store.result(key, evaluate)
     return result, trained
-
-
-def balanced_profile(s: Settings, available: list[int] | None = None) -> Spec:
-    """The balanced profile with the job's counts: the model whose gradient transfer rows use."""
-    count = s.imbalance.params.balanced_count(available)
-    return PROFILES.parse("imbalance", Source.BALANCED, {"majority": count})
-
-
-def resolve_class(target: int | str, data: Dataset) -> int:
-    """The class index for an index or name, checked against the data set's classes."""
-    return int(parse_target(target, data.classes))
 
 
 def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str, Any]:

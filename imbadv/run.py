@@ -22,6 +22,7 @@ from imbadv.attacks import ATTACKS
 from imbadv.augment import AUGMENTS
 from imbadv.config.cluster import check_cluster
 from imbadv.config.errors import ConfigError, ImbadvError
+from imbadv.config.groups import write_plan
 from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
 from imbadv.config.sources import CheckpointSource
 from imbadv.data import DATASETS
@@ -111,11 +112,12 @@ def job_overrides(args: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices)]
 
 
-def check_jobs(args: list[str]) -> int:
+def check_jobs(args: list[str], plan: bool = False) -> int:
     """Compose and check every job's config before any job starts; returns how many were checked.
 
     Composition is cheap (milliseconds a job), so every combination is checked, however many.
     Then each distinct data set and device is checked once, here, before any job folder exists.
+    `plan`: once all passed, write the sweep's training groups to the store (imbadv.config.groups).
     """
     multirun = any(a in ("-m", "--multirun") for a in args)
     both = "trainer.selection=robust_val_acc,last" in args  # what expand_selection wrote
@@ -146,6 +148,8 @@ def check_jobs(args: list[str]) -> int:
         check_device(device)
     for spec in data.values():
         spec.params.preflight()
+    if plan:
+        write_plan(settings)
     return len(jobs)
 
 
@@ -257,7 +261,7 @@ def main() -> None:
     try:
         sys.argv[1:] = expand_selection(expand_ranges(sys.argv[1:]))
         if not any(a in ("--help", "-h", "--cfg", "-c", "--info", "-i") for a in sys.argv[1:]):
-            check_jobs(sys.argv[1:])
+            check_jobs(sys.argv[1:], plan=True)
     except ImbadvError as err:
         fail(err)
     hydra_main()

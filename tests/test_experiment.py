@@ -9,8 +9,8 @@ import torch
 from conftest import TINY
 from hydra import compose, initialize_config_dir
 
-import imbadv.experiment as experiment
 import imbadv.obtain as obtain
+import imbadv.plan as plan
 from imbadv.config.settings import CONF_DIR, from_config
 from imbadv.data.load import load_dataset
 from imbadv.store import Store, content_key
@@ -37,7 +37,7 @@ def job(tmp_path_factory):
 
 def test_model_keys_are_stable_for_a_fixed_config(job):
     s, data, _ = job
-    spec = obtain.model_spec(data, s, s.imbalance, 1)
+    spec = plan.model_spec(data, s, s.imbalance, 1)
     assert sorted(spec) == sorted(
         [
             "class",
@@ -52,32 +52,32 @@ def test_model_keys_are_stable_for_a_fixed_config(job):
         ]
     )
     assert content_key(spec) == UNDER_1_KEY
-    balanced = experiment.balanced_profile(s, data.train_counts())
+    balanced = plan.balanced_profile(s, data.train_counts())
     # an untargeted model is one model whichever class's job asks for it
     for cls in (0, 1):
-        assert content_key(obtain.model_spec(data, s, balanced, cls)) == BALANCED_KEY
+        assert content_key(plan.model_spec(data, s, balanced, cls)) == BALANCED_KEY
 
 
 def test_adversarial_training_enters_the_key_only_when_on(job, tmp_path):
     s, data, _ = job
     on = settings(tmp_path, "adversarial=pgd_at")
-    assert "adversarial" in obtain.model_spec(data, on, on.imbalance, 1)
-    assert "adversarial" not in obtain.model_spec(data, s, s.imbalance, 1)
+    assert "adversarial" in plan.model_spec(data, on, on.imbalance, 1)
+    assert "adversarial" not in plan.model_spec(data, s, s.imbalance, 1)
 
 
 def test_a_data_set_known_by_its_options_is_identified_by_them(job, tmp_path):
     s, data, _ = job
-    assert obtain.data_identity(data, s) == s.dataset.key()
+    assert plan.data_identity(data, s) == s.dataset.key()
     other = settings(tmp_path, "dataset.noise=0.5")
-    assert obtain.data_identity(data, other) != obtain.data_identity(data, s)
+    assert plan.data_identity(data, other) != plan.data_identity(data, s)
 
 
 def test_a_data_set_known_by_its_copy_is_identified_by_its_source(job, monkeypatch):
     s, data, _ = job
-    facts = replace(obtain.DATASETS.get("dataset", s.dataset.name).facts, identity="source")
-    entry = replace(obtain.DATASETS.get("dataset", s.dataset.name), facts=facts)
-    monkeypatch.setattr(obtain.DATASETS, "get", lambda *_: entry)
-    assert obtain.data_identity(data, s) == {"name": data.name, "source": data.source}
+    facts = replace(plan.DATASETS.get("dataset", s.dataset.name).facts, identity="source")
+    entry = replace(plan.DATASETS.get("dataset", s.dataset.name), facts=facts)
+    monkeypatch.setattr(plan.DATASETS, "get", lambda *_: entry)
+    assert plan.data_identity(data, s) == {"name": data.name, "source": data.source}
 
 
 def test_a_stored_model_is_reused_without_training(job, monkeypatch):
@@ -98,16 +98,19 @@ def test_a_stored_model_is_reused_without_training(job, monkeypatch):
 
 def test_roles_and_labels_of_planned_models(job):
     s, data, _ = job
-    own = obtain.plan_model(data, s, s.imbalance, 1, None)
+    own = plan.plan_model(data, s, s.imbalance, 1, None)
     assert (own.role, own.label, own.key) == (
         "target",
         "target under class 1 (class1)",
         UNDER_1_KEY,
     )
-    balanced = experiment.balanced_profile(s, data.train_counts())
-    plan = obtain.plan_model(data, s, balanced, 1, None)
-    assert (plan.role, plan.label) == ("balanced", "balanced")  # untargeted: the profile's name
-    named = obtain.plan_model(data, s, s.imbalance, 0, "mine")
+    balanced = plan.balanced_profile(s, data.train_counts())
+    planned = plan.plan_model(data, s, balanced, 1, None)
+    assert (planned.role, planned.label) == (
+        "balanced",
+        "balanced",
+    )  # untargeted: the profile's name
+    named = plan.plan_model(data, s, s.imbalance, 0, "mine")
     assert named.label == "mine under class 0 (class0)"
 
 
@@ -115,11 +118,11 @@ def test_posthoc_adjustment_wraps_the_model_only_when_asked(job):
     s, _, _ = job
     model = torch.nn.Linear(2, 2)
     record = {"train_counts": [10, 1]}
-    assert obtain.posthoc(model, record, s, CPU) is model
+    assert plan.posthoc(model, record, s, CPU) is model
     tau = replace(s, train=replace(s.train, posthoc_tau=1.0))
-    assert isinstance(obtain.posthoc(model, record, tau, CPU), LogitAdjusted)
+    assert isinstance(plan.posthoc(model, record, tau, CPU), LogitAdjusted)
 
 
 def test_classes_by_index_or_name(job):
     _, data, _ = job
-    assert experiment.resolve_class(1, data) == experiment.resolve_class("class1", data) == 1
+    assert plan.resolve_class(1, data) == plan.resolve_class("class1", data) == 1

@@ -87,7 +87,7 @@ def job_keys(overrides):
 
     from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
-    from imbadv.obtain import model_spec
+    from imbadv.plan import model_spec
     from imbadv.run import CONF_DIR
     from imbadv.transfer import attack_identity
 

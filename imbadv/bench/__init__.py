@@ -26,6 +26,7 @@ from imbadv.bench.attacks import (
     differing,
     timed,
 )
+from imbadv.bench.grouped import bench_grouped
 from imbadv.bench.training import bench_augment, bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.data.tensors import predict, to_unit
@@ -131,6 +132,8 @@ OPTIONS = [
     ("--eps", float, 0.01, 0.01, "attack eps, pixel units on [0, 1]"),
     ("--attack-steps", int, 5, 10, "steps of pgd, pgd_l2 and mifgsm"),
     ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
+    ("--group", int, 10, 10, "members of the grouped-training row (0: no such row)"),
+    ("--group-repeats", int, 1, 3, "runs per side of the grouped row (each trains K models)"),
 ]
 
 
@@ -209,6 +212,11 @@ def run_bench(args: argparse.Namespace) -> dict:
         copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
     )
     augment = bench_augment(copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device)
+    grouped = None
+    if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
+        grouped = bench_grouped(
+            model, s, args.group, args.warmup, args.steps, args.group_repeats, device
+        )
     x, y = make_data(args.attack_images, device, seed=2)
     names = tuple(args.attacks.split(",")) if args.attacks else None
     attack = bench_attacks(
@@ -240,6 +248,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         "machine": info,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
+    if grouped is not None:
+        report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
@@ -275,6 +285,14 @@ def format_table(r: dict) -> str:
         f"{g['ms_per_step']['none']:.2f} ms without augmentation: ratio {g['ratio']:.3f} "
         f"(target <= {TARGETS['crop_flip_step_vs_none']})"
     )
+    if "grouped" in r:
+        g = r["grouped"]
+        lines.append(
+            f"  grouped  {g['grouped_images_per_s_per_member']:>9.1f} "
+            f"{g['sequence_images_per_s_per_member']:>9.1f} {g['ratio']:>6.3f}  {'':<28}  "
+            f"per member, {g['members']} grouped vs in sequence (weights max diff "
+            f"{g['weights_max_abs_diff']:.2g})"
+        )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",
         f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",

@@ -228,7 +228,8 @@ def params_key(params: Params) -> dict[str, Any]:
     }
 
 
-UNKEYED = {"unkeyed": True}  # field metadata: where a thing is, not what it is (a data root)
+# field metadata: where or how, not what a thing is (a data root, trainer.group)
+UNKEYED = {"unkeyed": True}
 
 
 def make_facts(cls: type[Facts], where: str, given: dict[str, Any]) -> Facts:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from imbadv.augment import AUGMENTS
-from imbadv.config.registry import Params, Registry, Spec, bounds
+from imbadv.config.registry import UNKEYED, Params, Registry, Spec, bounds
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
 
@@ -39,6 +39,9 @@ class TrainSettings(Params):
     selection: Literal["val_loss", "robust_val_acc", "last"] = "val_loss"
     robust_val_steps: int = field(default=10, metadata=bounds(1))  # PGD steps, robust validation
     posthoc_tau: float = field(default=0.0, metadata=bounds(0.0))  # logits - tau log n_c at test
+    # Grouped training (docs/grouped.md): how a model is trained, never what it is, so no store
+    # key holds it. auto = grouped only where it measured faster (not on CPU: 0.50x there).
+    group: Literal["auto", "on", "off"] = field(default="auto", metadata=UNKEYED)
 
 
 def paper_spec(registry: Registry, name: str, **options) -> Spec:

@@ -53,6 +53,21 @@ def train_batches(
     )
 
 
+def val_batches(val: tuple[torch.Tensor, torch.Tensor]) -> TensorBatches:
+    """The validation batches, in order."""
+    return TensorBatches(*val, 512, shuffle=False)
+
+
+def channels_last(
+    model: nn.Module, data: Sequence[tuple[torch.Tensor, torch.Tensor]], settings: TrainSettings
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """With `settings.channels_last`, the model and the images NHWC (batches sliced stay NHWC)."""
+    if not settings.channels_last:
+        return list(data)
+    model.to(memory_format=torch.channels_last)
+    return [(x.contiguous(memory_format=torch.channels_last), y) for x, y in data]
+
+
 class Classifier(L.LightningModule):
     """Trains a classifier with the recipe's optimizer and schedule; logs `train/*`, `val/*`."""
 
@@ -221,9 +236,7 @@ def fit(
     """
     adversarial, recipe = adversarial or AdversarialSettings(), recipe or Recipe()
     L.seed_everything(seed, workers=True, verbose=False)
-    if settings.channels_last:  # batches sliced from NHWC tensors stay NHWC: no per-step copies
-        model.to(memory_format=torch.channels_last)
-        train, val = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in (train, val)]
+    train, val = channels_last(model, (train, val), settings)  # NHWC: no per-step copies
     keep = selection(settings, adversarial, val, seed, sibling)
     chosen: list[Callback] = [keep]
     if settings.selection == "val_loss" and settings.early_stopping:
@@ -234,7 +247,7 @@ def fit(
     trainer.fit(
         Classifier(model, settings, loss, step, recipe, len(batches)),
         train_dataloaders=batches,
-        val_dataloaders=TensorBatches(*val, 512, shuffle=False),
+        val_dataloaders=val_batches(val),
     )
     if keep.state is None:
         raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")

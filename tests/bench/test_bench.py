@@ -37,6 +37,8 @@ TINY_BENCH = [
     "64",
     "--attack-steps",
     "2",
+    "--group",
+    "2",
 ]
 
 
@@ -73,6 +75,11 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
     for key in ("imbadv_images_per_s", "raw_images_per_s", "imbadv_gflops"):
         assert positive(written["train"][key]), key
     assert positive(written["predict"]["images_per_s"])
+    grouped = written["grouped"]  # reported as measured: no target, no speed assertion
+    assert grouped["members"] == 2 and written["grouped_vs_sequence"] == grouped["ratio"]
+    for key in ("grouped_images_per_s_per_member", "sequence_images_per_s_per_member", "ratio"):
+        assert positive(grouped[key]), key
+    assert grouped["weights_max_abs_diff"] < 1e-4  # the same steps, members as if alone
     assert positive(written["machine"]["matmul_fp32_gflops"])
     assert written["settings"]["seed"] == 0 and written["attacks_identical"] is True
     for row in written["attack"].values():

@@ -66,7 +66,7 @@ def settings(overrides, tmp_path):
 @pytest.mark.parametrize(("overrides", "key"), OLD_KEYS)
 def test_every_model_trained_before_keeps_its_store_key(overrides, key, tmp_path):
     from imbadv.data.load import load_dataset
-    from imbadv.obtain import model_spec
+    from imbadv.plan import model_spec
     from imbadv.store import content_key
 
     s = settings(overrides, tmp_path)

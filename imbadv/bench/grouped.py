@@ -1,0 +1,110 @@
+"""Bench, grouped training: K members as one vmapped computation against the same K in sequence."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imbadv.bench.attacks import alternated
+from imbadv.bench.training import StepClock, imbadv_train, make_data, torch_flags_kept
+from imbadv.training import Recipe, TrainSettings
+from imbadv.training.grouped import GroupedClassifier, Zipped, unstack_into
+from imbadv.training.loop import make_trainer, train_batches
+
+
+def grouped_train(
+    models: list[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: TrainSettings,
+    warmup: int,
+    device: torch.device,
+) -> float:
+    """Seconds for the steps after `warmup` of grouped training's path (member i seeded i), as
+    `fit_group` builds it, without its validation (as `imbadv_train` leaves out fit's)."""
+    clock = StepClock(warmup, device)
+    module = GroupedClassifier(models, s, [F.cross_entropy] * len(models))
+    with torch_flags_kept():
+        trainer = make_trainer(s, device, [clock])
+        streams = [train_batches((x, y), s, Recipe(), seed) for seed in range(len(models))]
+        trainer.fit(module, train_dataloaders=Zipped(streams))
+    for k, model in enumerate(models):  # the members' weights, to compare with the sequence's
+        unstack_into(model, *module.member(k))
+    return clock.reads[-1] - clock.reads[0]
+
+
+def sequence_train(
+    models: list[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: TrainSettings,
+    warmup: int,
+    device: torch.device,
+) -> float:
+    """Seconds for the same K trained one after the other through `fit`'s path (member i seed i)."""
+    return sum(imbadv_train(m, x, y, s, warmup, device, seed=i) for i, m in enumerate(models))
+
+
+def peak_mib(device: torch.device) -> float | None:
+    """Peak GPU memory since the last reset, MiB; None on a CPU (no per-phase peak there)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def bench_grouped(
+    model: nn.Module,
+    s: TrainSettings,
+    k: int,
+    warmup: int,
+    steps: int,
+    repeats: int,
+    device: torch.device,
+) -> dict:
+    """Images/s per member of K grouped against the same K in sequence, alternated, from the
+    same initial weights (member i: `model` re-initialized from seed i) and batches."""
+    x, y = make_data((warmup + steps) * s.batch_size, device)
+    if s.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    start = []
+    for i in range(k):
+        member = copy.deepcopy(model)
+        member.reset_parameters(torch.Generator().manual_seed(i))
+        start.append(member.to(device, memory_format=_layout(s)))
+    sides = {"sequence": sequence_train, "grouped": grouped_train}
+    seconds: dict[str, list[float]] = {"sequence": [], "grouped": []}
+    final, peaks = {}, {}
+    for side in alternated(list(sides), repeats):
+        final[side] = [copy.deepcopy(m) for m in start]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds[side].append(sides[side](final[side], x, y, s, warmup, device))
+        peak = peak_mib(device)
+        peaks[side] = None if peak is None else peak / (k if side == "grouped" else 1)
+    per_member = {side: [steps * s.batch_size / t for t in ts] for side, ts in seconds.items()}
+    ratios = [g / q for g, q in zip(per_member["grouped"], per_member["sequence"], strict=True)]
+    return {
+        "members": k,
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "grouped_images_per_s_per_member": statistics.median(per_member["grouped"]),
+        "sequence_images_per_s_per_member": statistics.median(per_member["sequence"]),
+        # GPU only: the grouped peak over K; the sequence's is one model's (they run one by one)
+        "peak_memory_mib_per_member": peaks,
+        "weights_max_abs_diff": weights_diff(final["sequence"], final["grouped"]),
+    }
+
+
+def _layout(s: TrainSettings) -> torch.memory_format:
+    return torch.channels_last if s.channels_last else torch.contiguous_format
+
+
+def weights_diff(a: list[nn.Module], b: list[nn.Module]) -> float:
+    """Largest difference between the two sides' members (float rounding only, if they agree)."""
+    return max(
+        float((p.detach().cpu() - q.detach().cpu()).abs().max())
+        for ma, mb in zip(a, b, strict=True)
+        for p, q in zip(ma.state_dict().values(), mb.state_dict().values(), strict=True)
+    )

@@ -1,0 +1,173 @@
+"""Grouped training in a job: its planned group trained once, together, each member stored under
+its own key as if trained alone; the per-model path where grouping is off, slower or not exact."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+
+import torch
+from filelock import Timeout
+
+from imbadv.config.errors import ImbadvError
+from imbadv.config.groups import Member, identity, read_plan
+from imbadv.config.settings import Settings
+from imbadv.data.base import Dataset
+from imbadv.imbalance import PROFILES
+from imbadv.plan import (
+    Planned,
+    balanced_profile,
+    build_model,
+    model_facts,
+    plan_model,
+    resolve_class,
+    training_inputs,
+)
+from imbadv.results import judge
+from imbadv.status.progress import Watch
+from imbadv.store import Store, content_key
+from imbadv.training.grouped import Member as Inputs
+from imbadv.training.grouped import fit_group, ungroupable
+
+Resolved = tuple[Settings, Planned]  # a member's settings, and its spec, key and split
+
+
+def obtain(
+    data: Dataset,
+    s: Settings,
+    plan: Planned,
+    model: torch.nn.Module,
+    device: torch.device,
+    store: Store,
+    alone: Callable[[torch.nn.Module], dict],
+    watch: Watch | None = None,
+) -> tuple[dict, bool]:
+    """The model `plan.key` from the store, else trained (grouped when on): (record, trained).
+
+    `alone(model)` trains one model by itself and returns its record (imbadv.obtain.train_model)."""
+    members = planned(data, s, plan)
+    fields = {"group": s.train.group, "group_members": [p.key for _, p in members]}
+    if len(members) > 1 and grouping_on(s, model, device):
+        found = obtain_grouped(data, members, model, device, store, alone, watch, fields)
+        if found is not None:
+            return found
+    return store.model(plan.key, model, lambda m: {**alone(m), **fields, "grouped": False})
+
+
+def grouping_on(s: Settings, model: torch.nn.Module, device: torch.device) -> bool:
+    """`on`; `auto` only on a GPU (on 2 CPU threads grouped ran at 0.50x: docs/grouped.md);
+    never where grouping would not be exact (`ungroupable`)."""
+    asked = s.train.group == "on" or (s.train.group == "auto" and device.type == "cuda")
+    return asked and ungroupable(model, s.train, s.adversarial) is None
+
+
+def planned(data: Dataset, s: Settings, plan: Planned) -> list[Resolved]:
+    """This model's group as the sweep planned it, itself first: the listed members this data
+    makes with the same training-set size. Only itself when no plan lists it."""
+    found: dict[str, Resolved] = {plan.key: (s, plan)}
+    listed = False
+    for request in read_plan(s.store_dir, identity(s)):
+        try:
+            ms, mp = resolve(data, s, request)
+        except ImbadvError:  # a member another data set or sweep asked for: not this group's
+            continue
+        listed = listed or mp.key == plan.key
+        if len(mp.split.train) == len(plan.split.train):
+            found.setdefault(mp.key, (ms, mp))
+    return list(found.values()) if listed else [(s, plan)]
+
+
+def resolve(data: Dataset, s: Settings, request: Member) -> Resolved:
+    """A planned member's settings and plan, made as its own job would make them."""
+    imbalance = request["imbalance"]
+    profile = PROFILES.parse("imbalance", imbalance["name"], imbalance["params"])
+    ms = replace(s, imbalance=profile, seed=int(request["seed"]), target=request["class"])
+    if request["balanced"]:
+        profile = balanced_profile(ms, data.train_counts())
+    target = 0 if request["class"] is None else resolve_class(request["class"], data)
+    role = "balanced" if request["balanced"] else "member"
+    return ms, plan_model(data, ms, profile, target, role)
+
+
+def obtain_grouped(
+    data: Dataset,
+    members: list[Resolved],
+    model: torch.nn.Module,
+    device: torch.device,
+    store: Store,
+    alone: Callable[[torch.nn.Module], dict],
+    watch: Watch | None,
+    fields: dict,
+) -> tuple[dict, bool] | None:
+    """Train the group's missing members together under the group's lock; None: train alone
+    (another job is training this model by itself)."""
+    own = members[0][1].key
+    record = store.load_model(own, model)
+    if record is not None:
+        return record, False
+    with store.lock(f"group-{content_key({'members': sorted(fields['group_members'])})}"):
+        record = store.load_model(own, model)  # the job that trained the group stored it
+        if record is not None:
+            return record, False
+        with claimed(data, members, store) as mine:
+            if not mine or mine[0][1].key != own:
+                return None
+            records = train_group(data, mine, model, device, store, alone, watch, fields)
+    return records[own], True
+
+
+@contextmanager
+def claimed(data: Dataset, members: list[Resolved], store: Store) -> Iterator[list[Resolved]]:
+    """The members not stored yet whose lock this job gets at once, locked until training ends.
+
+    A member another job trains alone holds its lock: it is left to that job, never trained twice.
+    """
+    with ExitStack() as held:
+        mine = []
+        for ms, mp in members:
+            if store.load_model(mp.key, build_model(data, ms)) is not None:
+                continue  # stored already, e.g. before the group's last run was killed
+            lock = store.lock(mp.key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            held.callback(lock.release)
+            mine.append((ms, mp))
+        yield mine
+
+
+def train_group(
+    data: Dataset,
+    mine: list[Resolved],
+    model: torch.nn.Module,
+    device: torch.device,
+    store: Store,
+    alone: Callable[[torch.nn.Module], dict],
+    watch: Watch | None,
+    fields: dict,
+) -> dict[str, dict]:
+    """Train `mine` (this job's own model first, as `model`) and store each; key -> record."""
+    s, plan = mine[0]
+    if len(mine) == 1:  # the others stored or taken: nothing to stack, train it as alone
+        record = {**alone(model), **fields, "grouped": False}
+        return {plan.key: store.save_model(plan.key, model, record)}
+    models = [model, *(build_model(data, ms) for ms, _ in mine[1:])]
+    started = time.perf_counter()
+    inputs = []
+    for m, (ms, mp) in zip(models, mine, strict=True):
+        train_xy, val_xy, loss = training_inputs(m, data, ms, mp, device)
+        inputs.append(Inputs(train_xy, val_xy, ms.seed, loss))
+    label = f"{plan.label} and {len(mine) - 1} more, grouped"
+    with (watch or Watch(lines=False)).training(plan.key, plan.role, label):
+        fits = fit_group(models, inputs, s.train, device, recipe=s.recipe)
+    share = (time.perf_counter() - started) / len(mine)  # the group's time, split evenly
+    out = {}
+    for m, (ms, mp), fitted in zip(models, mine, fits, strict=True):
+        facts = model_facts(ms, mp, mp.split, share)
+        judged = judge(fitted["history"], mp.split.val_counts)
+        record = {**facts, **fitted, **judged, **fields, "grouped": True}
+        out[mp.key] = store.save_model(mp.key, m, record)
+    return out
