@@ -114,7 +114,7 @@ class GroupedClassifier(L.LightningModule):
     ):
         super().__init__()
         self.settings, self.losses, self.k = settings, losses, len(models)
-        self.recipe = recipe or Recipe()
+        self.recipe, self.steps_per_epoch, self.epoch_lr = recipe or Recipe(), 1, math.nan
         params, buffers = stack_module_state(list(models))
         self.names = list(params)
         self.stacked = nn.ParameterList([nn.Parameter(params[n].detach()) for n in self.names])
@@ -144,6 +144,8 @@ class GroupedClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.loss_sum, self.seen = torch.zeros(self.k, device=self.device), 0
         self.index = torch.tensor(self.active, device=self.device)
+        if self._trainer is not None:  # the lr of the epoch's first step, as fit logs it
+            self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch: tuple, _: int) -> torch.Tensor:
         self.template[0].train()
@@ -201,11 +203,14 @@ class GroupedClassifier(L.LightningModule):
                     f"{self.current_epoch}; lower optimizer.lr (now {self.recipe.optimizer.params.lr})"
                 )
             self.log(f"m{k}/train/loss", means[k], **LOG)
+            self.log(f"m{k}/train/lr", self.epoch_lr, **LOG)
 
     def configure_optimizers(self) -> dict:
         named = list(zip(self.names, self.stacked, strict=True))
-        steps = self.trainer.num_training_batches if self._trainer is not None else 1
-        return optimization(named, self.recipe, steps, self.settings.max_epochs, stacked=True)
+        # every member has the same training-set size: the same batches per epoch
+        return optimization(
+            named, self.recipe, self.steps_per_epoch, self.settings.max_epochs, stacked=True
+        )
 
 
 LOG = {"add_dataloader_idx": False}
@@ -281,7 +286,7 @@ def fit_group(
         runs.append(MemberRun(model, keep, patience))
     L.seed_everything(members[0].seed, workers=True, verbose=False)
     module = GroupedClassifier(models, settings, [m.loss for m in members], recipe)
-    module.runs = runs
+    module.runs, module.steps_per_epoch = runs, len(trains[0])
     trainer = make_trainer(settings, device, [GroupSelection()], logger)
     trainer.fit(module, train_dataloaders=Zipped(trains), val_dataloaders=vals)
     return [record(run, trainer.current_epoch, settings) for run in runs]
