@@ -39,6 +39,7 @@ class Unit:
     profile: str = ""  # the group's parts, for findings that pair settings
     objective: str = "ce"
     adversarial: str = "none"
+    recipe: str = ""  # "" = the paper's (Keras RMSprop, Keras decay, no augmentation)
 
 
 def units_from_rows(
@@ -60,6 +61,7 @@ def units_from_rows(
                 profile=r.get("profile", r["imbalance"]),
                 objective=r.get("objective", "ce"),
                 adversarial=r.get("adversarial", "none"),
+                recipe=r.get("recipe", ""),
             ),
         )
         unit.classes[cls] = ClassEval(

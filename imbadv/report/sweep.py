@@ -11,6 +11,7 @@ from typing import Any
 from imbadv.report.errors import ReportError
 from imbadv.report.stats import Stat, summarize
 from imbadv.results import ResultsError, never_learned, read_results
+from imbadv.table import recipe_of
 
 # The paper's classes: only to decide whether Table 1 can stand next to the paper's.
 CIFAR10_CLASSES = (
@@ -254,7 +255,18 @@ def setting(result: dict[str, Any]) -> dict[str, str]:
         "objective": (cfg.get("objective") or {}).get("name", "ce"),
         "adversarial": (cfg.get("adversarial") or {}).get("mode", "none"),
         "of": str(imb.get("of") or ""),
+        "recipe": recipe_label(cfg),
     }
+
+
+PAPER_RECIPE = ("rmsprop_keras", "keras_decay", "none")
+
+
+def recipe_label(cfg: dict[str, Any]) -> str:
+    """`sgd/step/crop_flip` for a recipe other than the paper's (optimizer/schedule/augment);
+    "" for the paper's, so the paper's settings keep their labels."""
+    names = tuple(part.get("name") for part in recipe_of(cfg).values())
+    return "" if names == PAPER_RECIPE else "/".join(names)
 
 
 def group_of(result: dict[str, Any]) -> str:
@@ -266,7 +278,8 @@ def group_label(s: dict[str, Any]) -> str:
     extra = [s["objective"]] * (s["objective"] != "ce") + [s["adversarial"]] * (
         s["adversarial"] != "none"
     )
-    return " + ".join([s["profile"], *extra])
+    recipe = [s["recipe"]] if s.get("recipe") else []
+    return " + ".join([s["profile"], *extra, *recipe])
 
 
 def write_csv(records: list[dict[str, Any]], path: Path) -> None:
