@@ -19,7 +19,7 @@ from typing import Any
 
 from imbadv.config.registry import Spec, params_key
 from imbadv.config.settings import Settings, source_settings
-from imbadv.config.sources import Source
+from imbadv.config.sources import CheckpointSource, Source
 from imbadv.models import CHECKPOINT
 
 Member = dict[
@@ -62,6 +62,8 @@ def requests(s: Settings) -> list[tuple[Settings, Member]]:
     if s.imbalance.name != Source.BALANCED and Source.BALANCED in s.sources:
         out.append((s, member(s, s.imbalance, s.target, True)))
     for source in s.named_sources.values():
+        if isinstance(source, CheckpointSource):  # a file: loaded, never trained
+            continue
         ss = source_settings(s, source)
         target = s.target if source.target is None else source.target
         out.append((replace(ss, target=target), member(ss, source.profile, target, False)))
