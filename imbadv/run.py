@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
@@ -52,6 +53,18 @@ def _gpu_share(jobs_per_gpu: int) -> float:
     return gpu_share(jobs_per_gpu)
 
 
+def job_folder(overrides: str) -> str:
+    """A job's folder name: its overrides (`class=3,imbalance=under`), cut with a digest when
+    longer than file systems allow (255 bytes; a recipe comparison has many overrides)."""
+    if len(overrides.encode()) <= MAX_FOLDER:
+        return overrides
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:12]
+    return f"{overrides.encode()[: MAX_FOLDER - 13].decode(errors='ignore')}-{digest}"
+
+
+MAX_FOLDER = 200  # bytes: room under 255 for Hydra's own suffixes
+
+OmegaConf.register_new_resolver("imbadv_folder", job_folder, replace=True)
 OmegaConf.register_new_resolver("imbadv_slots", _slots, replace=True)
 OmegaConf.register_new_resolver("imbadv_gpu_share", _gpu_share, replace=True)
 

@@ -154,3 +154,44 @@ def test_an_unknown_option_lists_those_of_a_plugin_search_path(tmp_path):
         )
     assert (err.value.key, err.value.value) == ("imbalance", "lineer")
     assert "linear" in err.value.allowed.split("one of ")[1].split(", ")
+
+
+def test_a_job_folder_name_never_exceeds_what_file_systems_allow():
+    from imbadv.run import MAX_FOLDER, job_folder
+
+    short = "class=3,imbalance=under"
+    assert job_folder(short) == short
+    long = ",".join(f"option{k}.value={'x' * 12}" for k in range(20))  # a recipe comparison's
+    cut, other = job_folder(long), job_folder(long.replace("option19", "option18"))
+    assert len(cut.encode()) <= MAX_FOLDER < 255 and cut.startswith(long[:100])
+    assert cut == job_folder(long) and cut != other  # repeatable, and distinct jobs stay distinct
+
+
+def test_a_multirun_with_many_overrides_writes_its_job_folders(tmp_path):
+    overrides = [
+        "experiment=smoke",
+        "trainer.max_epochs=1",
+        "attack.methods=[fgsm]",
+        "optimizer=rmsprop_keras",
+        "optimizer.lr=0.002",
+        "schedule=keras_decay",
+        "schedule.decay=0.00001",
+        "augment=none",
+        "trainer.early_stopping=true",
+        "trainer.selection=val_loss",
+        "trainer.robust_val_steps=10",
+        "counts.val_fraction=0.1",
+        "seed=0,1",
+    ]
+    proc = run_cli(
+        [
+            "-m",
+            *overrides,
+            f"paths.store_dir={tmp_path}/store",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/results.json"))
+    assert len(jobs) == 2 and all(len(j.encode()) <= 200 for j in jobs)
