@@ -2,8 +2,8 @@
 
 `Unit` is what the statistics read: one model setting (group) and seed, with per class the clean
 and attacked confusion rows of that class's test images. `units_from_rows` builds it from today's
-results (class c's rows come from the job that targeted class c); a later adapter can build the
-same structure from a whole-test-set `per_class` field without touching the statistics.
+results (class c's rows come from the job that targeted class c, or from the per-class confusion
+rows of a job that attacked every class's images, `attack.images=all`).
 """
 
 from __future__ import annotations
@@ -64,13 +64,35 @@ def units_from_rows(
                 recipe=r.get("recipe", ""),
             ),
         )
+        learned = bool(r.get("learned", True))
         unit.classes[cls] = ClassEval(
-            int(r["n"]), tuple(r["clean_row"]), tuple(r["adv_row"]), bool(r.get("learned", True))
+            int(r["n"]), tuple(r["clean_row"]), tuple(r["adv_row"]), learned
         )
+        for c, evaluation in every_class(r, learned).items():  # attack.images=all
+            unit.classes.setdefault(c, evaluation)
     for unit in units.values():
-        found = {(counts or {}).get((unit.group, unit.seed, c)) for c in unit.classes}
+        # A job attacking every class's images (attack.images=all) records its model's counts
+        # under its own class only: classes without a record say nothing against it.
+        found = {(counts or {}).get((unit.group, unit.seed, c)) for c in unit.classes} - {None}
         unit.train_counts = found.pop() if len(found) == 1 else None
     return sorted(units.values(), key=lambda u: (u.group, u.seed))
+
+
+def every_class(row: dict[str, Any], learned: bool) -> dict[int, ClassEval]:
+    """A row of a job that attacked every class's images (`attack.images=all`): each class's
+    clean and attacked confusion rows; {} for a row of the target class's images only."""
+    every = row.get("classes")
+    if not every:
+        return {}
+    return {
+        int(c["class"]): ClassEval(
+            int(c["n"]),
+            tuple(every["clean_confusion"][int(c["class"])]),
+            tuple(every["adv_confusion"][int(c["class"])]),
+            learned,
+        )
+        for c in every["per_class"]
+    }
 
 
 def train_counts(

@@ -47,7 +47,8 @@ def _complete(units: list[Unit]) -> dict[str, dict[int, dict[str, float]]]:
     (balanced and tail recall are means over all classes: a sweep of some classes has none)."""
     out: dict[str, dict[int, dict[str, float]]] = {}
     for u in units:
-        if u.train_counts is not None and len(u.classes) == len(u.train_counts):
+        learned = all(e.learned for e in u.classes.values())  # never-learned models: left out
+        if learned and u.train_counts is not None and len(u.classes) == len(u.train_counts):
             out.setdefault(u.group, {})[u.seed] = seed_metrics(u)
     return out
 
@@ -115,7 +116,8 @@ def contrast_blocks(found: list[Contrast]) -> list[Block]:
         "Per seed, each model's balanced recall (mean over classes) and its head and tail thirds "
         "by training count; a setting against its base (no adversarial training, cross-entropy, "
         "the paper's recipe), one factor changed, same profile, paired by seed value; mean difference over seeds (points) with a "
-        "t-interval over seeds (95 %). Descriptive: not among the Holm-adjusted findings."
+        "t-interval over seeds (95 %). Models that never learned are left out (their seeds are "
+        "missing from the seeds column). Descriptive: not among the Holm-adjusted findings."
     )
     head = ["setting", "metric", "seeds", "difference", "95 % interval"]
     return [("h", 2, "Long-tail contrasts, paired by seed"), ("p", text), ("table", head, rows)]
