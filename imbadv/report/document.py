@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report import classdoc, figures, learning, longtail, verdicts
+from imbadv.report import classdoc, figures, learning, longtail, overfitting, verdicts
 from imbadv.report import paper as rp
 from imbadv.report.plots import matrix_order
 from imbadv.report.sweep import is_cifar10
@@ -296,6 +296,7 @@ def write_report(rep: Any) -> Path:
         ("h", 2, "Figures"),
         *[("img", f, c) for f, c in figs],
         *longtail.contrast_blocks(rep.contrasts),
+        *overfitting.blocks(sweep),
         *verdicts.finding_blocks(rep.found, rep.names, is_cifar10(sweep), rep.floor),
         ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above."),
     ]
