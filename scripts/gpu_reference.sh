@@ -23,11 +23,11 @@ WORK=${WORK:-gpu-reference}                   # sweep folders and the store (not
 DATA=${DATA:-}                                # a CIFAR-10 copy (folder/tar.gz); empty: the download
 PAPER=${PAPER:-experiment=paper}
 PAPER_GRID=${PAPER_GRID:-class=0..9 imbalance=balanced,under,over,matched}
-PAPER_SEEDS=${PAPER_SEEDS:-0 1 2}
+PAPER_SEEDS=${PAPER_SEEDS-0 1 2}          # empty: none
 PAPER_MIN=${PAPER_MIN:-120}                   # seconds a paper seed needs at least
 LONGTAIL=${LONGTAIL:-experiment=longtail}
 LONGTAIL_GRID=${LONGTAIL_GRID:-class=0..9 adversarial=pgd_at objective=ce,balanced_softmax}
-LONGTAIL_SEEDS=${LONGTAIL_SEEDS:-0 1 2 3 4}
+LONGTAIL_SEEDS=${LONGTAIL_SEEDS-0 1 2 3 4}  # empty: none
 LONGTAIL_MIN=${LONGTAIL_MIN:-240}             # the <= 4 minutes per model target
 LAUNCH=${LAUNCH:-launcher=gpus trainer.group=auto}
 EXTRA=${EXTRA:-}
