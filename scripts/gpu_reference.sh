@@ -105,3 +105,4 @@ for study in paper longtail; do
   report="$WORK/report-$study/report.md"
   [ -f "$report" ] && awk '/^## The paper.s findings/{on=1} on && /^\|/' "$report" | head -20
 done
+exit 0  # what ran is archived; what did not is said above (and reruns with the same command)

@@ -152,9 +152,11 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "fit", spy)
     with pytest.raises(Stop):
         experiment.obtain_model(data, s, s.imbalance, 0, torch.device("cpu"), Store(tmp_path))
-    split = experiment.select(
+    from imbadv.imbalance.split import class_counts, select
+
+    split = select(
         data.y_train,
-        experiment.class_counts(data.train_counts(), s.imbalance, 0),
+        class_counts(data.train_counts(), s.imbalance, 0),
         s.val_fraction,
         s.seed,
     )
