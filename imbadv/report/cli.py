@@ -126,7 +126,8 @@ def results_page(report_md: Path, page: Path, section: str | None = None) -> Non
     block = f"{start}\n{text.rstrip()}\n{end}\n"
     if start in old and end in old:
         head, rest = old.split(start, 1)
-        page.write_text(head + block + rest.split(end, 1)[1].lstrip("\n"))
+        tail = rest.split(end, 1)[1]  # the end marker's own newline is the block's last
+        page.write_text(head + block + (tail[1:] if tail.startswith("\n") else tail))
     else:
         page.write_text(old + ("\n" if old else "") + block)
 

@@ -337,3 +337,6 @@ def test_results_page_sections_are_added_then_replaced(smoke_sweep, tmp_path):
     assert (tmp_path / "results" / "lt-fig_transfer.png").exists()
     assert cli.main([str(sweep_dir), "--results-page", str(page), "--section", "other"]) == 0
     assert page.read_text().index("section lt -->") < page.read_text().index("section other -->")
+    both = page.read_text()  # replacing the first of two sections changes nothing else
+    assert cli.main([str(sweep_dir), "--results-page", str(page), "--section", "lt"]) == 0
+    assert page.read_text() == both and "end of section lt -->\n\n<!-- imbadv" in both
