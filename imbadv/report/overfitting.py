@@ -12,6 +12,7 @@ from typing import Any
 
 from imbadv.report.stats import summarize
 from imbadv.report.sweep import Sweep, group_of
+from imbadv.results import never_learned
 
 Block = tuple
 
@@ -23,7 +24,7 @@ def curves(sweep: Sweep) -> dict[str, dict[int, list[float]]]:
     for result in sweep.results:
         model = result["models"].get("target", {})
         curve = [h["val/robust_acc"] for h in model.get("history", []) if "val/robust_acc" in h]
-        if not curve or model.get("key") in seen:
+        if not curve or model.get("key") in seen or never_learned(model):
             continue
         seen.add(model.get("key"))
         out.setdefault(group_of(result), {})[int(result["meta"]["seed"])] = curve
@@ -63,7 +64,8 @@ def blocks(sweep: Sweep) -> list[Block]:
         "Per model, the robust validation accuracy (PGD on the validation split of its training "
         "data, `trainer.robust_val_steps` steps at `adversarial.eps`) at its best epoch and at its "
         "last; gap = best - last (points), mean over seeds with a t-interval over seeds (95 %). "
-        "A positive gap is robust overfitting; the model kept is the one its selection rule picks."
+        "A positive gap is robust overfitting; the model kept is the one its selection rule picks. "
+        "Models that never learned are left out (their seed is missing)."
     )
     head = ["setting", "seeds", "best (%)", "best epoch", "last (%)", "gap", "95 % interval"]
     rows: list[Any] = gap_rows(found)
