@@ -44,6 +44,7 @@ TARGETS = {
     "pgd_l2_vs_torchattacks": 0.95,
     "mifgsm_vs_torchattacks": 0.95,
 }
+MATMUL_KEY = {"cpu": "matmul_fp32_gflops", "cuda": "matmul_fp32_gflops"}  # the yardstick info holds
 REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
 
 
@@ -249,6 +250,12 @@ def run_bench(args: argparse.Namespace) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     if grouped is not None:
+        # achieved rate of all K members beside the machine's matmul rate (info, same run)
+        k, rate = grouped["members"], info.get(MATMUL_KEY[device.type], math.nan)
+        for side in ("grouped", "sequence"):
+            gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
+            grouped[f"{side}_gflops"] = gflops
+            grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
         report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
@@ -291,7 +298,9 @@ def format_table(r: dict) -> str:
             f"  grouped  {g['grouped_images_per_s_per_member']:>9.1f} "
             f"{g['sequence_images_per_s_per_member']:>9.1f} {g['ratio']:>6.3f}  {'':<28}  "
             f"per member, {g['members']} grouped vs in sequence (weights max diff "
-            f"{g['weights_max_abs_diff']:.2g})"
+            f"{g['weights_max_abs_diff']:.2g}); {g['grouped_gflops']:.1f} vs "
+            f"{g['sequence_gflops']:.1f} GFLOP/s, {100 * g['grouped_of_matmul_rate']:.0f} % vs "
+            f"{100 * g['sequence_of_matmul_rate']:.0f} % of the matmul rate"
         )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",

@@ -80,6 +80,12 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
     for key in ("grouped_images_per_s_per_member", "sequence_images_per_s_per_member", "ratio"):
         assert positive(grouped[key]), key
     assert grouped["weights_max_abs_diff"] < 1e-4  # the same steps, members as if alone
+    for side in ("grouped", "sequence"):  # the VGG's achieved rate beside the machine's matmul
+        assert positive(grouped[f"{side}_gflops"]) and positive(grouped[f"{side}_of_matmul_rate"])
+    per_member = (
+        grouped["grouped_images_per_s_per_member"] / grouped["sequence_images_per_s_per_member"]
+    )
+    assert grouped["grouped_gflops"] / grouped["sequence_gflops"] == pytest.approx(per_member)
     assert positive(written["machine"]["matmul_fp32_gflops"])
     assert written["settings"]["seed"] == 0 and written["attacks_identical"] is True
     for row in written["attack"].values():
