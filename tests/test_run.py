@@ -60,6 +60,7 @@ BAD = [
     (["attack.images=some"], "attack.images=some"),
     (["attack.per_class=5"], "attack.per_class=5"),
     (["attack.images=all", "attack.per_class=0"], "attack.per_class=0"),
+    (["attack.stack=maybe"], "attack.stack=maybe"),
 ]
 
 

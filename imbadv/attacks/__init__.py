@@ -144,12 +144,17 @@ class AttackFacts(Facts):
 
     `norm`: the ball its perturbation stays in (the eps it takes is that norm's radius);
     `directions`: the Direction values it supports (settings refuse the others); `reuses_gradient`:
-    its images are one signed step of the clean gradient, so one backward pass serves every eps.
+    its images are one signed step of the clean gradient, so one backward pass serves every eps;
+    `draws`: it draws random numbers (random starts, proposals) from its generator, one stream per
+    image set. `draws=False` promises images that are a function of the model and each image
+    alone: only those are crafted for several sources in one stacked call (docs/transfer.md,
+    "Stacked attacks"). True unless declared: a plug-in that does not say is never stacked.
     """
 
     norm: Literal["Linf", "L2"]
     directions: tuple[Direction, ...]
     reuses_gradient: bool = False
+    draws: bool = True
 
     @property
     def targeted(self) -> bool:
@@ -159,27 +164,28 @@ class AttackFacts(Facts):
 
 ATTACKS = Registry("attack.methods", AttackFacts)
 _LINF = {"norm": "Linf", "directions": ALL_DIRECTIONS}
+_DETERMINISTIC = {**_LINF, "draws": False}  # no random start: images stack exactly
 ATTACKS.add(
     "fgsm",
     FGSMParams,
     "imbadv.attacks.gradient_sign:fgsm_attack",
     "fast gradient sign, L-inf (Goodfellow et al. 2015)",
     reuses_gradient=True,
-    **_LINF,
+    **_DETERMINISTIC,
 )
 ATTACKS.add(
     "bim",
     BIMParams,
     "imbadv.attacks.gradient_sign:bim_attack",
     "iterative gradient sign, L-inf (Kurakin et al. 2016)",
-    **_LINF,
+    **_DETERMINISTIC,
 )
 ATTACKS.add(
     "mifgsm",
     MIFGSMParams,
     "imbadv.attacks.gradient_sign:mifgsm_attack",
     "momentum iterative gradient sign, L-inf (Dong et al. 2018)",
-    **_LINF,
+    **_DETERMINISTIC,
 )
 ATTACKS.add(
     "pgd",

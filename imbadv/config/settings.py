@@ -89,6 +89,9 @@ class Settings:
     adversarial: AdversarialSettings = AdversarialSettings()  # mode none: standard training
     attack_images: str = "target"  # target: the target class's test images | all: every class
     per_class: int | None = None  # with all: a seeded class-stratified subset of N per class
+    # auto | on | off: sources' images crafted in one stacked call (docs/transfer.md); how images
+    # are made, never what they are, so no store key holds it
+    attack_stack: str = "auto"
     progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
     named_sources: dict = field(default_factory=dict)  # name -> SourceModel | CheckpointSource
     recipe: Recipe = field(default_factory=Recipe)  # optimizer, schedule, augmentation
@@ -204,6 +207,7 @@ def from_config(cfg: DictConfig) -> Settings:
         store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
         adversarial=adversarial,
         **attack_images(cfg.attack),
+        attack_stack=_one_of("attack.stack", cfg.attack.get("stack", "auto"), STACK_MODES),
         progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
     )
 
@@ -255,6 +259,7 @@ def check_logger(logger: Any) -> None:
 
 
 PROGRESS_MODES = ("lines", "quiet")  # a line per epoch and per ~30 s of attacks, or none
+STACK_MODES = ("auto", "on", "off")  # attack.stack: auto = on a CUDA device only
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> str:

@@ -63,13 +63,14 @@ def test_replace_true_replaces_and_the_same_line_again_is_harmless():
 @pytest.mark.parametrize(
     "facts, message",
     [
-        ({"norm": "Linf", "direction": ALL_DIRECTIONS}, "unknown fact direction (facts: norm, directions, reuses_gradient)"),
+        ({"norm": "Linf", "direction": ALL_DIRECTIONS}, "unknown fact direction (facts: norm, directions, reuses_gradient, draws)"),
         ({"norm": "Linf"}, "missing fact directions (declare directions)"),
         ({"directions": ALL_DIRECTIONS}, "missing fact norm (declare norm)"),
         ({**LINF, "norm": "linf"}, "fact norm='linf' is not allowed: expected one of Linf, L2"),
         ({**LINF, "directions": ("sideways",)}, "fact directions='sideways' is not allowed: expected one of ascent, descent, least_likely, toward"),
         ({**LINF, "directions": ()}, "fact directions=() is not allowed: expected a non-empty tuple"),
         ({**LINF, "reuses_gradient": "yes"}, "fact reuses_gradient='yes' is not allowed: expected bool"),
+        ({**LINF, "draws": 0}, "fact draws=0 is not allowed: expected bool"),
     ],
 )  # fmt: skip
 def test_a_wrong_fact_fails_at_registration_in_one_line(facts, message):
@@ -86,6 +87,12 @@ def test_every_axis_declares_its_facts():
     assert DATASETS.entries["cifar10"].facts.identity == "options"
     assert ATTACKS.entries["pgd_l2"].facts.norm == "L2" and ATTACKS.entries["pgd"].facts.targeted
     assert ATTACKS.entries["autoattack"].facts.directions == (Direction.ASCENT,)
+    # only the attacks that draw no random start are crafted stacked (docs/transfer.md)
+    assert sorted(n for n, e in ATTACKS.entries.items() if not e.facts.draws) == [
+        "bim",
+        "fgsm",
+        "mifgsm",
+    ]
     assert all(e.facts.takes_width for e in MODELS.entries.values())
     with pytest.raises(RegistryError, match="unknown fact targeted .facts: none on this axis"):
         OBJECTIVES.add("mine", Params, "my_imbadv:mine", targeted=False)
@@ -172,7 +179,7 @@ def test_a_plugin_that_breaks_the_contract_is_refused_as_a_plugin(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "imbadv: error: plugins=typo_plugin is not allowed: expected a module that registers "
-        "cleanly (attack.methods noise: unknown fact nrom (facts: norm, directions, reuses_gradient))"
+        "cleanly (attack.methods noise: unknown fact nrom (facts: norm, directions, reuses_gradient, draws))"
     )
 
 
