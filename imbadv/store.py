@@ -110,10 +110,11 @@ class Store:
         self._log("trainings", key)
         return record
 
-    def _log(self, kind: str, key: str) -> None:
+    def _log(self, kind: str, key: str, **extra: int) -> None:
         # One line per piece of work done: how tests and users count that nothing ran twice.
+        line = {"key": key, "time": time.time(), "pid": os.getpid(), **extra}
         with open(self.root / f"{kind}.jsonl", "a") as log:
-            log.write(json.dumps({"key": key, "time": time.time(), "pid": os.getpid()}) + "\n")
+            log.write(json.dumps(line) + "\n")
 
     def model(
         self, key: str, model: nn.Module, train: Callable[[nn.Module], dict]
@@ -198,11 +199,16 @@ class Store:
             missing = [name for name, v in sets.items() if v is None]
             if missing:
                 for name, arrays in craft(missing).items():
-                    path = self.root / "images" / f"{keys[name]}.npz"
-                    atomic_write_bytes(path, lambda tmp, a=arrays: _save_npz(tmp, a))
-                    self._log("craftings", keys[name])
+                    self.save_images(keys[name], arrays)
                     sets[name] = arrays
         return sets
+
+    def save_images(self, key: str, arrays: dict[str, np.ndarray], **log: int) -> None:
+        """Store one image set exactly (float32, compressed) and log it under "craftings" (with
+        `log`, e.g. stacked=K); the caller holds its group's lock."""
+        path = self.root / "images" / f"{key}.npz"
+        atomic_write_bytes(path, lambda tmp: _save_npz(tmp, arrays))
+        self._log("craftings", key, **log)
 
     def work_log(self, kind: str = "trainings") -> list[dict]:
         """Every piece of work of `kind` ("trainings", "evaluations", "craftings") recorded, in order."""

@@ -9,19 +9,23 @@ comes with the images its transfer rows already need (docs/transfer.md).
 from __future__ import annotations
 
 import hashlib
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
+from torch import nn
 
-from imbadv.attacks import EPS_SPACE
+from imbadv.attacks import ATTACKS, EPS_SPACE
 from imbadv.config.settings import AttackSpec, Settings, with_names
 from imbadv.config.sources import Source
 from imbadv.data.base import Dataset
 from imbadv.data.tensors import on_device, predict, predict_unit, to_unit
-from imbadv.evaluate import craft
+from imbadv.evaluate import craft, craft_stacked
 from imbadv.metrics import attack_summary, class_summary, flag_gradient_masking, stratified_subset
+from imbadv.models.stacked import architecture
 from imbadv.status.progress import Watch
 from imbadv.store import Store, content_key
 
@@ -47,9 +51,12 @@ def attacked_indices(data: Dataset, s: Settings, target: int) -> np.ndarray:
     return stratified_subset(data.y_test, s.per_class, s.seed)
 
 
+Made = tuple[str, nn.Module, str]  # a source's images come from: (name, model, store key)
+
+
 def image_sets(
     store: Store,
-    source: tuple[str, torch.nn.Module, str],
+    source: Made,
     s: Settings,
     idx: np.ndarray,
     images: tuple[torch.Tensor, torch.Tensor],
@@ -58,6 +65,23 @@ def image_sets(
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per spec name, the images `source` (name, model, store key) makes from `images`, once."""
     name, model, model_key = source
+    group, keys = set_keys(model_key, s, idx)
+    specs = {spec.name: spec for spec in s.specs}
+    # each set's random starts from its own generator, seeded by its key: the same set whichever
+    # job makes it and whatever other sets are made with it
+    seeds = {n: int(k[:8], 16) for n, k in keys.items()}
+
+    def make(missing: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        callbacks = watch.attacks(f"{name} on {len(idx)} images")
+        todo = [specs[n] for n in missing]
+        return craft(name, model, todo, seeds, images, device, s.attack_batch_size, callbacks)
+
+    sets = store.images(group, keys, make)
+    return {n: {**arrays, "key": keys[n]} for n, arrays in sets.items()}
+
+
+def set_keys(model_key: str, s: Settings, idx: np.ndarray) -> tuple[str, dict[str, str]]:
+    """The lock group of a source's image sets on `idx`, and each set's store key by spec name."""
     where = {"source": model_key, "indices": hashlib.sha256(idx.tobytes()).hexdigest()[:16]}
     keys = {
         spec.name: content_key(
@@ -70,18 +94,65 @@ def image_sets(
         )
         for spec in s.specs
     }
-    specs = {spec.name: spec for spec in s.specs}
-    # each set's random starts from its own generator, seeded by its key: the same set whichever
-    # job makes it and whatever other sets are made with it
-    seeds = {n: int(k[:8], 16) for n, k in keys.items()}
+    return content_key(where), keys
 
-    def make(missing: list[str]) -> dict[str, dict[str, np.ndarray]]:
-        callbacks = watch.attacks(f"{name} on {len(idx)} images")
-        todo = [specs[n] for n in missing]
-        return craft(name, model, todo, seeds, images, device, s.attack_batch_size, callbacks)
 
-    sets = store.images(content_key(where), keys, make)
-    return {n: {**arrays, "key": keys[n]} for n, arrays in sets.items()}
+def stacking(mode: str, device: torch.device) -> bool:
+    """attack.stack: `on`, `off`, or `auto`: on a CUDA device only (slower on a CPU, docs/bench.md)."""
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def stacked_sets(store: Store, made: list[Made], at: Attacked, watch: Watch) -> None:
+    """With stacking on, the missing sets of attacks that draw nothing (`AttackFacts.draws`) of
+    the sources that share an architecture: crafted in one stacked call per architecture and
+    stored as `image_sets` stores them (same keys, same arrays), which then finds them."""
+    s = at.s
+    specs = [x for x in s.specs if not ATTACKS.get("attack.methods", x.method.name).facts.draws]
+    if not specs or not len(at.idx) or not stacking(s.attack_stack, at.device):
+        return
+    alike: dict[tuple, list] = {}
+    for name, model, key in {m[2]: m for m in made}.values():  # a model once (same = its name)
+        alike.setdefault(architecture(model), []).append((*set_keys(key, s, at.idx), name, model))
+    for members in alike.values():
+        if len(members) > 1:
+            stack_missing(store, sorted(members, key=lambda m: m[0]), specs, at, watch)
+
+
+def stack_missing(
+    store: Store, members: list[tuple], specs: list[AttackSpec], at: Attacked, watch: Watch
+) -> None:
+    """The sets `members` (group, keys, name, model) still miss, crafted stacked under their
+    groups' locks. Only locks free now are taken: a member whose lock another job holds is left
+    to `image_sets` (which waits for it), so jobs stacking overlapping sources never deadlock
+    and none waits while holding a lock."""
+    with ExitStack() as held:
+        todo = []
+        for group, keys, name, model in members:
+            if not free(held, store.lock(f"images-{group}")):
+                continue
+            missing = [x.name for x in specs if store.load_images(keys[x.name]) is None]
+            if missing:  # checked under the lock: another job may have just stored them
+                todo.append((keys, name, model, missing))
+        if len(todo) < 2:
+            return  # one source alone: image_sets crafts it as it always has
+        wanted = [x for x in specs if any(x.name in m[3] for m in todo)]
+        label = f"{'+'.join(m[1] for m in todo)} stacked on {len(at.idx)} images"
+        made = craft_stacked(
+            label, [m[2] for m in todo], wanted, at.images, at.device,
+            at.s.attack_batch_size, watch.attacks(label),
+        )  # fmt: skip
+        for (keys, _, _, missing), sets in zip(todo, made, strict=True):
+            for name in missing:
+                store.save_images(keys[name], sets[name], stacked=len(todo))
+
+
+def free(held: ExitStack, lock: FileLock) -> bool:
+    """Take `lock` into `held` if no one holds it now; never waits."""
+    try:
+        held.enter_context(lock.acquire(timeout=0))
+        return True
+    except Timeout:
+        return False
 
 
 class Tested(NamedTuple):
@@ -127,10 +198,10 @@ def attack_rows(
     names = with_names(s)
     rows: dict[str, list[dict[str, Any]]] = {"target": [], "balanced": []}
     clean = {who: predict(models[who], at.images[0]) for who in rows if who in models}
+    made = {src: (names[src], models[role_of(src)], keys[role_of(src)]) for src in s.sources}
+    stacked_sets(store, list(made.values()), at, watch)  # with attack.stack: found here below
     for src in s.sources:
-        role = role_of(src)
-        made = (names[src], models[role], keys[role])
-        sets = image_sets(store, made, s, at.idx, at.images, device, watch)
+        sets = image_sets(store, made[src], s, at.idx, at.images, device, watch)
         for test in tested_on(src, s, names):
             model = (models[test.role], keys[test.role], clean[test.role])
             rows[test.role] += rows_on(at, test, names[src], model, sets)

@@ -52,3 +52,10 @@ class Stacked(nn.Module):
 def stack_rows(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """Member batches (each (B, ...)) as the (K*B, ...) rows `Stacked` takes."""
     return torch.cat(list(parts))
+
+
+def architecture(model: nn.Module) -> tuple:
+    """What models stacked as one must share: class, structure (the repr names each layer's
+    hyperparameters), and the names, shapes and dtypes of every parameter and buffer."""
+    tensors = tuple((n, tuple(v.shape), v.dtype) for n, v in model.state_dict().items())
+    return type(model), str(model), tensors
