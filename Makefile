@@ -60,7 +60,7 @@ bench: ## Speed against a raw PyTorch loop and torchattacks (JSON to bench.json)
 bench-smoke: ## CI: the bench at small sizes, every row, --strict identity checks, seeds 0 and 1 (~20-40 s)
 	for seed in 0 1; do \
 		$(PY) -m imbadv.bench --device cpu --threads 1 --width 0.125 --batch-size 32 --steps 2 \
-			--warmup 1 --repeats 1 --attack-images 64 --eval-images 512 --attack-steps 3 --group 2 \
+			--warmup 1 --repeats 1 --attack-images 64 --eval-images 512 --attack-steps 3 --group 2 --stack 2 \
 			--strict --seed $$seed || exit 1; \
 	done
 

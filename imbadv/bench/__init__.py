@@ -27,6 +27,7 @@ from imbadv.bench.attacks import (
     timed,
 )
 from imbadv.bench.grouped import bench_grouped
+from imbadv.bench.stacked import bench_stacked
 from imbadv.bench.training import bench_augment, bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.data.tensors import predict, to_unit
@@ -135,6 +136,7 @@ OPTIONS = [
     ("--threads", int, None, None, "torch CPU threads (default: torch's own)"),
     ("--group", int, 10, 10, "members of the grouped-training row (0: no such row)"),
     ("--group-repeats", int, 1, 3, "runs per side of the grouped row (each trains K models)"),
+    ("--stack", int, 4, 10, "sources of the stacked-attack row (0: no such row)"),
 ]
 
 
@@ -219,6 +221,11 @@ def run_bench(args: argparse.Namespace) -> dict:
             model, s, args.group, args.warmup, args.steps, args.group_repeats, device
         )
     x, y = make_data(args.attack_images, device, seed=2)
+    stacked = None
+    if args.stack > 0:  # K sources' FGSM + BIM images in one call vs one by one (docs/transfer.md)
+        stacked = bench_stacked(
+            model, args.stack, (x, y), args.eps, args.batch_size, args.repeats, device
+        )
     names = tuple(args.attacks.split(",")) if args.attacks else None
     attack = bench_attacks(
         model.eval(),
@@ -257,6 +264,8 @@ def run_bench(args: argparse.Namespace) -> dict:
             grouped[f"{side}_gflops"] = gflops
             grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
         report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
+    if stacked is not None:
+        report |= {"stacked_vs_sequence": stacked["ratio"], "stacked": stacked}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
@@ -301,6 +310,14 @@ def format_table(r: dict) -> str:
             f"{g['weights_max_abs_diff']:.2g}); {g['grouped_gflops']:.1f} vs "
             f"{g['sequence_gflops']:.1f} GFLOP/s, {100 * g['grouped_of_matmul_rate']:.0f} % vs "
             f"{100 * g['sequence_of_matmul_rate']:.0f} % of the matmul rate"
+        )
+    if "stacked" in r:
+        g = r["stacked"]
+        lines.append(
+            f"  stacked  {g['stacked_images_per_s_per_source']:>9.1f} "
+            f"{g['sequence_images_per_s_per_source']:>9.1f} {g['ratio']:>6.3f}  {'':<28}  "
+            f"per source, {g['sources']} sources' {'+'.join(g['attacks'])} stacked vs one by one "
+            f"(pixels differing {g['differing_pixel_fraction']:.1g})"
         )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",

@@ -39,6 +39,8 @@ TINY_BENCH = [
     "2",
     "--group",
     "2",
+    "--stack",
+    "2",
 ]
 
 
@@ -86,13 +88,19 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
         grouped["grouped_images_per_s_per_member"] / grouped["sequence_images_per_s_per_member"]
     )
     assert grouped["grouped_gflops"] / grouped["sequence_gflops"] == pytest.approx(per_member)
+    stacked = written["stacked"]  # reported as measured, as the grouped row
+    assert stacked["sources"] == 2 and written["stacked_vs_sequence"] == stacked["ratio"]
+    for key in ("stacked_images_per_s_per_source", "sequence_images_per_s_per_source", "ratio"):
+        assert positive(stacked[key]), key
+    assert stacked["differing_pixel_fraction"] <= 1e-3  # each source's own images (sign flips)
     assert positive(written["machine"]["matmul_fp32_gflops"])
     assert written["settings"]["seed"] == 0 and written["attacks_identical"] is True
     for row in written["attack"].values():
         assert row["identical"] is True and row["differing_images"] == 0
     assert written["sweep"]["train_seconds"] == 6.0
     assert report["train_vs_raw"] == written["train_vs_raw"]
-    assert "train" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train" in printed and "stacked vs one by one" in printed
 
 
 def test_both_training_sides_take_the_same_optimizer_steps():
