@@ -162,7 +162,9 @@ def train_group(
         inputs.append(Inputs(train_xy, val_xy, ms.seed, loss))
     label = f"{plan.label} and {len(mine) - 1} more, grouped"
     with (watch or Watch(lines=False)).training(plan.key, plan.role, label):
-        fits = fit_group(models, inputs, s.train, device, recipe=s.recipe)
+        fits = fit_group(
+            models, inputs, s.train, device, recipe=s.recipe, adversarial=s.adversarial
+        )
     share = (time.perf_counter() - started) / len(mine)  # the group's time, split evenly
     out = {}
     for m, (ms, mp), fitted in zip(models, mine, fits, strict=True):
