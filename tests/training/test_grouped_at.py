@@ -41,7 +41,10 @@ def adversarial(mode: str, eps: float = 8 / 255, **extra) -> AdversarialSettings
 @pytest.mark.parametrize(("mode", "extra"), MODES)
 def test_one_step_gives_each_member_its_own_examples_and_gradient(mode, extra):
     # two steps from the same weights: the second checks each member's generator advanced alone
-    group, adv = members(), adversarial(mode, eps=1 / 255, **extra)
+    # eps 8/255: at 1/255 the inputs sit on the 1/255 grid and a ReLU pre-activation within
+    # rounding of 0 (gradient routed or not) was seen once (2.8e-3); TRADES: 1/255 (see above)
+    eps = 1 / 255 if mode == "trades" else 8 / 255
+    group, adv = members(), adversarial(mode, eps=eps, **extra)
     models = [vgg(m.seed) for m in group]
     adversary = GroupAdversary(adv, [m.seed for m in group])
     module = GroupedClassifier(models, TrainSettings(), [m.loss for m in group], None, adversary)
