@@ -17,6 +17,7 @@ from imbadv.config.settings import Settings
 from imbadv.data.base import Dataset
 from imbadv.imbalance import PROFILES
 from imbadv.plan import (
+    SIBLINGS,
     Planned,
     balanced_profile,
     build_model,
@@ -58,8 +59,14 @@ def obtain(
 
 def grouping_on(s: Settings, model: torch.nn.Module, device: torch.device) -> bool:
     """`on`; `auto` only on a GPU (on 2 CPU threads grouped ran at 0.50x: docs/grouped.md);
-    never where grouping would not be exact (`ungroupable`)."""
+    never where grouping would not be exact (`ungroupable`), nor for an adversarial run that
+    alone also yields its sibling rule's model (grouped, that model would be trained again)."""
     asked = s.train.group == "on" or (s.train.group == "auto" and device.type == "cuda")
+    pair = SIBLINGS.get(s.train.selection) is not None and (
+        not s.train.early_stopping or s.train.selection == "last"
+    )
+    if pair and s.adversarial.mode != "none":
+        return False
     return asked and ungroupable(model, s.train, s.adversarial) is None
 
 
@@ -162,7 +169,9 @@ def train_group(
         inputs.append(Inputs(train_xy, val_xy, ms.seed, loss))
     label = f"{plan.label} and {len(mine) - 1} more, grouped"
     with (watch or Watch(lines=False)).training(plan.key, plan.role, label):
-        fits = fit_group(models, inputs, s.train, device, recipe=s.recipe)
+        fits = fit_group(
+            models, inputs, s.train, device, recipe=s.recipe, adversarial=s.adversarial
+        )
     share = (time.perf_counter() - started) / len(mine)  # the group's time, split evenly
     out = {}
     for m, (ms, mp), fitted in zip(models, mine, fits, strict=True):

@@ -82,27 +82,37 @@ class AdversarialStep:
         gen = self.generator(x.device)
         return (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * scale
 
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        """The inner attack's random start for batch `x`, drawn from this step's own generator."""
+        if self.s.mode == "trades":  # TRADES starts at x + 0.001 N(0, 1)
+            noise = torch.randn(x.shape, generator=self.generator(x.device), device=x.device)
+            return x + 0.001 * noise
+        return x + self.uniform(x, self.s.eps)
+
+    def ascend(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
+        """The mode's ascent from `start` (no random draw): grouped training runs it on `Stacked`."""
+        s = self.s
+        steps = 1 if s.mode == "fast_fgsm" else s.steps
+        divergence = kl_divergence if s.mode == "trades" else ce_divergence
+        return ascend(model, x, y, start, s.eps, s.step_size(), steps, divergence)
+
     def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The inner maximization's examples for this batch (within eps of x, in [0, 1])."""
-        s, alpha = self.s, self.s.step_size()
-        if s.mode == "fast_fgsm":
-            return ascend(model, x, y, x + self.uniform(x, s.eps), s.eps, alpha, 1)
-        if s.mode == "trades":  # TRADES starts at x + 0.001 N(0, 1)
-            noise = torch.randn(x.shape, generator=self.generator(x.device), device=x.device)
-            return ascend(model, x, y, x + 0.001 * noise, s.eps, alpha, s.steps, kl_divergence)
-        if self.inner is not None:
+        if self.inner is not None:  # a registered attack draws its own starts
             fn, params = self.inner
             x_adv = fn(
                 model,
                 x,
                 y,
-                s.eps,
+                self.s.eps,
                 params,
                 direction=Direction.ASCENT,
                 generator=self.generator(x.device),
             )
-            return project(x_adv, x, s.eps).detach()
-        return ascend(model, x, y, x + self.uniform(x, s.eps), s.eps, alpha, s.steps)
+            return project(x_adv, x, self.s.eps).detach()
+        return self.ascend(model, x, y, self.start(x))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss):
         """The batch's training loss; `x` float in [0, 1], `model` in training mode."""
@@ -111,8 +121,16 @@ class AdversarialStep:
         x_adv = self.examples(model, x, y)
         if self.s.mode != "trades":
             return loss(model(x_adv), y)
-        clean = model(x)
-        robust = kl_divergence(model(x_adv), clean, y) / len(y)  # TRADES' batchmean KL
+        clean = model(x)  # before the adversarial forward: BatchNorm statistics see it first
+        return self.outer(clean, model(x_adv), y, loss)
+
+    def outer(
+        self, clean: torch.Tensor | None, adv: torch.Tensor, y: torch.Tensor, loss: Loss
+    ) -> torch.Tensor:
+        """The training loss from the logits: loss(adv), or TRADES' loss(clean) + beta * KL."""
+        if self.s.mode != "trades":
+            return loss(adv, y)
+        robust = kl_divergence(adv, clean, y) / len(y)  # TRADES' batchmean KL
         return loss(clean, y) + self.s.beta * robust
 
 

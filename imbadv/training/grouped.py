@@ -5,21 +5,27 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from imbadv.config.errors import TrainingError
 from imbadv.data.tensors import TensorBatches, to_unit
 from imbadv.training import AdversarialSettings, Recipe, TrainSettings
+from imbadv.training.grouped_at import GroupAdversary, stacked_view
+from imbadv.training.grouped_select import (  # re-exported: grouped training's API
+    GroupSelection,
+    MemberRun,
+    Patience,
+    freeze,
+    unstack_into,
+)
 from imbadv.training.loop import (
-    KeepBest,
     channels_last,
     make_trainer,
     optimization,
@@ -28,6 +34,9 @@ from imbadv.training.loop import (
     val_batches,
 )
 from imbadv.training.objectives import Loss
+
+__all__ = ["GroupedClassifier", "GroupSelection", "Member", "MemberRun", "Patience", "Zipped"]
+__all__ += ["fit_group", "freeze", "ungroupable", "unstack_into"]
 
 
 @dataclass
@@ -44,8 +53,9 @@ def ungroupable(
     model: nn.Module, settings: TrainSettings, adversarial: AdversarialSettings | None = None
 ) -> str | None:
     """Why members like `model` cannot train grouped exactly as alone, or None if they can."""
-    if adversarial is not None and adversarial.mode != "none":
-        return "adversarial training (its inner attack is per model, not stacked yet)"
+    if adversarial is not None and adversarial.mode != "none" and adversarial.attack is not None:
+        # its random draws come from one generator over the whole batch, not one per member
+        return f"adversarial.attack {adversarial.attack} (a registered inner attack is per model)"
     if settings.precision in ("16-mixed", "16-true"):
         # one GradScaler over the stack: one member's overflow would skip every member's step
         return f"precision {settings.precision} (one loss scaler would couple the members)"
@@ -55,34 +65,6 @@ def ungroupable(
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None:
             return "BatchNorm with cumulative averages (momentum None)"
     return None
-
-
-class Patience:
-    """Lightning's EarlyStopping(monitor, mode="min", min_delta=0) decision, for one member."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience, self.best, self.wait = patience, math.inf, 0
-
-    def stop(self, value: float) -> bool:
-        """Whether this epoch's value ends training (not finite, or `patience` epochs no lower)."""
-        if not math.isfinite(value):
-            return True
-        if value < self.best:
-            self.best, self.wait = value, 0
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
-
-
-@dataclass
-class MemberRun:
-    """A member's selection state: its KeepBest, its patience, and when it stopped."""
-
-    model: nn.Module
-    keep: KeepBest
-    patience: Patience | None
-    stopped_at: int | None = None  # the last epoch it trained
-    frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # its tensors once stopped
 
 
 class Zipped:
@@ -111,9 +93,11 @@ class GroupedClassifier(L.LightningModule):
         settings: TrainSettings,
         losses: list[Loss],
         recipe: Recipe | None = None,
+        adversary: GroupAdversary | None = None,
     ):
         super().__init__()
         self.settings, self.losses, self.k = settings, losses, len(models)
+        self.adversary = adversary  # adversarial training's per-member steps; None: standard
         self.recipe, self.steps_per_epoch, self.epoch_lr = recipe or Recipe(), 1, math.nan
         params, buffers = stack_module_state(list(models))
         self.names = list(params)
@@ -148,16 +132,25 @@ class GroupedClassifier(L.LightningModule):
             self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch: tuple, _: int) -> torch.Tensor:
-        self.template[0].train()
         params, buffers = self.live_tensors()
         x = to_unit(torch.stack([batch[k][0] for k in self.active]))  # (live K, B, C, H, W)
-        logits = vmap(self._call)(params, buffers, x)
+        ys = [batch[k][1] for k in self.active]
+        if self.adversary is None:
+            self.template[0].train()
+            logits = vmap(self._call)(params, buffers, x)
+            live = zip(self.active, logits, ys, strict=True)
+            losses = torch.stack([self.losses[k](z, y) for k, z, y in live])
+        else:
+            view = stacked_view(params, buffers, self.template[0])
+            x_adv = self.adversary.examples(view, x, ys, self.active)
+            self.template[0].train()  # the attack ran in eval mode; the outer loss trains
+            forward = partial(vmap(self._call), params, buffers)
+            live_losses = [self.losses[k] for k in self.active]
+            losses = torch.stack(self.adversary.losses(forward, x, x_adv, ys, live_losses))
         if len(self.active) < self.k:  # BatchNorm statistics were updated in the slice
             with torch.no_grad():
                 for name, t in self.tensors()[1].items():
                     t.index_copy_(0, self.index, buffers[name])
-        live = zip(self.active, logits, strict=True)
-        losses = torch.stack([self.losses[k](z, batch[k][1]) for k, z in live])
         n = len(batch[0][1])
         self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
         self.seen += n
@@ -216,50 +209,6 @@ class GroupedClassifier(L.LightningModule):
 LOG = {"add_dataloader_idx": False}
 
 
-class GroupSelection(Callback):
-    """Each member's epoch selection and early stopping, exactly as `fit`'s callbacks judge it."""
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: GroupedClassifier) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        for k in list(module.active):
-            run = module.runs[k]
-            unstack_into(run.model, *module.member(k))
-            prefix = f"m{k}/"
-            own = {n[len(prefix) :]: v for n, v in metrics.items() if n.startswith(prefix)}
-            alone = SimpleNamespace(
-                callback_metrics=own, current_epoch=trainer.current_epoch, should_stop=False
-            )
-            run.keep.on_train_epoch_end(alone, SimpleNamespace(model=run.model))
-            stop = alone.should_stop
-            if run.patience is not None:
-                stop = run.patience.stop(own.get("val/loss", math.nan)) or stop
-            if stop:
-                freeze(module, k, trainer.current_epoch)
-        trainer.should_stop = trainer.should_stop or not module.active
-
-
-def freeze(module: GroupedClassifier, k: int, epoch: int) -> None:
-    """Member k trains no more: keep a copy of its tensors to restore after every later step."""
-    params, buffers = module.member(k)
-    run = module.runs[k]
-    run.stopped_at, run.frozen = (
-        epoch,
-        {n: t.detach().clone() for n, t in {**params, **buffers}.items()},
-    )
-    module.active = [i for i in module.active if i != k]
-    if module.active:
-        module.index = torch.tensor(module.active, device=module.device)
-
-
-def unstack_into(model: nn.Module, params: dict, buffers: dict) -> None:
-    """Copy one member's slice of the stacked tensors into its own module."""
-    with torch.no_grad():
-        for name, t in model.named_parameters():
-            t.copy_(params[name])
-        for name, t in model.named_buffers():
-            t.copy_(buffers[name])
-
-
 def fit_group(
     models: Sequence[nn.Module],
     members: Sequence[Member],
@@ -267,25 +216,30 @@ def fit_group(
     device: torch.device,
     logger=False,
     recipe: Recipe | None = None,
+    adversarial: AdversarialSettings | None = None,
 ) -> list[dict]:
     """Train each model on its member's split as `fit` would alone, all K as one computation.
 
     Each model comes initialized (as for `fit`) and ends with its chosen weights, in eval mode;
-    returns one `fit` record per member. Members must share architecture and training-set size.
+    returns one `fit` record per member. Members must share architecture and training-set size;
+    `adversarial` (shared) switches on adversarial training, each member's seeded as alone.
     """
-    check_members(models, members, settings)
+    adversarial = adversarial or AdversarialSettings()
+    check_members(models, members, settings, adversarial)
     runs, trains, vals = [], [], []
     for model, m in zip(models, members, strict=True):
         model.to(device)
         train, val = channels_last(model, (m.train, m.val), settings)
         trains.append(train_batches(train, settings, recipe, m.seed))
         vals.append(val_batches(val))
-        keep = selection(settings, AdversarialSettings(), val, m.seed)
+        keep = selection(settings, adversarial, val, m.seed)  # robust validation per member
         stops = settings.selection == "val_loss" and settings.early_stopping
         patience = Patience(settings.patience) if stops else None
         runs.append(MemberRun(model, keep, patience))
     L.seed_everything(members[0].seed, workers=True, verbose=False)
-    module = GroupedClassifier(models, settings, [m.loss for m in members], recipe)
+    seeds = [m.seed for m in members]
+    adversary = None if adversarial.mode == "none" else GroupAdversary(adversarial, seeds)
+    module = GroupedClassifier(models, settings, [m.loss for m in members], recipe, adversary)
     module.runs, module.steps_per_epoch = runs, len(trains[0])
     trainer = make_trainer(settings, device, [GroupSelection()], logger)
     trainer.fit(module, train_dataloaders=Zipped(trains), val_dataloaders=vals)
@@ -308,12 +262,15 @@ def record(run: MemberRun, epochs: int, settings: TrainSettings) -> dict:
 
 
 def check_members(
-    models: Sequence[nn.Module], members: Sequence[Member], settings: TrainSettings
+    models: Sequence[nn.Module],
+    members: Sequence[Member],
+    settings: TrainSettings,
+    adversarial: AdversarialSettings,
 ) -> None:
     """Refuse a group that could not be exact: mixed shapes, sizes, or an ungroupable recipe."""
     if not models or len(models) != len(members):
         raise ValueError(f"{len(models)} models for {len(members)} members")
-    reason = ungroupable(models[0], settings)
+    reason = ungroupable(models[0], settings, adversarial)
     if reason is not None:
         raise ValueError(f"these models cannot train grouped: {reason}")
     shapes = {tuple((n, tuple(p.shape)) for n, p in m.state_dict().items()) for m in models}

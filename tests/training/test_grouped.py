@@ -169,7 +169,9 @@ def test_ungroupable_recipes_are_named():
     plain = TrainSettings()
     assert ungroupable(vgg(0), plain) is None
     assert ungroupable(tiny_bn(0), plain) is None
-    assert "adversarial" in ungroupable(vgg(0), plain, AdversarialSettings(mode="pgd_at"))
+    assert ungroupable(vgg(0), plain, AdversarialSettings(mode="pgd_at")) is None
+    registered = AdversarialSettings(mode="pgd_at", attack="pgd")
+    assert "adversarial.attack" in ungroupable(vgg(0), plain, registered)
     assert "dropout" in ungroupable(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)), plain)
     assert "precision" in ungroupable(vgg(0), TrainSettings(precision="16-mixed"))
     with pytest.raises(ValueError, match="one architecture and one training-set size"):
