@@ -156,6 +156,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="vgg", help="a registered model (vgg, resnet18, ...)")
     p.add_argument("--seed", type=int, default=0, help="the model's initial weights (default 0)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any attack's images differ")
+    p.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="leave the grouped row's K-processes side out (each process imports torch anew)",
+    )
     p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
@@ -216,7 +221,14 @@ def run_bench(args: argparse.Namespace) -> dict:
     grouped = None
     if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
         grouped = bench_grouped(
-            model, s, args.group, args.warmup, args.steps, args.group_repeats, device
+            model,
+            s,
+            args.group,
+            args.warmup,
+            args.steps,
+            args.group_repeats,
+            device,
+            processes=not args.no_processes,
         )
     x, y = make_data(args.attack_images, device, seed=2)
     names = tuple(args.attacks.split(",")) if args.attacks else None
@@ -252,11 +264,14 @@ def run_bench(args: argparse.Namespace) -> dict:
     if grouped is not None:
         # achieved rate of all K members beside the machine's matmul rate (info, same run)
         k, rate = grouped["members"], info.get(MATMUL_KEY[device.type], math.nan)
-        for side in ("grouped", "sequence"):
-            gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
-            grouped[f"{side}_gflops"] = gflops
-            grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
+        for side in ("grouped", "sequence", "processes"):
+            if f"{side}_images_per_s_per_member" in grouped:  # processes: unless --no-processes
+                gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
+                grouped[f"{side}_gflops"] = gflops
+                grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
         report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
+        if "vs_processes" in grouped:
+            report["grouped_vs_processes"] = grouped["vs_processes"]
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
@@ -301,6 +316,15 @@ def format_table(r: dict) -> str:
             f"{g['weights_max_abs_diff']:.2g}); {g['grouped_gflops']:.1f} vs "
             f"{g['sequence_gflops']:.1f} GFLOP/s, {100 * g['grouped_of_matmul_rate']:.0f} % vs "
             f"{100 * g['sequence_of_matmul_rate']:.0f} % of the matmul rate"
+        )
+    if "grouped_vs_processes" in r:
+        g = r["grouped"]
+        lines.append(
+            f"  grouped  {g['grouped_images_per_s_per_member']:>9.1f} "
+            f"{g['processes_images_per_s_per_member']:>9.1f} {g['vs_processes']:>6.3f}  "
+            f"{'':<28}  per member, {g['members']} grouped vs {g['members']} processes at once, "
+            f"{g['threads_per_process']} thread(s) each (weights max diff vs sequence "
+            f"{g['processes_weights_max_abs_diff']:.2g}); {g['processes_gflops']:.1f} GFLOP/s"
         )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",

@@ -115,15 +115,17 @@ def imbadv_train(
     seed: int = 0,
     at_eps: float | None = None,
     recipe: Recipe | None = None,
+    clock: StepClock | None = None,
 ) -> float:
     """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it
     (with `at_eps`, fast-FGSM adversarial training's `AdversarialStep`, as `fit` passes it;
-    `recipe`'s optimizer, schedule and augmentation, default the paper's).
+    `recipe`'s optimizer, schedule and augmentation, default the paper's; `clock` another
+    clock, e.g. one that waits on other processes after warm-up).
 
     Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
     """
     L.seed_everything(seed, workers=True, verbose=False)
-    clock = StepClock(warmup, device)
+    clock = clock or StepClock(warmup, device)
     step = None
     if at_eps is not None:
         step = AdversarialStep(AdversarialSettings(mode="fast_fgsm", eps=at_eps), seed)
