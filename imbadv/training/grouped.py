@@ -29,6 +29,8 @@ from imbadv.training.loop import (
 )
 from imbadv.training.objectives import Loss
 
+GROUPED_EAGER = "grouped training runs eager: its vmapped call is not compiled yet"
+
 
 @dataclass
 class Member:
@@ -304,6 +306,9 @@ def record(run: MemberRun, epochs: int, settings: TrainSettings) -> dict:
         "best_epoch": run.keep.best_epoch,
         "best_val_loss": run.keep.best_loss,
         "history": run.keep.history,
+        # trainer.compile: the vmapped call is not compiled (yet); `on` says so in the record
+        "compiled": False,
+        **({"compile_fallback": GROUPED_EAGER} if settings.compile == "on" else {}),
     }
 
 
