@@ -27,7 +27,7 @@ from imbadv.bench.attacks import (
     timed,
 )
 from imbadv.bench.grouped import bench_grouped
-from imbadv.bench.training import bench_augment, bench_training, make_data
+from imbadv.bench.training import bench_augment, bench_compile, bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.data.tensors import predict, to_unit
 from imbadv.models import MODELS
@@ -157,6 +157,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="the model's initial weights (default 0)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any attack's images differ")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add the compile_vs_eager row: trainer.compile=on against off (compiling takes minutes)",
+    )
+    p.add_argument(
         "--no-processes",
         action="store_true",
         help="leave the grouped row's K-processes side out (each process imports torch anew)",
@@ -272,6 +277,11 @@ def run_bench(args: argparse.Namespace) -> dict:
         report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
         if "vs_processes" in grouped:
             report["grouped_vs_processes"] = grouped["vs_processes"]
+    if args.compile:  # trainer.compile=on vs off on imbadv's training path (docs/training.md)
+        compiled = bench_compile(
+            copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device
+        )
+        report |= {"compile_vs_eager": compiled["ratio"], "compile": compiled}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
@@ -325,6 +335,14 @@ def format_table(r: dict) -> str:
             f"{'':<28}  per member, {g['members']} grouped vs {g['members']} processes at once, "
             f"{g['threads_per_process']} thread(s) each (weights max diff vs sequence "
             f"{g['processes_weights_max_abs_diff']:.2g}); {g['processes_gflops']:.1f} GFLOP/s"
+        )
+    if "compile" in r:
+        c = r["compile"]
+        lines.append(
+            f"  compiled {c['compiled_images_per_s']:>9.1f} {c['eager_images_per_s']:>9.1f} "
+            f"{c['ratio']:>6.3f}  {'':<28}  trainer.compile=on vs off after warm-up; compiling "
+            f"{c['compile_seconds']:.1f} s; "
+            + ("compiled" if c["compiled"] else f"fell back: {c['compile_fallback']}")
         )
     lines += [
         f"  predict  {r['predict']['images_per_s']:>9.1f}",

@@ -303,3 +303,23 @@ def test_a_batchnorm_model_takes_the_same_steps_on_both_sides():
         model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
     )
     assert result["weights_max_abs_diff"] < 1e-5  # BatchNorm statistics included
+
+
+def test_the_compile_row_reports_a_fallback_with_eager_weights(monkeypatch):
+    from imbadv.training import compiled
+
+    def broken(model, **_):
+        def raises(x):
+            raise RuntimeError("inductor: no compiler")
+
+        return raises
+
+    monkeypatch.setattr(compiled.torch, "compile", broken)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_compile(
+        VGG(width=0.0625), s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
+    # the compiled side fell back at its first step: the same eager steps, bit for bit
+    assert result["compiled"] is False and "inductor: no compiler" in result["compile_fallback"]
+    assert result["weights_max_abs_diff"] == 0.0 and positive(result["compiled_images_per_s"])
+    assert positive(result["ratio"]) and math.isfinite(result["compile_seconds"])

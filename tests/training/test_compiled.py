@@ -1,15 +1,22 @@
 """trainer.compile: the training forward through torch.compile equals eager; a failure falls back."""
 
 import logging
+from pathlib import Path
 
+import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from imbadv.config.errors import ConfigError
+from imbadv.config.registry import params_key
+from imbadv.config.settings import from_config
 from imbadv.models.vgg import VGG
 from imbadv.training import Recipe, TrainSettings
 from imbadv.training import compiled as compiled_module
 from imbadv.training.loop import fit
 
 CPU = torch.device("cpu")
+CONF = Path(__file__).resolve().parents[2] / "conf"
 # Why 1e-4: inductor fuses and reorders the forward's and backward's sums, so each step's
 # gradient differs from eager's by float32 rounding (~1e-6 relative); at lr 1e-3 over the few
 # steps here that stays far under 1e-4, while a missed step or other data would move weights
@@ -73,3 +80,14 @@ def test_a_failed_compile_falls_back_to_eager_exactly_and_records_why(monkeypatc
     assert record["compile_fallback"] == "RuntimeError: no C compiler found"
     warned = [r for r in caplog.records if "compiling failed" in r.getMessage()]
     assert len(warned) == 1 and "no C compiler found" in warned[0].getMessage()
+
+
+def test_compile_is_in_no_store_key_and_refuses_other_words():
+    # how a model is trained, not what it is: the same math up to float rounding
+    assert params_key(TrainSettings(compile="on")) == params_key(TrainSettings(compile="off")) == {}
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        assert from_config(compose("config", ["experiment=smoke"])).train.compile == "auto"
+        with pytest.raises(ConfigError) as err:
+            from_config(compose("config", ["experiment=smoke", "trainer.compile=maybe"]))
+    assert str(err.value).splitlines() == [str(err.value)]
+    assert "trainer.compile=maybe" in str(err.value) and "auto, on, off" in str(err.value)
