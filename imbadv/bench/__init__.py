@@ -235,6 +235,11 @@ def run_bench(args: argparse.Namespace) -> dict:
             device,
             processes=not args.no_processes,
         )
+    compiled = None
+    if args.compile:  # trainer.compile=on vs off (docs/training.md); before attacks set eval mode
+        compiled = bench_compile(
+            copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device
+        )
     x, y = make_data(args.attack_images, device, seed=2)
     names = tuple(args.attacks.split(",")) if args.attacks else None
     attack = bench_attacks(
@@ -277,10 +282,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
         if "vs_processes" in grouped:
             report["grouped_vs_processes"] = grouped["vs_processes"]
-    if args.compile:  # trainer.compile=on vs off on imbadv's training path (docs/training.md)
-        compiled = bench_compile(
-            copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device
-        )
+    if compiled is not None:
         report |= {"compile_vs_eager": compiled["ratio"], "compile": compiled}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
