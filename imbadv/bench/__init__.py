@@ -272,16 +272,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     if grouped is not None:
-        # achieved rate of all K members beside the machine's matmul rate (info, same run)
-        k, rate = grouped["members"], info.get(MATMUL_KEY[device.type], math.nan)
-        for side in ("grouped", "sequence", "processes"):
-            if f"{side}_images_per_s_per_member" in grouped:  # processes: unless --no-processes
-                gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
-                grouped[f"{side}_gflops"] = gflops
-                grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
-        report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
-        if "vs_processes" in grouped:
-            report["grouped_vs_processes"] = grouped["vs_processes"]
+        report |= grouped_rates(grouped, info.get(MATMUL_KEY[device.type], math.nan), flop)
     if compiled is not None:
         report |= {"compile_vs_eager": compiled["ratio"], "compile": compiled}
     if args.with_quick_job:
@@ -289,6 +280,21 @@ def run_bench(args: argparse.Namespace) -> dict:
     if args.sweep is not None:
         report["sweep"] = sweep_totals(args.sweep)
     return report
+
+
+def grouped_rates(grouped: dict, rate: float, flop: float) -> dict:
+    """The grouped row's report entries, with each side's achieved GFLOP/s (all K members) beside
+    the machine's matmul `rate` measured in the same run."""
+    k = grouped["members"]
+    for side in ("grouped", "sequence", "processes"):
+        if f"{side}_images_per_s_per_member" in grouped:  # processes: unless --no-processes
+            gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
+            grouped[f"{side}_gflops"] = gflops
+            grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
+    out = {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
+    if "vs_processes" in grouped:
+        out["grouped_vs_processes"] = grouped["vs_processes"]
+    return out
 
 
 def format_table(r: dict) -> str:
