@@ -55,7 +55,7 @@ def test_compile_on_trains_like_eager_and_records_it():
     compiled, record = train("on")  # inductor on CPU: gcc compiles the kernels
     assert record["compiled"] is True, record.get("compile_fallback")
     assert "compile_fallback" not in record
-    assert 0 < max_diff(eager, compiled) < ATOL or max_diff(eager, compiled) == 0.0
+    assert max_diff(eager, compiled) < ATOL
     assert max_diff(eager, VGG(num_classes=2, width=0.125)) > 1e-3  # the bound can tell
 
 
