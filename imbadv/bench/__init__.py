@@ -28,7 +28,8 @@ from imbadv.bench.attacks import (
 )
 from imbadv.bench.grouped import bench_grouped
 from imbadv.bench.stacked import bench_stacked
-from imbadv.bench.training import bench_augment, bench_training, make_data
+from imbadv.bench.table import TARGETS, format_table, grouped_rates
+from imbadv.bench.training import bench_augment, bench_compile, bench_training, make_data
 from imbadv.data.base import DataCard
 from imbadv.data.tensors import predict, to_unit
 from imbadv.models import MODELS
@@ -36,15 +37,6 @@ from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD
 from imbadv.training import TrainSettings
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
-TARGETS = {
-    "train_vs_raw": 0.90,
-    "crop_flip_step_vs_none": 1.10,  # an upper bound: a step's time with augmentation / without
-    "at_train_vs_raw": 0.90,
-    "attack_vs_torchattacks": 1.0,
-    "pgd_vs_torchattacks": 0.95,
-    "pgd_l2_vs_torchattacks": 0.95,
-    "mifgsm_vs_torchattacks": 0.95,
-}
 MATMUL_KEY = {"cpu": "matmul_fp32_gflops", "cuda": "matmul_fp32_gflops"}  # the yardstick info holds
 REQUIRED_KEYS = ("device", "train_vs_raw", "attack_vs_torchattacks")
 
@@ -158,6 +150,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="vgg", help="a registered model (vgg, resnet18, ...)")
     p.add_argument("--seed", type=int, default=0, help="the model's initial weights (default 0)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any attack's images differ")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add the compile_vs_eager row: trainer.compile=on against off (compiling takes minutes)",
+    )
+    p.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="leave the grouped row's K-processes side out (each process imports torch anew)",
+    )
     p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
@@ -218,7 +220,19 @@ def run_bench(args: argparse.Namespace) -> dict:
     grouped = None
     if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
         grouped = bench_grouped(
-            model, s, args.group, args.warmup, args.steps, args.group_repeats, device
+            model,
+            s,
+            args.group,
+            args.warmup,
+            args.steps,
+            args.group_repeats,
+            device,
+            processes=not args.no_processes,
+        )
+    compiled = None
+    if args.compile:  # trainer.compile=on vs off (docs/training.md); before attacks set eval mode
+        compiled = bench_compile(
+            copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device
         )
     x, y = make_data(args.attack_images, device, seed=2)
     stacked = None
@@ -257,79 +271,16 @@ def run_bench(args: argparse.Namespace) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     if grouped is not None:
-        # achieved rate of all K members beside the machine's matmul rate (info, same run)
-        k, rate = grouped["members"], info.get(MATMUL_KEY[device.type], math.nan)
-        for side in ("grouped", "sequence"):
-            gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
-            grouped[f"{side}_gflops"] = gflops
-            grouped[f"{side}_of_matmul_rate"] = gflops / rate if rate else math.nan
-        report |= {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
+        report |= grouped_rates(grouped, info.get(MATMUL_KEY[device.type], math.nan), flop)
     if stacked is not None:
         report |= {"stacked_vs_sequence": stacked["ratio"], "stacked": stacked}
+    if compiled is not None:
+        report |= {"compile_vs_eager": compiled["ratio"], "compile": compiled}
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:
         report["sweep"] = sweep_totals(args.sweep)
     return report
-
-
-def format_table(r: dict) -> str:
-    """The report's headline numbers as text; the JSON holds them all."""
-    t, m, w, a = r["train"], r["machine"], r["settings"], r["attack"]
-    lines = [
-        f"imbadv bench on {r['device']}, torch {m['torch']}, {w['model']} width {w['width']:g} "
-        f"seed {w['seed']}, batch {w['batch_size']}; fp32 matmul {m['matmul_fp32_gflops']:.1f} "
-        f"GFLOP/s; load {m['load_avg_1min']:.1f}",
-        f"  {'images/s':<8} {'imbadv':>9} {'reference':>9} {'ratio':>6}  {'identical':<9} "
-        f"{'max diff':>8} {'differing':>9}  (targets {TARGETS})",
-    ]
-    for name, row, ref in (("train", t, "raw loop"), ("AT train", r["at_train"], "raw AT loop")):
-        lines.append(
-            f"  {name:<8} {row['imbadv_images_per_s']:>9.1f} {row['raw_images_per_s']:>9.1f} "
-            f"{row['ratio']:>6.3f}  {'':<28}  vs {ref} (weights max diff "
-            f"{row['weights_max_abs_diff']:.2g})"
-        )
-    for k, v in a.items():
-        lines.append(
-            f"  {k:<8} {v['imbadv_images_per_s']:>9.1f} {v['torchattacks_images_per_s']:>9.1f} "
-            f"{v['ratio']:>6.3f}  {'yes' if v['identical'] else 'NO':<9} "
-            f"{v['max_abs_diff']:>8.2g} {v['differing_images']:>9}  vs torchattacks"
-        )
-    g = r["augment"]
-    lines.append(
-        f"  crop_flip step {g['ms_per_step']['crop_flip']:.2f} ms vs "
-        f"{g['ms_per_step']['none']:.2f} ms without augmentation: ratio {g['ratio']:.3f} "
-        f"(target <= {TARGETS['crop_flip_step_vs_none']})"
-    )
-    if "grouped" in r:
-        g = r["grouped"]
-        lines.append(
-            f"  grouped  {g['grouped_images_per_s_per_member']:>9.1f} "
-            f"{g['sequence_images_per_s_per_member']:>9.1f} {g['ratio']:>6.3f}  {'':<28}  "
-            f"per member, {g['members']} grouped vs in sequence (weights max diff "
-            f"{g['weights_max_abs_diff']:.2g}); {g['grouped_gflops']:.1f} vs "
-            f"{g['sequence_gflops']:.1f} GFLOP/s, {100 * g['grouped_of_matmul_rate']:.0f} % vs "
-            f"{100 * g['sequence_of_matmul_rate']:.0f} % of the matmul rate"
-        )
-    if "stacked" in r:
-        g = r["stacked"]
-        lines.append(
-            f"  stacked  {g['stacked_images_per_s_per_source']:>9.1f} "
-            f"{g['sequence_images_per_s_per_source']:>9.1f} {g['ratio']:>6.3f}  {'':<28}  "
-            f"per source, {g['sources']} sources' {'+'.join(g['attacks'])} stacked vs one by one "
-            f"(pixels differing {g['differing_pixel_fraction']:.1g})"
-        )
-    lines += [
-        f"  predict  {r['predict']['images_per_s']:>9.1f}",
-        f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",
-    ]
-    for key in ("quick_job", "sweep"):
-        if key in r:
-            lines.append(
-                f"  {key}: "
-                + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command")
-            )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:

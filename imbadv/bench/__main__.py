@@ -2,4 +2,6 @@
 
 from imbadv.bench import main
 
-main()
+# Guarded: the processes side spawns children that re-import this module as `__mp_main__`.
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Bench, grouped training: K members as one vmapped computation against the same K in sequence."""
+"""Bench, grouped training: K members as one vmapped computation, in sequence and as K processes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imbadv.bench.attacks import alternated
+from imbadv.bench.processes import processes_train, threads_per_process
 from imbadv.bench.training import StepClock, imbadv_train, make_data, torch_flags_kept
 from imbadv.training import Recipe, TrainSettings
 from imbadv.training.grouped import GroupedClassifier, Zipped, unstack_into
@@ -62,9 +63,11 @@ def bench_grouped(
     steps: int,
     repeats: int,
     device: torch.device,
+    processes: bool = True,
 ) -> dict:
-    """Images/s per member of K grouped against the same K in sequence, alternated, from the
-    same initial weights (member i: `model` re-initialized from seed i) and batches."""
+    """Images/s per member of K grouped against the same K in sequence and (with `processes`)
+    K processes at once, alternated, from the same initial weights (member i: `model`
+    re-initialized from seed i) and batches."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
     if s.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -74,27 +77,50 @@ def bench_grouped(
         member.reset_parameters(torch.Generator().manual_seed(i))
         start.append(member.to(device, memory_format=_layout(s)))
     sides = {"sequence": sequence_train, "grouped": grouped_train}
-    seconds: dict[str, list[float]] = {"sequence": [], "grouped": []}
+    threads = threads_per_process(torch.get_num_threads(), k)
+    if processes:
+        template = copy.deepcopy(model)
+        sides["processes"] = lambda ms, *_: processes_train(
+            template, ms, len(y), s, warmup, device, threads
+        )
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
     final, peaks = {}, {}
     for side in alternated(list(sides), repeats):
         final[side] = [copy.deepcopy(m) for m in start]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        seconds[side].append(sides[side](final[side], x, y, s, warmup, device))
-        peak = peak_mib(device)
-        peaks[side] = None if peak is None else peak / (k if side == "grouped" else 1)
+        took = sides[side](final[side], x, y, s, warmup, device)
+        if side == "processes":  # each process's own peak; the largest is reported
+            took, each = took
+            peaks[side] = None if None in each else max(each)
+        else:
+            peak = peak_mib(device)
+            peaks[side] = None if peak is None else peak / (k if side == "grouped" else 1)
+        seconds[side].append(took)
     per_member = {side: [steps * s.batch_size / t for t in ts] for side, ts in seconds.items()}
-    ratios = [g / q for g, q in zip(per_member["grouped"], per_member["sequence"], strict=True)]
-    return {
+    row = {
         "members": k,
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "grouped_images_per_s_per_member": statistics.median(per_member["grouped"]),
-        "sequence_images_per_s_per_member": statistics.median(per_member["sequence"]),
-        # GPU only: the grouped peak over K; the sequence's is one model's (they run one by one)
+        **paired(per_member, "grouped", "sequence", "ratio", "ratios"),
+        **{
+            f"{side}_images_per_s_per_member": statistics.median(v)
+            for side, v in per_member.items()
+        },
+        # GPU only: the grouped peak over K; the sequence's is one model's (they run one by one);
+        # the processes' is the largest of the K processes' own peaks
         "peak_memory_mib_per_member": peaks,
         "weights_max_abs_diff": weights_diff(final["sequence"], final["grouped"]),
     }
+    if processes:  # K processes run the same code as the sequence: rounding apart, the same weights
+        row |= paired(per_member, "grouped", "processes", "vs_processes", "vs_processes_ratios")
+        row["threads_per_process"] = threads
+        row["processes_weights_max_abs_diff"] = weights_diff(final["sequence"], final["processes"])
+    return row
+
+
+def paired(per_member: dict[str, list[float]], a: str, b: str, name: str, runs: str) -> dict:
+    """The median of the per-pair ratios a / b (load drifts between pairs) and the ratios."""
+    ratios = [p / q for p, q in zip(per_member[a], per_member[b], strict=True)]
+    return {name: statistics.median(ratios), runs: ratios}
 
 
 def _layout(s: TrainSettings) -> torch.memory_format:

@@ -6,6 +6,7 @@ import copy
 import statistics
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -115,15 +116,19 @@ def imbadv_train(
     seed: int = 0,
     at_eps: float | None = None,
     recipe: Recipe | None = None,
+    clock: StepClock | None = None,
+    modules: list | None = None,
 ) -> float:
     """Seconds for the steps after `warmup` of imbadv's training path, as `train.fit` builds it
     (with `at_eps`, fast-FGSM adversarial training's `AdversarialStep`, as `fit` passes it;
-    `recipe`'s optimizer, schedule and augmentation, default the paper's).
+    `recipe`'s optimizer, schedule and augmentation, default the paper's; `clock` another
+    clock, e.g. one that waits on other processes after warm-up; `modules` gets the
+    `Classifier`, whose `compiled` says whether trainer.compile compiled).
 
     Without fit's validation and its epoch-end callbacks: once-an-epoch work the raw loop lacks.
     """
     L.seed_everything(seed, workers=True, verbose=False)
-    clock = StepClock(warmup, device)
+    clock = clock or StepClock(warmup, device)
     step = None
     if at_eps is not None:
         step = AdversarialStep(AdversarialSettings(mode="fast_fgsm", eps=at_eps), seed)
@@ -132,6 +137,8 @@ def imbadv_train(
         batches = train_batches((x, y), s, recipe or Recipe(), seed)
         module = Classifier(model, s, step=step, recipe=recipe, steps_per_epoch=len(batches))
         trainer.fit(module, train_dataloaders=batches)
+    if modules is not None:
+        modules.append(module)
     return clock.reads[-1] - clock.reads[0]
 
 
@@ -196,4 +203,42 @@ def bench_augment(
         "ratio": statistics.median(ratios),  # step-time ratio: lower is cheaper augmentation
         "ratios": ratios,
         "ms_per_step": {k: 1e3 * statistics.median(v) / steps for k, v in seconds.items()},
+    }
+
+
+def bench_compile(
+    model: nn.Module, s: TrainSettings, warmup: int, steps: int, repeats: int, device: torch.device
+) -> dict:
+    """imbadv's training path with trainer.compile=on against off, alternated from the same
+    weights: steady-state images/s after warm-up (compiling happens in the first warm-up step),
+    and compiling's cost apart: the compiled fit's wall time minus the eager fit's."""
+    x, y = make_data((warmup + steps) * s.batch_size, device)
+    if s.channels_last:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    sides = {"eager": replace(s, compile="off"), "compiled": replace(s, compile="on")}
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    walls: dict[str, list[float]] = {side: [] for side in sides}
+    final, modules = {}, []
+    for side in alternated(list(sides), repeats):
+        torch._dynamo.reset()  # every compiled run compiles anew: its cost is in each run
+        final[side] = copy.deepcopy(model)
+        start = time.perf_counter()
+        seconds[side].append(
+            imbadv_train(final[side], x, y, sides[side], warmup, device, modules=modules)
+        )
+        walls[side].append(time.perf_counter() - start)
+    ips = {side: [steps * s.batch_size / t for t in ts] for side, ts in seconds.items()}
+    ratios = [c / e for c, e in zip(ips["compiled"], ips["eager"], strict=True)]
+    done = [m.compiled.record() for m in modules if m.settings.compile == "on"]
+    a, b = (final[k].cpu().state_dict() for k in ("eager", "compiled"))
+    return {
+        "ratio": statistics.median(ratios),  # compiled / eager steady-state images/s
+        "ratios": ratios,
+        "compiled_images_per_s": statistics.median(ips["compiled"]),
+        "eager_images_per_s": statistics.median(ips["eager"]),
+        "compile_seconds": statistics.median(walls["compiled"]) - statistics.median(walls["eager"]),
+        "compiled": all(r["compiled"] for r in done),  # false: it fell back to eager (reason)
+        "compile_fallback": next((r["compile_fallback"] for r in done if not r["compiled"]), None),
+        "weights_max_abs_diff": max(float((a[k] - b[k]).abs().max()) for k in a),
     }

@@ -42,6 +42,10 @@ class TrainSettings(Params):
     # Grouped training (docs/grouped.md): how a model is trained, never what it is, so no store
     # key holds it. auto = grouped only where it measured faster (not on CPU: 0.50x there).
     group: Literal["auto", "on", "off"] = field(default="auto", metadata=UNKEYED)
+    # torch.compile of the training forward (docs/training.md): the same math up to float
+    # rounding, so, like `group`, not in any key. auto = off everywhere until a bench row
+    # measures `on` faster; `on` falls back to eager if compiling fails (recorded).
+    compile: Literal["auto", "on", "off"] = field(default="auto", metadata=UNKEYED)
 
 
 def paper_spec(registry: Registry, name: str, **options) -> Spec:

@@ -37,6 +37,7 @@ from imbadv.training.objectives import Loss
 
 __all__ = ["GroupedClassifier", "GroupSelection", "Member", "MemberRun", "Patience", "Zipped"]
 __all__ += ["fit_group", "freeze", "ungroupable", "unstack_into"]
+GROUPED_EAGER = "grouped training runs eager: its vmapped call is not compiled yet"
 
 
 @dataclass
@@ -258,6 +259,9 @@ def record(run: MemberRun, epochs: int, settings: TrainSettings) -> dict:
         "best_epoch": run.keep.best_epoch,
         "best_val_loss": run.keep.best_loss,
         "history": run.keep.history,
+        # trainer.compile: the vmapped call is not compiled (yet); `on` says so in the record
+        "compiled": False,
+        **({"compile_fallback": GROUPED_EAGER} if settings.compile == "on" else {}),
     }
 
 

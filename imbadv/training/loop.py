@@ -19,6 +19,7 @@ from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
 from imbadv.training import AdversarialSettings, Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, robust_accuracy
+from imbadv.training.compiled import CompiledForward, wanted
 from imbadv.training.objectives import Loss
 
 AUGMENT_STREAM = 0xA06  # the augmentation's generator: seed + this, apart from the data order's
@@ -85,6 +86,11 @@ class Classifier(L.LightningModule):
         self.step = step  # adversarial training's batch loss; None = loss(model(x), y)
         self.recipe, self.steps_per_epoch = recipe or Recipe(), steps_per_epoch
         self.loss_sum, self.seen = torch.zeros(()), 0
+        self.compiled = CompiledForward(model, False, torch.device("cpu"))  # set at fit start
+
+    def on_fit_start(self) -> None:
+        # Here, not in __init__: the mode depends on the device Lightning has moved the model to.
+        self.compiled = CompiledForward(self.model, wanted(self.settings.compile), self.device)
 
     def on_train_epoch_start(self) -> None:
         self.loss_sum, self.seen = torch.zeros((), device=self.device), 0
@@ -97,7 +103,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
         loss = (
-            self.loss(self(x), y)
+            self.loss(self.compiled(to_unit(x)), y)  # trainer.compile: compiled or eager
             if self.step is None
             else self.step(self.model, to_unit(x), y, self.loss)
         )
@@ -244,11 +250,8 @@ def fit(
     trainer = make_trainer(settings, device, [*chosen, *callbacks], logger)
     step = None if adversarial.mode == "none" else AdversarialStep(adversarial, seed)
     batches = train_batches(train, settings, recipe, seed)
-    trainer.fit(
-        Classifier(model, settings, loss, step, recipe, len(batches)),
-        train_dataloaders=batches,
-        val_dataloaders=val_batches(val),
-    )
+    module = Classifier(model, settings, loss, step, recipe, len(batches))
+    trainer.fit(module, train_dataloaders=batches, val_dataloaders=val_batches(val))
     if keep.state is None:
         raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
     model.load_state_dict(keep.state)
@@ -259,6 +262,7 @@ def fit(
         "best_epoch": keep.best_epoch,
         "best_val_loss": keep.best_loss,
         "history": keep.history,
+        **module.compiled.record(),  # trainer.compile: compiled, or why not
     }
     if keep.other["state"] is not None:
         record["sibling"] = {

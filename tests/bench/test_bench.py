@@ -15,6 +15,7 @@ from conftest import TINY
 from imbadv import bench
 from imbadv.attacks.gradient_sign import fgsm
 from imbadv.bench import attacks as bench_attacks
+from imbadv.bench import processes as bench_processes
 from imbadv.models.vgg import VGG
 from imbadv.training import TrainSettings
 
@@ -93,6 +94,16 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
     for key in ("stacked_images_per_s_per_source", "sequence_images_per_s_per_source", "ratio"):
         assert positive(stacked[key]), key
     assert stacked["differing_pixel_fraction"] <= 1e-3  # each source's own images (sign flips)
+    # the K-processes side: each spawned process trained its member (seed i, the same batches)
+    # through fit's path, as the sequence did, so they end with the sequence's weights
+    assert written["grouped_vs_processes"] == grouped["vs_processes"]
+    assert positive(grouped["processes_images_per_s_per_member"]) and positive(
+        grouped["processes_gflops"]
+    )
+    assert grouped["processes_weights_max_abs_diff"] < 1e-4
+    assert grouped["threads_per_process"] == bench_processes.threads_per_process(
+        torch.get_num_threads(), 2
+    )
     assert positive(written["machine"]["matmul_fp32_gflops"])
     assert written["settings"]["seed"] == 0 and written["attacks_identical"] is True
     for row in written["attack"].values():
@@ -101,6 +112,20 @@ def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys)
     assert report["train_vs_raw"] == written["train_vs_raw"]
     printed = capsys.readouterr().out
     assert "train" in printed and "stacked vs one by one" in printed
+
+
+def test_threads_per_process_share_the_bench_threads():
+    assert [bench_processes.threads_per_process(t, 2) for t in (1, 2, 5, 16)] == [1, 1, 2, 8]
+    assert bench_processes.threads_per_process(16, 10) == 1
+
+
+def test_a_failing_member_process_raises_its_traceback_not_a_hang():
+    # no images: the child's fit runs no step and its clock has no read; its traceback comes
+    # back to the parent, which raises instead of waiting for a report
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    model = bench.bench_model("vgg", 0.0625, 0)
+    with pytest.raises(RuntimeError, match="member 0 failed"):
+        bench_processes.processes_train(model, [model], 0, s, 1, torch.device("cpu"), 1)
 
 
 def test_both_training_sides_take_the_same_optimizer_steps():
@@ -286,3 +311,23 @@ def test_a_batchnorm_model_takes_the_same_steps_on_both_sides():
         model, s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
     )
     assert result["weights_max_abs_diff"] < 1e-5  # BatchNorm statistics included
+
+
+def test_the_compile_row_reports_a_fallback_with_eager_weights(monkeypatch):
+    from imbadv.training import compiled
+
+    def broken(model, **_):
+        def raises(x):
+            raise RuntimeError("inductor: no compiler")
+
+        return raises
+
+    monkeypatch.setattr(compiled.torch, "compile", broken)
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    result = bench.bench_compile(
+        VGG(width=0.0625), s, warmup=1, steps=2, repeats=1, device=torch.device("cpu")
+    )
+    # the compiled side fell back at its first step: the same eager steps, bit for bit
+    assert result["compiled"] is False and "inductor: no compiler" in result["compile_fallback"]
+    assert result["weights_max_abs_diff"] == 0.0 and positive(result["compiled_images_per_s"])
+    assert positive(result["ratio"]) and math.isfinite(result["compile_seconds"])
