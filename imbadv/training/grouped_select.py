@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -14,8 +13,9 @@ from torch import nn
 
 from imbadv.training.loop import KeepBest
 
-if TYPE_CHECKING:
-    from imbadv.training.grouped import GroupedClassifier
+# The grouped module (imbadv.training.grouped.GroupedClassifier) is typed by what is read here,
+# not imported: grouped.py imports this module.
+GroupedModule = L.LightningModule
 
 
 class Patience:
@@ -49,7 +49,7 @@ class MemberRun:
 class GroupSelection(Callback):
     """Each member's epoch selection and early stopping, exactly as `fit`'s callbacks judge it."""
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: GroupedClassifier) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, module: GroupedModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         for k in list(module.active):
             run = module.runs[k]
@@ -68,7 +68,7 @@ class GroupSelection(Callback):
         trainer.should_stop = trainer.should_stop or not module.active
 
 
-def freeze(module: GroupedClassifier, k: int, epoch: int) -> None:
+def freeze(module: GroupedModule, k: int, epoch: int) -> None:
     """Member k trains no more: keep a copy of its tensors to restore after every later step."""
     params, buffers = module.member(k)
     run = module.runs[k]
