@@ -55,3 +55,21 @@ def smoke_sweep(tmp_path_factory) -> dict[str, Path]:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"base": base, "store": store, "sweep": sweep, "stdout": proc.stdout}
+
+
+@pytest.fixture
+def vgg_members():
+    """K width-0.125 VGGs in eval mode, member i initialized from seed i (stacking tests)."""
+    import torch
+
+    from imbadv.models.vgg import VGG
+
+    def members(k: int = 3) -> list:
+        out = []
+        for i in range(k):
+            model = VGG(width=0.125, num_classes=10)
+            model.reset_parameters(torch.Generator().manual_seed(i))
+            out.append(model.eval())
+        return out
+
+    return members

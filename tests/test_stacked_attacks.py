@@ -18,19 +18,9 @@ import torch
 from imbadv.attacks import ATTACKS, Direction
 from imbadv.config.settings import AttackSpec
 from imbadv.evaluate import craft, craft_stacked
-from imbadv.models.vgg import VGG
 
 CPU = torch.device("cpu")
 TOLERANCE = 1e-3  # fraction of a set's pixel values allowed to differ (sign flips, see above)
-
-
-def members(k: int = 3) -> list[VGG]:
-    out = []
-    for i in range(k):
-        model = VGG(width=0.125, num_classes=10)
-        model.reset_parameters(torch.Generator().manual_seed(i))
-        out.append(model.eval())
-    return out
 
 
 def attacked(n: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +45,8 @@ def differing(a: np.ndarray, b: np.ndarray) -> float:
     return float((a != b).mean())
 
 
-def test_stacked_images_are_each_members_own():
-    models, images = members(), attacked()
+def test_stacked_images_are_each_members_own(vgg_members):
+    models, images = vgg_members(), attacked()
     # batch 8 over 20 images: a last, smaller batch, stacked as the others
     stacked = craft_stacked("3 members", models, SPECS, images, CPU, batch_size=8)
     assert len(stacked) == 3
@@ -72,6 +62,6 @@ def test_stacked_images_are_each_members_own():
             assert differing(mine["adv"], other) > 0.1, (k, x.name)
 
 
-def test_an_attack_that_draws_is_never_crafted_stacked():
+def test_an_attack_that_draws_is_never_crafted_stacked(vgg_members):
     with pytest.raises(ValueError, match="draw no random numbers"):
-        craft_stacked("2", members(2), [spec("pgd", steps=2)], attacked(4), CPU, 4)
+        craft_stacked("2", vgg_members(2), [spec("pgd", steps=2)], attacked(4), CPU, 4)

@@ -5,20 +5,10 @@ import torch.nn.functional as F
 
 from imbadv.attacks.core import input_gradient
 from imbadv.models.stacked import Stacked, stack_rows
-from imbadv.models.vgg import VGG
 
 
-def members(k: int = 3) -> list[VGG]:
-    out = []
-    for i in range(k):
-        model = VGG(width=0.125, num_classes=10)
-        model.reset_parameters(torch.Generator().manual_seed(i))
-        out.append(model.eval())
-    return out
-
-
-def test_each_member_gets_its_own_logits_and_input_gradient():
-    models, gen = members(), torch.Generator().manual_seed(5)
+def test_each_member_gets_its_own_logits_and_input_gradient(vgg_members):
+    models, gen = vgg_members(), torch.Generator().manual_seed(5)
     xs = [torch.rand(4, 3, 32, 32, generator=gen) for _ in models]
     ys = [torch.randint(0, 10, (4,), generator=gen) for _ in models]
     stacked = Stacked.of(models).eval()
@@ -32,8 +22,8 @@ def test_each_member_gets_its_own_logits_and_input_gradient():
         assert F.cross_entropy(logits[k], ys[k]).isfinite()
 
 
-def test_rows_that_do_not_split_into_members_are_refused():
-    stacked = Stacked.of(members(2))
+def test_rows_that_do_not_split_into_members_are_refused(vgg_members):
+    stacked = Stacked.of(vgg_members(2))
     try:
         stacked(torch.rand(3, 3, 32, 32))
     except ValueError as e:
