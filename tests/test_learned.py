@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def test_report_and_status_name_it_and_findings_leave_its_rows_out(smoke_sweep, 
     under = next(line for line in text.splitlines() if "more vulnerable than the balanced" in line)
     assert under.startswith("- **inconclusive**") and "a model that never learned" in under
     assert "3 model(s) never learned" in text  # balanced, over-0, over-1
+    # a job's own model is named with its setting too (names repeat across objectives/recipes)
+    assert re.search(r"- `over-\d` \(over, seed \d+, model \w+\): never learned", text)
     st = status.collect(sweep, smoke_sweep["store"])
     lines = status.format_status(st)
     assert "models that never learned (left out of the report's findings): 3" in lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imbadv.report.sweep import Selection, Sweep, pick
+from imbadv.report.sweep import Selection, Sweep, group_of, pick
 from imbadv.results import RULE, describe, never_learned
 
 Block = tuple
@@ -19,8 +19,13 @@ def unlearned_models(sweep: Sweep, rows: list[dict[str, Any]]) -> list[str]:
             key = str(entry.get("key"))
             if key not in out and never_learned(entry):
                 name = names.get(key) or role
+                # a job's own model is named by its setting too: model names repeat across
+                # objectives and recipes (`exp+fast_fgsm` of ce and of balanced softmax)
+                setting = group_of(result) if role == "target" else ""
+                where = f"{setting}, " if setting and setting != name else ""
                 out[key] = (
-                    f"`{name}` (seed {result['meta']['seed']}, model {key}): {describe(entry)}"
+                    f"`{name}` ({where}seed {result['meta']['seed']}, model {key}): "
+                    f"{describe(entry)}"
                 )
     return list(out.values())
 

@@ -158,6 +158,8 @@ def not_tested(claim: str, why: str) -> Finding:
 def adjust(found: list[Finding]) -> list[Finding]:
     """Holm over the findings of one report: the verdict follows the adjusted p, shown beside the raw."""
     adj = holm([f.p for f in found])
+    # the family is the findings with a p-value: one whose pairs were all left out (e.g. every
+    # model never learned) is tested without an answer, and adds no hypothesis to correct for
     family = sum(not math.isnan(f.p) for f in found)
     out = []
     for f, q in zip(found, adj, strict=True):
@@ -165,7 +167,7 @@ def adjust(found: list[Finding]) -> list[Finding]:
             out.append(f)
             continue
         v = INCONCLUSIVE if q >= ALPHA else (CONFIRMED if f.mean > 0 else CONTRADICTED)
-        note = f"; p = {pval(f.p)}, Holm-adjusted p = {pval(q)} ({family} findings tested)"
+        note = f"; p = {pval(f.p)}, Holm-adjusted p = {pval(q)} (Holm over the {family} findings with a p-value)"
         out.append(replace(f, verdict=v, p_adj=q, evidence=f.evidence + note))
     return out
 

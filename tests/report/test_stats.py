@@ -132,7 +132,7 @@ def test_adjust_decides_on_the_holm_adjusted_p():
     assert all(f.verdict == "inconclusive" for f in out[5:11])
     assert out[11].verdict == stats.NOT_TESTED and math.isnan(out[11].p_adj)
     assert [f.p_adj for f in out[:3]] == pytest.approx([0.104, 0.081, 0.14])
-    assert "p = 0.013, Holm-adjusted p = 0.104 (11 findings tested)" in out[0].evidence
+    assert "p = 0.013, Holm-adjusted p = 0.104 (Holm over the 11 findings with a p-value)" in out[0].evidence
     flipped = stats.adjust([stats.Finding("c", stats.CONTRADICTED, "e", p=1e-4, mean=-0.2)])
     assert flipped[0].verdict == "contradicted"
 
