@@ -54,6 +54,7 @@ def tiny_job(images, per_class, store_dir):
         specs=(spec,),
         seed=0,
         attack_batch_size=16,
+        attack_stack="auto",  # one source: nothing to stack either way
         imbalance=SimpleNamespace(name="under"),
         target=3,
         adversarial=SimpleNamespace(mode="none"),
