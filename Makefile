@@ -45,8 +45,14 @@ longtail-quick: ## Long-tail study on CPU: CIFAR-10-LT IR 10, standard/fast-FGSM
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) \
 		adversarial=none,fast_fgsm objective=ce,balanced_softmax class=0..9 seed=0,1,2 $(EXTRA)
 
+gpu-check: ## On a GPU, first: every GPU code path at toy size, PASS|FAIL|SKIP each, ~3 min (ARGS="--device cpu")
+	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
+
 gpu-reference: ## On a lent GPU, one call: paper preset 3 seeds + matched, then longtail seeds, in 12 min (DATA=...)
 	PY=$(PY) DATA=$(DATA) bash scripts/gpu_reference.sh
+
+wheelhouse: ## Wheels an air-gapped GPU node lacks, into .whl/ (WHEELHOUSE=dir; WANDB=1 adds wandb; docs/gpu.md)
+	PY=$(PY) WHEELHOUSE="$(WHEELHOUSE)" WANDB="$(WANDB)" bash scripts/wheelhouse.sh
 
 report: ## Table 1 and figures for a sweep (SWEEP=multirun/<date>/<time>; default: the newest)
 	$(PY) -m imbadv.report $(SWEEP)
@@ -67,4 +73,4 @@ bench-smoke: ## CI: the bench at small sizes, every row, --strict identity check
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-data test-cluster lint format smoke quick reproduce longtail-quick gpu-reference report status bench bench-smoke clean
+.PHONY: help install test test-data test-cluster lint format smoke quick reproduce longtail-quick gpu-check gpu-reference report status bench bench-smoke clean wheelhouse

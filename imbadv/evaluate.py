@@ -13,7 +13,7 @@ from imbadv.attacks import ATTACKS, UNTARGETED
 from imbadv.attacks.core import input_gradient
 from imbadv.attacks.gradient_sign import fgsm_from_gradient
 from imbadv.config.settings import AttackSpec
-from imbadv.data.tensors import TensorBatches, one_device, to_unit
+from imbadv.data.tensors import TensorBatches, one_device, placed, to_unit
 from imbadv.models.stacked import Stacked
 
 
@@ -135,7 +135,8 @@ def attack_loop(
     batch_size: int,
     callbacks: list | None,
 ) -> None:
-    """`module`'s test loop over `images` in batches of `batch_size`, on exactly `device`."""
+    """`module`'s test loop over `images` in batches of `batch_size`, on exactly `device`; the
+    source ends on `device` again (Lightning's teardown moves it to the CPU after a GPU test)."""
     trainer = L.Trainer(
         **one_device(device),
         inference_mode=False,
@@ -146,3 +147,4 @@ def attack_loop(
         callbacks=callbacks,
     )
     trainer.test(module, TensorBatches(*images, batch_size, shuffle=False), verbose=False)
+    placed(module.source, device)

@@ -27,7 +27,7 @@ from imbadv.metrics import (
 from imbadv.obtain import checkpoint_source, obtain_model
 from imbadv.plan import balanced_profile, resolve_class
 from imbadv.results import FORMAT_VERSION, format_table, with_flag
-from imbadv.status.progress import Watch, job_record
+from imbadv.status.progress import Watch, job_record, quiet_console
 from imbadv.status.tracking import start_job
 from imbadv.store import Store, atomic_write_json, content_key
 from imbadv.transfer import attack_identity, attack_rows
@@ -122,6 +122,8 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str
     with job_record(output_dir, s.store_dir):  # job.json: what `python -m imbadv.status` reads
         # W&B opens first so curves stream while models train; it never fails the job.
         watch = Watch(s.progress == "lines", start_job(cfg, output_dir), s.store_dir / "locks")
+        if not watch.lines:
+            quiet_console()  # the lines still go to the job's run.log
         try:
             return _run_checked(cfg, s, output_dir, concurrent_jobs, watch)
         except ImbadvError as err:  # e.g. a diverged training: leave a record next to the results

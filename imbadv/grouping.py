@@ -27,7 +27,7 @@ from imbadv.plan import (
     training_inputs,
 )
 from imbadv.results import judge
-from imbadv.status.progress import Watch
+from imbadv.status.progress import GroupFacts, Watch
 from imbadv.store import Store, content_key
 from imbadv.training.grouped import Member as Inputs
 from imbadv.training.grouped import fit_group, ungroupable
@@ -167,10 +167,18 @@ def train_group(
     for m, (ms, mp) in zip(models, mine, strict=True):
         train_xy, val_xy, loss = training_inputs(m, data, ms, mp, device)
         inputs.append(Inputs(train_xy, val_xy, ms.seed, loss))
-    label = f"{plan.label} and {len(mine) - 1} more, grouped"
-    with (watch or Watch(lines=False)).training(plan.key, plan.role, label):
+    label = f"group of {len(mine)}: {plan.label} and {len(mine) - 1} more"
+    stops = s.train.selection == "val_loss" and s.train.early_stopping
+    facts = GroupFacts(s.train.patience if stops else None, stops)
+    with (watch or Watch(lines=False)).training(plan.key, plan.role, label, facts) as callbacks:
         fits = fit_group(
-            models, inputs, s.train, device, recipe=s.recipe, adversarial=s.adversarial
+            models,
+            inputs,
+            s.train,
+            device,
+            recipe=s.recipe,
+            adversarial=s.adversarial,
+            callbacks=callbacks,
         )
     share = (time.perf_counter() - started) / len(mine)  # the group's time, split evenly
     out = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import re
@@ -23,6 +22,7 @@ from imbadv.attacks import ATTACKS
 from imbadv.augment import AUGMENTS
 from imbadv.config.cluster import check_cluster
 from imbadv.config.errors import ConfigError, ImbadvError
+from imbadv.config.folders import MAX_FOLDER, job_folder  # noqa: F401  registers imbadv_folder
 from imbadv.config.groups import write_plan
 from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
 from imbadv.config.sources import CheckpointSource
@@ -53,18 +53,6 @@ def _gpu_share(jobs_per_gpu: int) -> float:
     return gpu_share(jobs_per_gpu)
 
 
-def job_folder(overrides: str) -> str:
-    """A job's folder name: its overrides (`class=3,imbalance=under`), cut with a digest when
-    longer than file systems allow (255 bytes; a recipe comparison has many overrides)."""
-    if len(overrides.encode()) <= MAX_FOLDER:
-        return overrides
-    digest = hashlib.sha256(overrides.encode()).hexdigest()[:12]
-    return f"{overrides.encode()[: MAX_FOLDER - 13].decode(errors='ignore')}-{digest}"
-
-
-MAX_FOLDER = 200  # bytes: room under 255 for Hydra's own suffixes
-
-OmegaConf.register_new_resolver("imbadv_folder", job_folder, replace=True)
 OmegaConf.register_new_resolver("imbadv_slots", _slots, replace=True)
 OmegaConf.register_new_resolver("imbadv_gpu_share", _gpu_share, replace=True)
 
@@ -159,6 +147,8 @@ def check_jobs(args: list[str], plan: bool = False) -> int:
     check_sweep(settings)  # a named gradient source must be a model some job trains
     for device in devices:
         check_device(device)
+    for s in {(x.device, x.train.precision): x for x in settings}.values():
+        check_precision(s.device, s.train.precision)
     for spec in data.values():
         spec.params.preflight()
     if plan:
@@ -190,6 +180,22 @@ def locate_components(s: Settings) -> None:
     for registry, key, name in used:
         registry.get(key, name).locate(key)
     check_sources(s)  # a checkpoint without model.arch: no other model can be trained
+
+
+def check_precision(device: str, precision: str) -> None:
+    """bf16 on a CPU without bf16 units is emulated: refused before any work (the GPU presets,
+    e.g. experiment=longtail, train in bf16-mixed; docs/gpu.md)."""
+    if not precision.startswith("bf16"):
+        return
+    from imbadv.devices import runs_on_cpu, this_cpu_has_bf16
+
+    if runs_on_cpu(device) and not this_cpu_has_bf16():
+        raise ConfigError(
+            "trainer.precision",
+            precision,
+            "32-true on this CPU (no bf16 units: bf16 runs emulated, a ResNet-18 step ~17x "
+            "slower than 32-true); bf16 on a GPU or a CPU with avx512_bf16/amx",
+        )
 
 
 def check_device(device: str) -> None:

@@ -3,9 +3,13 @@
 import multiprocessing as mp
 import time
 
+import pytest
 import torch
+from conftest import run_cli
 
-from imbadv.devices import claim_gpu_slot, job_device, slot_order
+from imbadv.config.errors import ConfigError
+from imbadv.devices import claim_gpu_slot, cpu_has_bf16, job_device, slot_order
+from imbadv.run import check_jobs
 
 
 def test_slot_order_spreads_over_gpus_first():
@@ -64,3 +68,43 @@ def test_several_gpus_take_a_slot(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     with job_device("auto", 1, tmp_path) as a, job_device("auto", 1, tmp_path) as b:
         assert {str(a), str(b)} == {"cuda:0", "cuda:1"}
+
+
+AVX2_EPYC = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+GENOA = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_bf16_units_from_cpuinfo_and_onednn_cap():
+    assert not cpu_has_bf16(AVX2_EPYC, {})
+    assert cpu_has_bf16(GENOA, {}) and cpu_has_bf16(GRAVITON3, {})
+    assert not cpu_has_bf16(GENOA, {"ONEDNN_MAX_CPU_ISA": "AVX2"})  # oneDNN told not to use them
+    assert not cpu_has_bf16(GENOA, {"DNNL_MAX_CPU_ISA": "avx512_core"})
+    assert cpu_has_bf16(GENOA, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"})
+    assert not cpu_has_bf16("", {})
+
+
+def test_a_bf16_preset_on_a_cpu_without_bf16_is_refused_before_any_work(tmp_path):
+    # experiment=longtail trains in bf16-mixed; on this CPU told to use AVX2 only it is emulated
+    args = ["experiment=longtail", "class=0", "device=cpu", "logger=none"]
+    args += [f"paths.store_dir={tmp_path / 'store'}", f"hydra.run.dir={tmp_path / 'job'}"]
+    proc = run_cli(args, tmp_path, env={"ONEDNN_MAX_CPU_ISA": "AVX2"}, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "job").exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("imbadv: error: trainer.precision=bf16-mixed is not allowed: expected")
+    assert "32-true on this CPU" in line
+
+
+def test_32_true_passes_the_check_where_bf16_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    args = [
+        "experiment=longtail",
+        "dataset=synthetic",
+        "counts.majority=500",
+        "class=0",
+        "device=cpu",
+    ]
+    args += [f"paths.store_dir={tmp_path / 'store'}", f"hydra.run.dir={tmp_path / 'job'}"]
+    assert check_jobs([*args, "trainer.precision=32-true"]) == 1
+    with pytest.raises(ConfigError, match="trainer.precision=bf16-mixed"):
+        check_jobs(args)

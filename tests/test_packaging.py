@@ -8,9 +8,11 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 from conftest import ROOT, TINY
 
 
+@pytest.mark.slow
 def test_wheel_installed_elsewhere_runs_the_smoke_experiment(tmp_path):
     wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]

@@ -35,6 +35,7 @@ def test_diverged_training_fails_clearly_and_leaves_the_store_clean(tmp_path):
     assert not list((tmp_path / "store" / "models").iterdir())
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_the_same_bytes_and_numbers(tmp_path):
     outs = []
     for run in ("a", "b"):
@@ -57,6 +58,7 @@ def test_same_config_and_seed_give_the_same_bytes_and_numbers(tmp_path):
     assert outs[0]["models"]["target"]["clean"] == outs[1]["models"]["target"]["clean"]
 
 
+@pytest.mark.slow
 def test_four_processes_on_one_sweep_do_each_piece_of_work_once(tmp_path):
     store = tmp_path / "store"
     env = {**os.environ, "WANDB_MODE": "disabled"}

@@ -93,6 +93,7 @@ def test_a_bad_job_in_a_sweep_stops_it_before_any_job_runs(tmp_path):
     assert not (tmp_path / "mr").exists()
 
 
+@pytest.mark.slow
 def test_smoke_experiment_end_to_end(tmp_path):
     proc = run_cli(
         [
@@ -168,6 +169,7 @@ def test_a_job_folder_name_never_exceeds_what_file_systems_allow():
     assert cut == job_folder(long) and cut != other  # repeatable, and distinct jobs stay distinct
 
 
+@pytest.mark.slow
 def test_a_multirun_with_many_overrides_writes_its_job_folders(tmp_path):
     overrides = [
         "experiment=smoke",

@@ -46,6 +46,7 @@ def test_sweep_rows_and_trainings(smoke_sweep):
     assert any(f.startswith("class=0,") and "imbalance=under" in f for f in folders)
 
 
+@pytest.mark.slow
 def test_second_sweep_trains_nothing_and_reuses_results(smoke_sweep, tmp_path):
     before = trained_keys(smoke_sweep["store"])
     proc = run_cli(
@@ -67,6 +68,7 @@ def test_second_sweep_trains_nothing_and_reuses_results(smoke_sweep, tmp_path):
     assert all(not any(r["meta"]["trained_here"].values()) for r in results(tmp_path / "again"))
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_training_twice(smoke_sweep, tmp_path):
     store = tmp_path / "store"
     args = ["-m", *TINY, "class=0..1", "imbalance=under,over", f"paths.store_dir={store}"]

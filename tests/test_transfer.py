@@ -95,6 +95,7 @@ def crafted(store: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_each_source_makes_its_images_once_for_every_model(matrix):
     keys = crafted(matrix["base"] / "store")
     # 3 sources x 2 attacks, although each source's images are tested on 3 models
@@ -137,6 +138,7 @@ def test_the_diagonal_is_the_white_box_attack(matrix):
         assert r["images_key"] == box["images_key"]
 
 
+@pytest.mark.slow
 def test_the_balanced_row_of_a_class_comes_without_a_balanced_job(tmp_path):
     args = [
         "-m",

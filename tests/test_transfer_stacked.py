@@ -50,6 +50,7 @@ def both(tmp_path_factory) -> dict:
     return {"on": on, "off": off}
 
 
+@pytest.mark.slow
 def test_stacked_sets_are_logged_as_such_and_made_once(both):
     on, off = both["on"]["log"], both["off"]["log"]
     # 3 sources (balanced, under-1, over-1) x 2 attacks, all made by the first job in one call

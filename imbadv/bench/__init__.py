@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from imbadv.bench.attacks import (
+    ATTACK_NAMES,
     PAPER_ATTACKS,
     bench_attacks,
     differing,
@@ -31,9 +34,9 @@ from imbadv.bench.stacked import bench_stacked
 from imbadv.bench.table import TARGETS, format_table, grouped_rates
 from imbadv.bench.training import bench_augment, bench_compile, bench_training, make_data
 from imbadv.data.base import DataCard
+from imbadv.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from imbadv.data.tensors import predict, to_unit
 from imbadv.models import MODELS
-from imbadv.models.vgg import CIFAR10_MEAN, CIFAR10_STD
 from imbadv.training import TrainSettings
 
 MACS_PER_IMAGE = 230.4e6  # the paper's VGG (width 1), one 32x32 forward; scales with width^2
@@ -132,6 +135,14 @@ OPTIONS = [
 ]
 
 
+def installed(name: str) -> str | None:
+    """A distribution's version, None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def bench_model(name: str, width: float, seed: int = 0) -> nn.Module:
     """A registered model at `width` for CIFAR-10-shaped data (32x32 RGB, 10 classes), its
     initial weights drawn from a generator seeded `seed`: every run attacks the same weights."""
@@ -160,7 +171,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="leave the grouped row's K-processes side out (each process imports torch anew)",
     )
-    p.add_argument("--attacks", default=None, help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help=f"comma-separated subset of {','.join(ATTACK_NAMES)}, or none (default: all)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
     p.add_argument("--data", default=None, help="class-folder .tar.gz for that job (else smoke)")
@@ -171,15 +186,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         key = flag[2:].replace("-", "_")
         if getattr(args, key) is None:
             setattr(args, key, gpu if args.device == "cuda" else cpu)
+    args.attacks = attack_names(p, args.attacks)
     if min(args.warmup, args.steps, args.repeats) < 1:
         p.error("--warmup, --steps and --repeats must be >= 1 (the clock starts after warm-up)")
     return args
 
 
+def attack_names(p: argparse.ArgumentParser, text: str | None) -> tuple[str, ...]:
+    """--attacks as names, refused in one line before any work: unknown names, or attack rows
+    without torchattacks (their reference; a GPU node may lack it: --attacks none)."""
+    if text == "none":
+        return ()
+    names = tuple(text.split(",")) if text else ATTACK_NAMES
+    unknown = [n for n in names if n not in ATTACK_NAMES]
+    if unknown:
+        p.error(
+            f"--attacks={text}: unknown {','.join(unknown)}; allowed: {','.join(ATTACK_NAMES)} or none"
+        )
+    if importlib.util.find_spec("torchattacks") is None:
+        p.error(
+            f"--attacks={text or 'all'}: the attack rows compare against torchattacks, which is not "
+            "installed; allowed: --attacks none, or pip install torchattacks (make wheelhouse)"
+        )
+    return names
+
+
 def machine(device: torch.device) -> dict:
     """What the numbers were measured on, with the machine's own fp32 matmul speed as a yardstick."""
     import lightning
-    import torchattacks
 
     gpu = device.type == "cuda"
     return {
@@ -193,7 +227,7 @@ def machine(device: torch.device) -> dict:
         "load_avg_1min": os.getloadavg()[0],
         "torch": torch.__version__,
         "lightning": lightning.__version__,
-        "torchattacks": torchattacks.__version__,
+        "torchattacks": installed("torchattacks"),
         "python": sys.version.split()[0],
     }
 
@@ -240,17 +274,18 @@ def run_bench(args: argparse.Namespace) -> dict:
         stacked = bench_stacked(
             model, args.stack, (x, y), args.eps, args.batch_size, args.repeats, device
         )
-    names = tuple(args.attacks.split(",")) if args.attacks else None
-    attack = bench_attacks(
-        model.eval(),
-        to_unit(x),
-        y,
-        args.eps,
-        args.batch_size,
-        args.repeats,
-        args.attack_steps,
-        names,
-    )
+    attack = {}
+    if args.attacks:
+        attack = bench_attacks(
+            model.eval(),
+            to_unit(x),
+            y,
+            args.eps,
+            args.batch_size,
+            args.repeats,
+            args.attack_steps,
+            args.attacks,
+        )
     report = {
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],

@@ -16,6 +16,7 @@ from imbadv.attacks import PGDL2Params, PGDParams
 from imbadv.attacks.gradient_sign import bim, fgsm, mifgsm
 from imbadv.attacks.pgd import DIVISION_EPS, pgd, pgd_l2
 
+ATTACK_NAMES = ("fgsm", "bim", "pgd", "pgd_l2", "mifgsm")  # the rows, in this order
 PAPER_ATTACKS = ("fgsm", "bim")  # attack_vs_torchattacks: the slower of the paper's two
 L2_EPS = 0.5  # pgd_l2's radius (pixel units): the L-inf eps would be a negligible L2 ball
 IDENTICAL_TOL = 1e-6

@@ -12,6 +12,7 @@ from torch import nn
 from imbadv.bench.attacks import alternated
 from imbadv.bench.processes import processes_train, threads_per_process
 from imbadv.bench.training import StepClock, imbadv_train, make_data, torch_flags_kept
+from imbadv.models.layout import choose_layout
 from imbadv.training import Recipe, TrainSettings
 from imbadv.training.grouped import GroupedClassifier, Zipped, unstack_into
 from imbadv.training.loop import make_trainer, train_batches
@@ -69,13 +70,13 @@ def bench_grouped(
     K processes at once, alternated, from the same initial weights (member i: `model`
     re-initialized from seed i) and batches."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
-    if s.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    layout = choose_layout(model, device, s.channels_last).format
+    x = x.contiguous(memory_format=layout)
     start = []
-    for i in range(k):
+    for i in range(k):  # initialized from seed i on the CPU whatever `model`'s device, then moved
         member = copy.deepcopy(model)
         member.reset_parameters(torch.Generator().manual_seed(i))
-        start.append(member.to(device, memory_format=_layout(s)))
+        start.append(member.to(device, memory_format=layout))
     sides = {"sequence": sequence_train, "grouped": grouped_train}
     threads = threads_per_process(torch.get_num_threads(), k)
     if processes:
@@ -121,10 +122,6 @@ def paired(per_member: dict[str, list[float]], a: str, b: str, name: str, runs: 
     """The median of the per-pair ratios a / b (load drifts between pairs) and the ratios."""
     ratios = [p / q for p, q in zip(per_member[a], per_member[b], strict=True)]
     return {name: statistics.median(ratios), runs: ratios}
-
-
-def _layout(s: TrainSettings) -> torch.memory_format:
-    return torch.channels_last if s.channels_last else torch.contiguous_format
 
 
 def weights_diff(a: list[nn.Module], b: list[nn.Module]) -> float:

@@ -15,6 +15,7 @@ from torch import nn
 
 from imbadv.bench.attacks import sync
 from imbadv.bench.training import StepClock, imbadv_train, make_data
+from imbadv.models.layout import choose_layout
 from imbadv.training import TrainSettings
 
 WAIT_SECONDS = 600  # a child that neither reports nor exits by then has hung (a broken barrier)
@@ -49,10 +50,9 @@ def member_process(rank: int, job: dict, barrier, out) -> None:
         x, y = make_data(job["images"], device)  # seed 0, as every side: the same batches
         model = pickle.loads(job["model"])
         model.reset_parameters(torch.Generator().manual_seed(rank))
-        layout = torch.channels_last if s.channels_last else torch.contiguous_format
+        layout = choose_layout(model, device, s.channels_last).format
         model.to(device, memory_format=layout)
-        if s.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=layout)
         clock = BarrierClock(job["warmup"], device, barrier)
         imbadv_train(model, x, y, s, job["warmup"], device, seed=rank, clock=clock)
         buffer = io.BytesIO()  # plain bytes: nothing shared with a process about to exit

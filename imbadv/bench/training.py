@@ -16,6 +16,7 @@ from torch import nn
 
 from imbadv.augment import AUGMENTS
 from imbadv.bench.attacks import alternated, sync
+from imbadv.models.layout import choose_layout
 from imbadv.training import AdversarialSettings, Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep
 from imbadv.training.loop import Classifier, make_trainer, train_batches
@@ -26,6 +27,15 @@ def make_data(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
     return x.to(device), torch.randint(0, 10, (n,), generator=gen).to(device)
+
+
+def laid_out(
+    model: nn.Module, x: torch.Tensor, s: TrainSettings, device: torch.device
+) -> torch.Tensor:
+    """`model` in the layout fit would train it in on `device` (imbadv.models.layout), and `x` too."""
+    layout = choose_layout(model, device, s.channels_last)
+    model.to(memory_format=layout.format)
+    return x.contiguous(memory_format=layout.format)
 
 
 @contextmanager
@@ -154,9 +164,7 @@ def bench_training(
     """Images/s of both sides, alternated (raw, imbadv, imbadv, raw, ...) from the same weights;
     with `at_eps`, both sides train on fast-FGSM examples (adversarial training)."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
-    if s.channels_last:  # as fit does: NHWC model and data
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = laid_out(model, x, s, device)  # as fit does: NHWC model and data where safe
     sides = {
         "raw": lambda m: raw_train(m, x, y, s, warmup, at_eps=at_eps),
         "imbadv": lambda m: imbadv_train(m, x, y, s, warmup, device, at_eps=at_eps),
@@ -187,9 +195,7 @@ def bench_augment(
     """imbadv's training step with `crop_flip` against the same step without augmentation:
     seconds per step, alternated from the same weights; the ratio is crop_flip / none."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
-    if s.channels_last:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = laid_out(model, x, s, device)
     crop_flip = Recipe(augment=AUGMENTS.parse("augment", "crop_flip", {}))
     sides = {"none": Recipe(), "crop_flip": crop_flip}
     seconds: dict[str, list[float]] = {side: [] for side in sides}
@@ -213,9 +219,7 @@ def bench_compile(
     weights: steady-state images/s after warm-up (compiling happens in the first warm-up step),
     and compiling's cost apart: the compiled fit's wall time minus the eager fit's."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
-    if s.channels_last:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = laid_out(model, x, s, device)
     sides = {"eager": replace(s, compile="off"), "compiled": replace(s, compile="on")}
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     walls: dict[str, list[float]] = {side: [] for side in sides}

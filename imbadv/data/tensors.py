@@ -102,10 +102,21 @@ def on_device(
     return torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
 
 
+def placed(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` on `device`, where the stage that received it computes.
+
+    The rule every stage keeps: modules are created on the CPU and initialized there from a CPU
+    generator, then moved; a stage never assumes a model it is handed is where it computes
+    (Lightning's teardown moves a module back to the CPU after every fit and test on a GPU), so
+    it puts the model there itself. A no-op where it already is.
+    """
+    return model.to(device)
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-    """Predicted labels for uint8 images `x` (on the model's device), in eval mode."""
-    with eval_mode(model):
+    """Predicted labels for uint8 images `x` (the model is put on x's device), in eval mode."""
+    with eval_mode(placed(model, x.device)):
         out = [
             model(to_unit(x[i : i + batch_size])).argmax(1).cpu()
             for i in range(0, len(x), batch_size)
@@ -117,8 +128,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.nda
 def predict_unit(
     model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 1024
 ) -> np.ndarray:
-    """Predicted labels for float images `x` in [0, 1] (kept on the CPU, moved batch by batch)."""
-    with eval_mode(model):
+    """Predicted labels for float images `x` in [0, 1] (kept on the CPU, moved batch by batch)
+    by `model` on `device`."""
+    with eval_mode(placed(model, device)):
         out = [
             model(torch.from_numpy(x[i : i + batch_size]).to(device)).argmax(1).cpu()
             for i in range(0, len(x), batch_size)

@@ -3,7 +3,12 @@
 Nothing here unpickles arbitrary objects: state dicts load with `torch.load(weights_only=True)`
 or safetensors, and a .pt2 archive's pickled parts are screened the same way before
 `torch.export.load` reads them. A file that needs code execution is refused in one line unless
-`model.trust=true`. Every refusal is a ConfigError on `model.path` (exit 2), raised before any attack.
+`model.trust=true`. Weights that are not finite (NaN or inf) are refused too, naming the tensors:
+every tensor a weights file sets; a TorchScript program's (or trusted pickled module's)
+parameters and buffers; a .pt2's state dict and tensor constants (constants inside TorchScript
+code are not read). A file cut short is refused before torch (imbadv.models.files), a damaged
+one when it is read. Every refusal is a ConfigError on `model.path` (exit 2), raised before any
+attack.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from imbadv.config.errors import ConfigError
 from imbadv.data.base import DataCard
 from imbadv.models import CHECKPOINT, MODELS, CheckpointParams
 from imbadv.models.files import (
+    EXPORT,
     KEY,
     SAFETENSORS,
     STATE_DICT,
@@ -74,23 +80,78 @@ def load(card: DataCard, p: CheckpointParams) -> tuple[nn.Module, str]:
     """(model taking [0, 1] pixels, format) for the checkpoint `p.path`, or a one-line ConfigError."""
     fmt = checkpoint_format(p.path)
     if fmt == SAFETENSORS:
-        from safetensors.torch import load_file
-
-        return _fit(card, p, load_file(p.path, device="cpu")), fmt
-    if fmt == STATE_DICT:
+        model = _fit(card, p, _read_safetensors(p.path))
+        tensors = model.state_dict()
+    elif fmt == STATE_DICT:
         state = _unpickle(p.path, p.trust)
         if isinstance(state, nn.Module):  # a whole pickled module: only ever with model.trust
-            return Loaded(state.eval(), p.normalize, card.channels), "pickled module"
-        return _fit(card, p, _state_dict(p.path, state)), fmt
-    if fmt == TORCHSCRIPT:
-        with warnings.catch_warnings():  # TorchScript is deprecated, still the common format
-            warnings.simplefilter("ignore", FutureWarning)
-            program = torch.jit.load(p.path, map_location="cpu").eval()
-        return Loaded(program, p.normalize, card.channels), fmt
-    if not p.trust:
-        _screen_pt2(p.path)
-    program = torch.export.load(p.path).module()
-    return Loaded(program, p.normalize, card.channels), fmt
+            model, fmt = Loaded(state.eval(), p.normalize, card.channels), "pickled module"
+            tensors = _parameters_and_buffers(state)
+        else:
+            model = _fit(card, p, _state_dict(p.path, state))
+            tensors = model.state_dict()
+    else:
+        program, tensors = _program(p, fmt)
+        model = Loaded(program, p.normalize, card.channels)
+    found = not_finite(tensors)
+    if found:
+        raise ConfigError(KEY, p.path, f"finite weights (not finite: {found})")
+    return model, fmt
+
+
+def _read_safetensors(path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except Exception as err:  # noqa: BLE001 - a damaged file: the loader's error, on one line
+        raise ConfigError(KEY, path, f"a readable safetensors file ({_first_line(err)})") from None
+
+
+def _program(p: CheckpointParams, fmt: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A TorchScript or .pt2 program and the tensors it carries: parameters and buffers, and for
+    a .pt2 its tensor constants too (torch.export keeps non-persistent buffers there)."""
+    try:
+        if fmt == EXPORT and not p.trust:
+            _screen_pt2(p.path)
+        if fmt == TORCHSCRIPT:
+            with warnings.catch_warnings():  # TorchScript is deprecated, still the common format
+                warnings.simplefilter("ignore", FutureWarning)
+                program = torch.jit.load(p.path, map_location="cpu").eval()
+            return program, _parameters_and_buffers(program)
+        exported = torch.export.load(p.path)
+    except ConfigError:  # the screening's refusal, already in one line
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged archive: torch raises many kinds
+        what = "TorchScript" if fmt == TORCHSCRIPT else "torch.export (.pt2)"
+        raise ConfigError(KEY, p.path, f"a readable {what} program ({_first_line(err)})") from None
+    constants = {k: v for k, v in exported.constants.items() if isinstance(v, torch.Tensor)}
+    return exported.module(), {**exported.state_dict, **constants}
+
+
+def _parameters_and_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+def not_finite(tensors: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """The first `shown` tensors holding NaN or inf, each with its count, and how many more ("" if
+    none): weights that are not finite give NaN logits, which every metric would take as data."""
+    bad = [
+        (name, t)
+        for name, t in tensors.items()
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())
+    ]
+    named = [f"{name} ({_count_nonfinite(t)})" for name, t in bad[:shown]]
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return ", ".join(named) + more
+
+
+def _count_nonfinite(t: torch.Tensor) -> str:
+    nan, inf = int(t.isnan().sum()), int(t.isinf().sum())
+    kinds = " and ".join(f"{k:,} {what}" for k, what in ((nan, "NaN"), (inf, "inf")) if k)
+    if nan + inf < t.numel():
+        return kinds
+    return f"all {kinds}" if not (nan and inf) else f"all {t.numel():,}: {kinds}"
 
 
 def _unpickle(path: str, trust: bool) -> Any:

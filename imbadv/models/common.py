@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
 
-from imbadv.models.vgg import _channel_stats
+
+def channel_stats(
+    mean: Sequence[float], std: Sequence[float], channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data's per-channel mean and std as (1, C, 1, 1) tensors; a grayscale data set gets the
+    mean of RGB statistics rather than an error."""
+    if len(mean) != channels:
+        mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
+    shape = (1, channels, 1, 1)
+    return torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
+
+
+def drawn(
+    tensor: torch.Tensor, init: Callable[..., torch.Tensor], generator: torch.Generator | None
+) -> None:
+    """Fill `tensor` with `init(t, generator=generator)` drawn into a fresh contiguous CPU tensor,
+    then copied in: a model's initial weights are the same whether it was moved to a GPU or made
+    channels_last before or after (an in-place draw follows the tensor's device and memory order).
+    """
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"initialize from a CPU generator, not one on {generator.device}")
+    values = torch.empty(tuple(tensor.shape))
+    init(values, generator=generator)
+    with torch.no_grad():
+        tensor.copy_(values)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -25,7 +50,7 @@ class Normalizing(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int) -> None:
         super().__init__()
-        stats = _channel_stats(mean, std, channels)
+        stats = channel_stats(mean, std, channels)
         self.register_buffer("mean", stats[0], persistent=False)
         self.register_buffer("std", stats[1], persistent=False)
 
@@ -34,12 +59,12 @@ class Normalizing(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """He-normal convs (fan out, as torchvision's ResNets), BatchNorm 1 and 0 with fresh
-        running statistics, and PyTorch's default uniform Linear init: all from `generator`."""
+        running statistics, and PyTorch's default uniform Linear init: all drawn on the CPU from
+        `generator` (a CPU generator), wherever the model is."""
+        he = partial(nn.init.kaiming_normal_, mode="fan_out", nonlinearity="relu")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(
-                    m.weight, mode="fan_out", nonlinearity="relu", generator=generator
-                )
+                drawn(m.weight, he, generator)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
@@ -47,6 +72,6 @@ class Normalizing(nn.Module):
                 nn.init.zeros_(m.bias)
                 m.reset_running_stats()
             elif isinstance(m, nn.Linear):
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+                drawn(m.weight, partial(nn.init.kaiming_uniform_, a=math.sqrt(5)), generator)
                 bound = 1 / math.sqrt(m.in_features)
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+                drawn(m.bias, partial(nn.init.uniform_, a=-bound, b=bound), generator)

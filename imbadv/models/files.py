@@ -1,7 +1,9 @@
 """Checkpoint files told apart without torch: which format a file is, read from its first bytes.
 
 The config check runs before torch is imported, so a missing, unreadable or unknown file is
-refused here in one line; loading (and the safety checks that need torch) is imbadv.models.checkpoint.
+refused here in one line, and so is a file cut short (a safetensors file shorter than its header
+says, a zip without the directory at its end); loading (and the safety checks that need torch) is
+imbadv.models.checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def checkpoint_format(path: str) -> str:
     try:
         with open(file, "rb") as f:
             head = f.read(8)
-            found = _zip_format(file) if zipfile.is_zipfile(file) else _flat_format(f, head)
+            found = _zip_format(file) if zipfile.is_zipfile(file) else _flat_format(f, head, path)
     except OSError as err:
         raise ConfigError(KEY, path, f"a readable file ({err.strerror or err})") from None
     if found is None:
@@ -53,18 +55,41 @@ def _zip_format(file: Path) -> str | None:
     return None
 
 
-def _flat_format(f, head: bytes) -> str | None:
+def _flat_format(f, head: bytes, path: str) -> str | None:
     """safetensors (an 8-byte header length, then a JSON header) or torch.save's legacy pickle."""
     if len(head) == 8:
         size = int.from_bytes(head, "little")
         if 2 <= size < 100_000_000:
+            text = f.read(size)
             try:
-                header = json.loads(f.read(size))
+                header = json.loads(text)
             except (ValueError, UnicodeDecodeError):
                 header = None
             if isinstance(header, dict):
+                _check_complete(header, 8 + size, Path(path).stat().st_size, path)
                 return SAFETENSORS
+            if len(text) < size and text[:1] == b"{":  # a JSON header that stops mid-way
+                raise ConfigError(
+                    KEY, path, _cut(8 + len(text), 8 + size, "its header alone needs")
+                )
+    if head[:4] == b"PK\x03\x04":  # torch's zip formats keep their directory at the very end
+        need = "a complete zip archive, as torch.save, TorchScript and torch.export write"
+        raise ConfigError(KEY, path, f"{need} (no directory at its end: cut short or damaged)")
     return STATE_DICT if head[:1] == b"\x80" else None  # pickle protocol 2+: legacy torch.save
+
+
+def _check_complete(header: dict, start: int, size: int, path: str) -> None:
+    """Refuse a safetensors file whose length is not its header's plus the tensors it lists: a cut
+    file would otherwise fail deep inside the loader."""
+    ends = [v.get("data_offsets") if isinstance(v, dict) else None for v in header.values()]
+    ends = [e[1] for e in ends if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int)]
+    if ends and size != start + max(ends):  # a malformed header is the loader's to refuse
+        raise ConfigError(KEY, path, _cut(size, start + max(ends), "its header describes"))
+
+
+def _cut(have: int, want: int, who: str) -> str:
+    how = "cut short" if have < want else "bytes past its end"
+    return f"a complete safetensors file (it has {have:,} bytes, {who} {want:,}: {how})"
 
 
 def check_sources(s: Any) -> None:

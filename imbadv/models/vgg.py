@@ -8,11 +8,9 @@ import torch
 from torch import nn
 
 from imbadv.data.base import DataCard
+from imbadv.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD  # the default without a data card
 from imbadv.models import VGGParams
-
-# Per-channel CIFAR-10 training-set statistics: the default when no data card is given.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from imbadv.models.common import channel_stats, drawn
 
 # (channels, convs) per block, each block ending in a 2x2 max-pool (Sec. 3.1 of the paper).
 PAPER_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 3), (256, 3))
@@ -54,7 +52,7 @@ class VGG(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
-        stats = _channel_stats(mean, std, in_channels)
+        stats = channel_stats(mean, std, in_channels)
         self.register_buffer("mean", stats[0], persistent=False)
         self.register_buffer("std", stats[1], persistent=False)
         self.reset_parameters()
@@ -63,7 +61,7 @@ class VGG(nn.Module):
         """Keras defaults (the paper's framework): Glorot-uniform weights, zero biases."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.xavier_uniform_(module.weight, generator=generator)
+                drawn(module.weight, nn.init.xavier_uniform_, generator)
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,16 +71,6 @@ class VGG(nn.Module):
 def build(card: DataCard, p: VGGParams) -> VGG:
     """The registry's entry: a VGG sized for the card, normalizing with its mean and std."""
     return VGG(card.num_classes, card.channels, card.image_size, p.width, p.fc, card.mean, card.std)
-
-
-def _channel_stats(
-    mean: Sequence[float], std: Sequence[float], channels: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    # A grayscale data set gets the mean of the RGB statistics rather than an error.
-    if len(mean) != channels:
-        mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
-    shape = (1, channels, 1, 1)
-    return torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -84,23 +84,112 @@ class EpochReport(Callback):
             sink(row)
 
 
+def spread(values: list[float], digits: int) -> str:
+    """`0.51` for one value or equal values, `0.51-0.93` for several."""
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return (
+        f"{low:.{digits}f}"
+        if f"{low:.{digits}f}" == f"{high:.{digits}f}"
+        else (f"{low:.{digits}f}-{high:.{digits}f}")
+    )
+
+
+def group_line(label: str, row: dict[str, Any]) -> str:
+    """`train <label>: epoch 3/15  7/10 members training  loss ..  val loss .. acc ..  s/epoch  left`."""
+    live = row["live"]
+    left = row["seconds"] * (row["max_epochs"] - row["epoch"] - 1) if live else 0.0
+    return (
+        f"train {label}: epoch {row['epoch'] + 1}/{row['max_epochs']}  "
+        f"{len(live)}/{row['members']} members training  "
+        f"loss {spread(row['ranges']['train/loss'], 4)}  "
+        f"val loss {spread(row['ranges']['val/loss'], 4)} "
+        f"acc {spread(row['ranges']['val/acc'], 3)}  "
+        f"{row['seconds']:.1f} s/epoch  "
+        f"{'at most' if row['early_stopping'] else 'about'} {left:.0f} s left"
+    )
+
+
+class GroupEpochReport(Callback):
+    """After each epoch of grouped training, one row for every sink: the members still training,
+    the range of their losses and accuracies, the job's own member's numbers (member 0).
+
+    Runs after the group's selection (imbadv.training.grouped_select.GroupSelection), so the
+    members that stopped at this epoch are no longer counted as training."""
+
+    NAMES = ("train/loss", "val/loss", "val/acc")
+
+    def __init__(self, label: str, sinks: list[Sink], early_stopping: bool) -> None:
+        self.label, self.sinks, self.early_stopping = label, sinks, early_stopping
+        self.epoch_started = self.fit_started = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.fit_started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epoch_started = time.perf_counter()
+        self.started_with = list(getattr(module, "active", []))  # this epoch's members
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        ranges = {
+            n: [metrics[f"m{k}/{n}"] for k in self.started_with if f"m{k}/{n}" in metrics]
+            for n in self.NAMES
+        }
+        own = {n: metrics[f"m0/{n}"] for n in self.NAMES if f"m0/{n}" in metrics}
+        now = time.perf_counter()
+        row = {
+            "epoch": trainer.current_epoch,
+            "max_epochs": trainer.max_epochs,
+            **own,
+            "members": getattr(module, "k", 0),
+            "live": list(getattr(module, "active", [])),
+            "ranges": ranges,
+            "seconds": now - self.epoch_started,
+            "elapsed": now - self.fit_started,
+            "early_stopping": self.early_stopping,
+        }
+        for sink in self.sinks:
+            sink(row)
+
+
+class ConsoleQuiet(logging.Filter):
+    """Drops progress lines from console handlers (progress=quiet); the job's log file keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(log.name)
+
+
+def quiet_console() -> None:
+    """progress=quiet: the progress lines reach the job's log file (Hydra's run.log), not the
+    console: a filter on the root logger's plain stream handlers (Hydra's console handler; not
+    file handlers, nor other tools' handler subclasses), installed once."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not any(
+            isinstance(f, ConsoleQuiet) for f in handler.filters
+        ):
+            handler.addFilter(ConsoleQuiet())
+
+
 class TrainingPulse(Callback):
     """A line when training starts and at most every `every_s` s within an epoch: slow epochs
     (a loaded CPU, the paper's full-size model) never leave the user without news for long."""
 
-    def __init__(self, label: str, every_s: float = 30.0) -> None:
-        self.label, self.every_s = label, every_s
+    def __init__(self, label: str, every_s: float = 30.0, patience: int | None = None) -> None:
+        self.label, self.every_s, self.patience = label, every_s, patience
         self.last = self.epoch_started = time.perf_counter()
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.last = time.perf_counter()
         stop = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        patience = stop.patience if stop else self.patience  # a group's: each member's own
         log.info(
             "train %s: up to %d epochs of %d batches, early stopping patience %s",
             self.label,
             trainer.max_epochs,
             trainer.num_training_batches,
-            stop.patience if stop else "none",
+            "none" if patience is None else patience,
         )
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -261,20 +350,30 @@ def _write(path: Path, record: dict[str, Any]) -> None:
         log.warning("could not write %s: %s", path, err)
 
 
+@dataclass(frozen=True)
+class GroupFacts:
+    """What the progress lines of grouped training need to know beyond the Trainer's numbers."""
+
+    patience: int | None  # each member's early-stopping patience, None without early stopping
+    early_stopping: bool
+
+
 @dataclass
 class Watch:
     """What one job shows while it works: lines (unless quiet), W&B curves, training markers."""
 
-    lines: bool = True
+    lines: bool = True  # False (progress=quiet): imbadv.experiment keeps them off the console
     tracker: Any = None  # tracking.JobRun or None: gets `epoch(role, row)`
     lock_dir: Path | None = None  # the store's locks/: where training markers go
 
     @contextmanager
-    def training(self, key: str, role: str, label: str) -> Iterator[list[Callback]]:
-        """Callbacks for `fit` while the model `key` trains, and its marker for `imbadv.status`."""
-        sinks: list[Sink] = []
-        if self.lines:
-            sinks.append(lambda row: log.info(epoch_line(label, row)))
+    def training(
+        self, key: str, role: str, label: str, group: GroupFacts | None = None
+    ) -> Iterator[list[Callback]]:
+        """Callbacks for `fit` (or, with `group`, `fit_group`) while the model `key` trains, and
+        its marker for `imbadv.status`. Lines go to the log: the console too unless quiet."""
+        line = epoch_line if group is None else group_line
+        sinks: list[Sink] = [lambda row: log.info(line(label, row))]
         if self.tracker is not None:
             sinks.append(lambda row: self.tracker.epoch(role, row))
         marker = None
@@ -284,15 +383,21 @@ class Watch:
             _write(marker, info)
             Heartbeat.add(marker)
             sinks.append(lambda row: _write(marker, marker_update(info, row)))
+        report = (
+            EpochReport(label, sinks)
+            if group is None
+            else GroupEpochReport(label, sinks, group.early_stopping)
+        )
+        pulse = TrainingPulse(label, patience=None if group is None else group.patience)
         try:
-            yield [EpochReport(label, sinks), *([TrainingPulse(label)] if self.lines else [])]
+            yield [report, pulse]
         finally:
             if marker is not None:
                 Heartbeat.remove(marker)
                 marker.unlink(missing_ok=True)
 
     def attacks(self, label: str) -> list[Callback]:
-        return [AttackProgress(label)] if self.lines else []
+        return [AttackProgress(label)]
 
 
 def marker_update(info: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from functools import partial
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -218,31 +219,33 @@ def fit_group(
     logger=False,
     recipe: Recipe | None = None,
     adversarial: AdversarialSettings | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> list[dict]:
     """Train each model on its member's split as `fit` would alone, all K as one computation.
 
     Each model comes initialized (as for `fit`) and ends with its chosen weights, in eval mode;
     returns one `fit` record per member. Members must share architecture and training-set size;
-    `adversarial` (shared) switches on adversarial training, each member's seeded as alone.
+    `adversarial` (shared) switches on adversarial training, each member's seeded as alone;
+    `callbacks` (progress lines) run after the members' selection.
     """
     adversarial = adversarial or AdversarialSettings()
     check_members(models, members, settings, adversarial)
     runs, trains, vals = [], [], []
     for model, m in zip(models, members, strict=True):
         model.to(device)
-        train, val = channels_last(model, (m.train, m.val), settings)
+        (train, val), layout = channels_last(model, (m.train, m.val), settings, device)
         trains.append(train_batches(train, settings, recipe, m.seed))
         vals.append(val_batches(val))
         keep = selection(settings, adversarial, val, m.seed)  # robust validation per member
         stops = settings.selection == "val_loss" and settings.early_stopping
         patience = Patience(settings.patience) if stops else None
-        runs.append(MemberRun(model, keep, patience))
+        runs.append(MemberRun(model, keep, patience, layout))
     L.seed_everything(members[0].seed, workers=True, verbose=False)
     seeds = [m.seed for m in members]
     adversary = None if adversarial.mode == "none" else GroupAdversary(adversarial, seeds)
     module = GroupedClassifier(models, settings, [m.loss for m in members], recipe, adversary)
     module.runs, module.steps_per_epoch = runs, len(trains[0])
-    trainer = make_trainer(settings, device, [GroupSelection()], logger)
+    trainer = make_trainer(settings, device, [GroupSelection(), *callbacks], logger)
     trainer.fit(module, train_dataloaders=Zipped(trains), val_dataloaders=vals)
     return [record(run, trainer.current_epoch, settings) for run in runs]
 
@@ -262,6 +265,7 @@ def record(run: MemberRun, epochs: int, settings: TrainSettings) -> dict:
         # trainer.compile: the vmapped call is not compiled (yet); `on` says so in the record
         "compiled": False,
         **({"compile_fallback": GROUPED_EAGER} if settings.compile == "on" else {}),
+        **run.layout.record(),
     }
 
 

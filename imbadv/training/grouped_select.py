@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from imbadv.models.layout import CHANNELS_LAST, Layout
 from imbadv.training.loop import KeepBest
 
 # The grouped module (imbadv.training.grouped.GroupedClassifier) is typed by what is read here,
@@ -42,6 +43,7 @@ class MemberRun:
     model: nn.Module
     keep: KeepBest
     patience: Patience | None
+    layout: Layout = Layout(CHANNELS_LAST)
     stopped_at: int | None = None  # the last epoch it trained
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # its tensors once stopped
 

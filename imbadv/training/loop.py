@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -15,6 +16,7 @@ from torch import nn
 from imbadv.augment import AUGMENTS
 from imbadv.config.errors import TrainingError
 from imbadv.data.tensors import TensorBatches, one_device, to_unit
+from imbadv.models.layout import Layout, choose_layout
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
 from imbadv.training import AdversarialSettings, Recipe, TrainSettings
@@ -22,6 +24,7 @@ from imbadv.training.adversarial import AdversarialStep, robust_accuracy
 from imbadv.training.compiled import CompiledForward, wanted
 from imbadv.training.objectives import Loss
 
+log = logging.getLogger("imbadv.progress")  # the job's progress lines (status/progress.py)
 AUGMENT_STREAM = 0xA06  # the augmentation's generator: seed + this, apart from the data order's
 
 
@@ -60,13 +63,18 @@ def val_batches(val: tuple[torch.Tensor, torch.Tensor]) -> TensorBatches:
 
 
 def channels_last(
-    model: nn.Module, data: Sequence[tuple[torch.Tensor, torch.Tensor]], settings: TrainSettings
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """With `settings.channels_last`, the model and the images NHWC (batches sliced stay NHWC)."""
-    if not settings.channels_last:
-        return list(data)
-    model.to(memory_format=torch.channels_last)
-    return [(x.contiguous(memory_format=torch.channels_last), y) for x, y in data]
+    model: nn.Module,
+    data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    settings: TrainSettings,
+    device: torch.device,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Layout]:
+    """The model and the images in the layout `choose_layout` picks for `device` (NHWC with
+    `settings.channels_last`, unless a CPU kernel would crash: said once in the log), and it."""
+    layout = choose_layout(model, device, settings.channels_last)
+    if layout.reason:
+        log.warning("trainer.channels_last: %s", layout.reason)
+    model.to(memory_format=layout.format)
+    return [(x.contiguous(memory_format=layout.format), y) for x, y in data], layout
 
 
 class Classifier(L.LightningModule):
@@ -242,7 +250,7 @@ def fit(
     """
     adversarial, recipe = adversarial or AdversarialSettings(), recipe or Recipe()
     L.seed_everything(seed, workers=True, verbose=False)
-    train, val = channels_last(model, (train, val), settings)  # NHWC: no per-step copies
+    (train, val), layout = channels_last(model, (train, val), settings, device)
     keep = selection(settings, adversarial, val, seed, sibling)
     chosen: list[Callback] = [keep]
     if settings.selection == "val_loss" and settings.early_stopping:
@@ -263,6 +271,7 @@ def fit(
         "best_val_loss": keep.best_loss,
         "history": keep.history,
         **module.compiled.record(),  # trainer.compile: compiled, or why not
+        **layout.record(),
     }
     if keep.other["state"] is not None:
         record["sibling"] = {

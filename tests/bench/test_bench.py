@@ -56,6 +56,7 @@ def write_result(path, wall: float, trained: dict[str, bool], train_seconds: dic
     (path / "results.json").write_text(json.dumps(full))
 
 
+@pytest.mark.slow
 def test_main_writes_json_with_required_keys_and_finite_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
     write_result(tmp_path / "sweep" / "a", 10.0, {"target": True}, {"target": 6.0})
@@ -212,6 +213,7 @@ def changed_fgsm_step(monkeypatch):
     monkeypatch.setattr(bench_attacks, "attack_pairs", pairs)
 
 
+@pytest.mark.slow
 def test_a_differing_row_is_printed_and_recorded_and_strict_exits_1(tmp_path, monkeypatch, capsys):
     changed_fgsm_step(monkeypatch)
     seeds = []
@@ -298,6 +300,7 @@ def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
         bench.sweep_totals(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_quick_job_reports_peak_rss_of_a_real_run():
     shrink = [x for x in TINY if x != "experiment=smoke"]
     result = bench.quick_job(None, torch.device("cpu"), 1, extra=tuple(shrink))
@@ -331,3 +334,35 @@ def test_the_compile_row_reports_a_fallback_with_eager_weights(monkeypatch):
     assert result["compiled"] is False and "inductor: no compiler" in result["compile_fallback"]
     assert result["weights_max_abs_diff"] == 0.0 and positive(result["compiled_images_per_s"])
     assert positive(result["ratio"]) and math.isfinite(result["compile_seconds"])
+
+
+def test_attack_rows_without_torchattacks_are_refused_before_any_work(monkeypatch, capsys):
+    found = bench.importlib.util.find_spec
+    monkeypatch.setattr(
+        bench.importlib.util, "find_spec", lambda n: None if n == "torchattacks" else found(n)
+    )
+    monkeypatch.setattr(bench, "run_bench", lambda args: pytest.fail("work started"))
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*TINY_BENCH, "--attacks", "fgsm"])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--attacks=fgsm" in line and "torchattacks" in line and "--attacks none" in line
+
+
+def test_unknown_attack_names_are_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--attacks", "fgsm,pgdx"])
+    assert "unknown pgdx; allowed: fgsm,bim,pgd,pgd_l2,mifgsm or none" in capsys.readouterr().err
+
+
+def test_attacks_none_measures_the_rest_without_torchattacks(monkeypatch, tmp_path):
+    found = bench.importlib.util.find_spec
+    monkeypatch.setattr(
+        bench.importlib.util, "find_spec", lambda n: None if n == "torchattacks" else found(n)
+    )
+    monkeypatch.setattr(bench, "installed", lambda name: None)
+    args = ["--group", "0", "--stack", "0", "--attacks", "none", "--json", str(tmp_path / "b.json")]
+    report = bench.main([*TINY_BENCH, *args])
+    assert report["attack"] == {} and positive(report["train_vs_raw"])
+    assert math.isnan(report["attack_vs_torchattacks"])
+    assert report["machine"]["torchattacks"] is None

@@ -480,6 +480,7 @@ def test_svhn_counts_are_checked_per_digit_before_any_job(tmp_path):
 # ----------------------------------------------------------------------------- the real CLI
 
 
+@pytest.mark.slow
 def test_smoke_preset_on_a_200_class_64px_tiny_imagenet_folder(tmp_path):
     import json
 

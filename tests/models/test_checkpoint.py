@@ -3,6 +3,7 @@ the file, gives the stored model's rows; bad files are refused in one line (exit
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -40,8 +41,8 @@ def trained(tmp_path_factory) -> dict:
     return {"base": base, "results": results, "model": model, "card": card, "key": key}
 
 
-def checkpoint_job(base: Path, *args: str, multirun: bool = False):
-    out = ["hydra.sweep.dir=sweep"] if multirun else ["hydra.run.dir=single"]
+def checkpoint_job(base: Path, *args: str, multirun: bool = False, run_dir: str = "single"):
+    out = ["hydra.sweep.dir=sweep"] if multirun else [f"hydra.run.dir={run_dir}"]
     flags = ["-m"] if multirun else []
     return run_cli([*flags, *JOB, f"paths.store_dir={base / 'store'}", *out, "model=checkpoint", *args], base)  # fmt: skip
 
@@ -60,6 +61,7 @@ def numbers(results: dict) -> dict:
     return {"rows": rows, "acc": clean["acc"], "confusion": clean["confusion"]}
 
 
+@pytest.mark.slow
 def test_every_format_gives_the_stored_models_rows(trained):
     base, model, card = trained["base"], trained["model"], trained["card"]
     stored = base / "store" / "models" / f"{trained['key']}.safetensors"
@@ -277,3 +279,133 @@ def test_a_bad_checkpoint_source_is_refused_in_one_line(trained):
     )
     assert (base / "store" / "trainings.jsonl").read_text() == trainings  # nothing trained
     assert not list((base / "refused").glob("results.json"))
+
+
+def test_not_finite_names_the_first_tensors_with_their_counts():
+    from imbadv.models.checkpoint import not_finite
+
+    nan, inf = float("nan"), float("inf")
+    tensors = {
+        "features.0.weight": torch.full((8, 3, 3, 3), nan),
+        "features.0.bias": torch.zeros(8),  # finite: not named
+        "steps": torch.zeros(1, dtype=torch.long),  # integers are always finite
+        "classifier.3.bias": torch.tensor([inf, -inf, 0.0, 1.0]),
+        "mixed": torch.tensor([nan, inf], dtype=torch.float16),
+        "partly": torch.tensor([nan, 1.0, inf]),
+        "last": torch.tensor([nan]),
+    }
+    assert not_finite(tensors) == (
+        "features.0.weight (all 216 NaN), classifier.3.bias (2 inf), mixed (all 2: 1 NaN and 1 inf)"
+        " and 2 more"
+    )
+    assert not_finite(tensors, shown=5).endswith("partly (1 NaN and 1 inf), last (all 1 NaN)")
+    assert not_finite({k: v for k, v in tensors.items() if k in ("features.0.bias", "steps")}) == ""
+
+
+def _broken(model: nn.Module) -> nn.Module:
+    """`model` with its first convolution all NaN and two biases of its last layer infinite."""
+    with torch.no_grad():
+        model.features[0].weight.fill_(float("nan"))
+        model.classifier[3].bias[:2] = float("inf")
+    return model
+
+
+def test_every_format_refuses_weights_that_are_not_finite(tmp_path, monkeypatch):
+    """safetensors, a wrapped and prefixed state dict, TorchScript and a .pt2 program alike."""
+    from imbadv.config.errors import ConfigError
+    from imbadv.models import MODELS
+    from imbadv.models.checkpoint import load
+
+    card = DataCard(("a",) * 10, 3, 32, (0.5,) * 3, (0.25,) * 3)
+    model, x = _broken(build(card, VGGParams(width=WIDTH)).eval()), sample(card, 2)
+    state = model.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "s.pt")
+    torch.jit.save(torch.jit.trace(model, x), tmp_path / "ts.pt")
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "p.pt2")
+    monkeypatch.chdir(tmp_path)
+    named = "features.0.weight (all 216 NaN), classifier.3.bias (2 inf)"
+    for name in ("w.safetensors", "s.pt", "ts.pt", "p.pt2"):
+        arch = {} if name in ("ts.pt", "p.pt2") else {"arch": "vgg", "width": WIDTH}
+        params = MODELS.parse("model", "checkpoint", {"path": name, **arch}).params
+        with pytest.raises(ConfigError) as refused:
+            load(card, params)
+        line = str(refused.value)
+        assert line == f"model.path={name} is not allowed: expected finite weights (not finite: {named})"  # fmt: skip
+
+
+def _cut_files(base: Path, state: dict) -> dict[str, str]:
+    """A safetensors file cut in half and inside its header, a zip-based .pt cut in half; each with
+    the refusal it gets."""
+    save_file({k: v.contiguous() for k, v in state.items()}, base / "whole.safetensors")
+    torch.save(state, base / "whole.pt")
+    whole, pt = (base / "whole.safetensors").read_bytes(), (base / "whole.pt").read_bytes()
+    header = 8 + int.from_bytes(whole[:8], "little")
+    (base / "half.safetensors").write_bytes(whole[: len(whole) // 2])
+    (base / "head.safetensors").write_bytes(whole[: header // 2])
+    (base / "half.pt").write_bytes(pt[: len(pt) // 2])
+    complete = "a complete safetensors file (it has {:,} bytes, {} {:,}: cut short)"
+    return {
+        "half.safetensors": complete.format(len(whole) // 2, "its header describes", len(whole)),
+        "head.safetensors": complete.format(header // 2, "its header alone needs", header),
+        "half.pt": "a complete zip archive, as torch.save, TorchScript and torch.export write "
+        "(no directory at its end: cut short or damaged)",
+    }
+
+
+def test_a_file_cut_short_is_refused_before_torch(tmp_path, monkeypatch):
+    from imbadv.config.errors import ConfigError
+    from imbadv.models.files import checkpoint_format
+
+    card = DataCard(("a",) * 10, 3, 32, (0.5,) * 3, (0.25,) * 3)
+    refusals = _cut_files(tmp_path, build(card, VGGParams(width=WIDTH)).state_dict())
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_format("whole.safetensors") == "safetensors"
+    for name, allowed in refusals.items():
+        with pytest.raises(ConfigError) as refused:
+            checkpoint_format(name)
+        assert str(refused.value) == f"model.path={name} is not allowed: expected {allowed}"
+
+
+def test_a_file_cut_short_is_refused_in_one_line(trained):
+    """As `model.path` and as a gradient source: refused before any job starts."""
+    base = trained["base"]
+    refusals = _cut_files(base, trained["model"].state_dict())
+    for name, allowed in refusals.items():
+        proc = checkpoint_job(base, f"model.path={name}", "model.arch=vgg", run_dir="cut_job")
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert proc.stderr.strip() == f"imbadv: error: model.path={name} is not allowed: expected {allowed}"  # fmt: skip
+        assert not (base / "cut_job").exists()  # refused before any job folder
+    entry = "checkpoint:half.safetensors"
+    proc = source_job(base, "cut", "imbalance=over", f"attack.sources=[same,{entry}]")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = f"imbadv: error: attack.sources={entry} is not allowed: expected {refusals['half.safetensors']}"  # fmt: skip
+    assert proc.stderr.strip() == line
+    assert not (base / "cut").exists()
+
+
+@pytest.mark.slow
+def test_weights_that_are_not_finite_are_refused_in_one_line(trained):
+    """As `model.path` and as a gradient source: refused when the job loads the file, before any
+    model is trained or attacked."""
+    base = trained["base"]
+    state = _broken(copy.deepcopy(trained["model"])).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, base / "nan.safetensors")
+    trainings = (base / "store" / "trainings.jsonl").read_text()
+    named = "features.0.weight (all 216 NaN), classifier.3.bias (2 inf)"
+    proc = checkpoint_job(base, "model.path=nan.safetensors", "model.arch=vgg", run_dir="nan_job")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        "imbadv: error: model.path=nan.safetensors is not allowed: expected finite weights "
+        f"(not finite: {named})"
+    )
+    assert "images made" not in proc.stdout + proc.stderr
+    entry = "checkpoint:nan.safetensors"
+    proc = source_job(base, "nan_source", "imbalance=over", f"attack.sources=[same,{entry}]")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        f"imbadv: error: attack.sources={entry} is not allowed: expected finite weights "
+        f"(not finite: {named})"
+    )
+    assert (base / "store" / "trainings.jsonl").read_text() == trainings  # over-0 never trained
+    assert not list(base.glob("nan_*/results.json"))

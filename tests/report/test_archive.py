@@ -52,6 +52,7 @@ def write_tar(dest: Path, files: dict[str, bytes], names: dict[str, str] | None 
     return dest
 
 
+@pytest.mark.slow
 def test_the_manifest_holds_every_job_its_sha256_commit_and_data(archived):
     files = members(archived["archive"])
     manifest = json.loads(files.pop("manifest.json"))

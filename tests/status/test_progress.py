@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -96,14 +97,14 @@ def test_watch_feeds_lines_tracker_and_marker_every_epoch(tmp_path, caplog, line
     assert [m.get("epoch", 0) for m in tracker.seen] == list(range(len(history)))
     assert all(m["key"] == "k1" and m["pid"] > 0 for m in tracker.seen)
     assert not marker.exists()  # removed once the model is trained
+    # quiet or not, the lines are logged: quiet keeps them off the console (test below)
     texts = [r.getMessage() for r in caplog.records if r.name == "imbadv.progress"]
-    assert len(texts) == (len(history) + 1 if lines else 0)
-    if lines:
-        start, *texts = texts
-        assert start == (
-            "train target under class 1 (cat): up to 3 epochs of 2 batches, early stopping patience 1"
-        )
-        assert texts[0].startswith("train target under class 1 (cat): epoch 1/3  loss ")
+    assert len(texts) == len(history) + 1
+    start, *texts = texts
+    assert start == (
+        "train target under class 1 (cat): up to 3 epochs of 2 batches, early stopping patience 1"
+    )
+    assert texts[0].startswith("train target under class 1 (cat): epoch 1/3  loss ")
 
 
 def test_patience_left_is_what_early_stopping_counts(caplog):
@@ -210,4 +211,60 @@ def test_bad_progress_value_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "imbadv: error: progress=loud is not allowed: expected one of lines, quiet"
+    )
+
+
+def test_quiet_keeps_the_lines_in_the_log_file_and_off_the_console(tmp_path):
+    root = logging.getLogger()
+    console, file = logging.StreamHandler(io.StringIO()), logging.FileHandler(tmp_path / "run.log")
+    root.addHandler(console)
+    root.addHandler(file)
+    level, root.level = root.level, logging.INFO  # as Hydra's job logging sets it
+    try:
+        progress.log.info("train before quiet")
+        progress.quiet_console()
+        progress.quiet_console()  # idempotent: one filter
+        progress.log.info("train after quiet")
+        logging.getLogger("imbadv.other").warning("not a progress line")
+    finally:
+        root.removeHandler(console)
+        root.removeHandler(file)
+        root.level = level
+        file.close()
+    assert console.stream.getvalue().splitlines() == ["train before quiet", "not a progress line"]
+    assert len(console.filters) == 1
+    logged = (tmp_path / "run.log").read_text().splitlines()
+    assert logged == ["train before quiet", "train after quiet", "not a progress line"]
+
+
+def test_a_grouped_run_prints_a_line_per_epoch_with_its_members(caplog):
+    from imbadv.training.grouped import Member, fit_group
+
+    group = [Member(toy(64, 10 + k), toy(32, 20 + k), seed=k) for k in range(3)]
+    models = [VGG(num_classes=2, width=0.125) for _ in group]
+    settings = TrainSettings(batch_size=32, max_epochs=2, patience=1)
+    caplog.set_level(logging.INFO, logger="imbadv.progress")
+    watch = progress.Watch(lines=True)
+    facts = progress.GroupFacts(patience=1, early_stopping=True)
+    with watch.training("k1", "target", "group of 3: under", facts) as callbacks:
+        fit_group(models, group, settings, torch.device("cpu"), recipe=Recipe.paper(lr=1e-3), callbacks=callbacks)  # fmt: skip
+    start, *epochs = [r.getMessage() for r in caplog.records if r.name == "imbadv.progress"]
+    assert (
+        start == "train group of 3: under: up to 2 epochs of 2 batches, early stopping patience 1"
+    )
+    assert len(epochs) == 2
+    assert epochs[0].startswith("train group of 3: under: epoch 1/2  ")
+    assert "/3 members training  loss " in epochs[0] and " val loss " in epochs[0]
+    assert " s/epoch  at most " in epochs[0] and epochs[-1].endswith(" 0 s left")
+
+
+def test_group_line_format():
+    row = {
+        "epoch": 2, "max_epochs": 10, "members": 10, "live": [0, 1, 3], "seconds": 2.0,
+        "early_stopping": True,
+        "ranges": {"train/loss": [0.5, 0.7], "val/loss": [0.61, 0.61], "val/acc": [0.4, 0.8]},
+    }  # fmt: skip
+    assert progress.group_line("group of 10: under", row) == (
+        "train group of 10: under: epoch 3/10  3/10 members training  loss 0.5000-0.7000  "
+        "val loss 0.6100 acc 0.400-0.800  2.0 s/epoch  at most 14 s left"
     )

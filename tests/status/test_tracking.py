@@ -107,6 +107,7 @@ def offline_sweep(tmp_path_factory) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_offline_run_holds_confusion_matrix_summary_and_curves(offline_sweep):
     jobs = sorted(p.parent for p in offline_sweep.glob("*/results.json"))
     assert len(jobs) == 2
