@@ -16,6 +16,9 @@ install: ## Create .venv and install imbadv with its test tools (CPU or GPU torc
 test: ## Run the test suite (CPU, no network, no root; ~10 min on 2 cores)
 	$(PY) -m pytest -q
 
+test-fast: ## Every test not marked slow (no CLI subprocesses, no end-to-end runs): the edit-test loop
+	$(PY) -m pytest -q -m "not slow and not cluster"
+
 test-data: ## Debian's Fashion-MNIST (root: apt), so its real-data test runs instead of skipping
 	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; }
@@ -73,4 +76,4 @@ bench-smoke: ## CI: the bench at small sizes, every row, --strict identity check
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-data test-cluster lint format smoke quick reproduce longtail-quick gpu-check gpu-reference report status bench bench-smoke clean wheelhouse
+.PHONY: help install test test-fast test-data test-cluster lint format smoke quick reproduce longtail-quick gpu-check gpu-reference report status bench bench-smoke clean wheelhouse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from dataclasses import asdict, replace
@@ -31,6 +32,8 @@ from imbadv.status.progress import Watch, job_record, quiet_console
 from imbadv.status.tracking import start_job
 from imbadv.store import Store, atomic_write_json, content_key
 from imbadv.transfer import attack_identity, attack_rows
+
+log = logging.getLogger("imbadv.progress")  # Hydra prints it and keeps it in the job's log
 
 
 def model_entry(
@@ -82,14 +85,11 @@ def compute(
         models["balanced"], records["balanced"] = obtain_model(
             data, s, balanced_profile(s, data.train_counts()), target, device, store, watch
         )
-    for name, source in s.named_sources.items():  # parse_sources keeps only those it lists
+    for name in s.named_sources:  # parse_sources keeps only those it lists
         if name in files:
             models[name], records[name] = files[name]
             continue
-        cls = target if source.target is None else resolve_class(source.target, data)
-        models[name], records[name] = obtain_model(
-            data, source_settings(s, source), source.profile, cls, device, store, watch, name
-        )
+        models[name], records[name] = named_model(data, s, name, target, device, store, watch)
     trained = {role: r["trained_here"] for role, r in records.items()}
     keys = {role: r["key"] for role, r in records.items()}
     key = content_key(
@@ -111,6 +111,25 @@ def compute(
 
     result, _ = store.result(key, evaluate)
     return result, trained
+
+
+def named_model(
+    data: Dataset,
+    s: Settings,
+    name: str,
+    target: int,
+    device: torch.device,
+    store: Store,
+    watch: Watch | None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A named source's model (`under-3`, `balanced@seed+1`) as the job that trains it would:
+    its profile, class, training mode and seed; another seed's `balanced` is the control of the
+    job's profile, as the `balanced` source is, so its key is the one that seed's job stores."""
+    source = s.named_sources[name]
+    ss = source_settings(s, source)
+    cls = target if source.target is None else resolve_class(source.target, data)
+    profile = balanced_profile(ss, data.train_counts()) if source.control else source.profile
+    return obtain_model(data, ss, profile, cls, device, store, watch, name)
 
 
 def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str, Any]:
@@ -143,6 +162,12 @@ def _run_checked(
     cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int, watch: Watch
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    if s.masking_twins:
+        log.info(
+            "attack.methods: an adversarially trained model is attacked, so the gradient-masking "
+            "check (masking_gap) gets the margin twin of each cross-entropy PGD setting: added %s",
+            ", ".join(s.masking_twins),
+        )
     threads = set_threads(s.threads, concurrent_jobs)
     data = load_dataset(s.dataset, s.cache_dir)
     target = resolve_class(s.target, data)
@@ -171,6 +196,7 @@ def _run_checked(
         "threads": threads,
         "trained_here": trained,
         "wall_seconds": time.perf_counter() - started,
+        **({"masking_twins": list(s.masking_twins)} if s.masking_twins else {}),
         "versions": versions(),
     }
     full = {

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from imbadv.attacks import MASKING_METHODS
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts (num_classes, num_classes): row = true class, column = predicted class."""
@@ -104,7 +106,7 @@ def masking_pair(rows: list[dict], source: str, eps: float, goal: tuple) -> tupl
     loss at its strongest setting, for the PGD norm (pgd, pgd_l2) where the two differ most;
     None when no PGD norm ran with both losses."""
     pairs = []
-    for method in ("pgd", "pgd_l2"):
+    for method in MASKING_METHODS:
         best: dict[str, float] = {}
         for r in rows:
             if (r["method"], r["source"], r["eps"], _goal(r)) == (method, source, eps, goal):

@@ -47,7 +47,8 @@ class AttackRow:
     max_abs_delta: float
     zero_grad_fraction: float
     # Written since named sources (absent in older files, which the report still reads):
-    # model / source_model (canonical names: under-3, balanced+fast_fgsm), model_key, images_key.
+    # model / source_model (canonical names: under-3, balanced+fast_fgsm), model_key, images_key;
+    # source_seed only from another seed's model (source balanced@seed+1, docs/transfer.md).
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ MODEL_FACTS = (
     "model_clean_acc",
     "attacked_model",
     "source_model",
+    "source_seed",
     "attack",
 )
 
@@ -115,7 +116,7 @@ def job_rows(full: dict[str, Any], sweep: str, job: str) -> list[dict[str, Any]]
     return rows
 
 
-# Before the recipe was a set of components (issue 20), the paper's optimizer and schedule were
+# Before the recipe was a set of components, the paper's optimizer and schedule were
 # trainer.lr, rho, eps and decay; a job written then ran exactly these.
 LEGACY = {
     "optimizer": ("rmsprop_keras", ("lr", "rho", "eps")),
@@ -202,6 +203,7 @@ def attack_columns(row: dict[str, Any]) -> dict[str, Any]:
         "attacked_model": row.get("model"),
         "source": row["source"],
         "source_model": row.get("source_model"),
+        "source_seed": row.get("source_seed"),  # only another seed's model (`balanced@seed+1`)
         "method": row["method"],
         "attack": row["attack"],
         **flat("attack", row.get("params") or {}),

@@ -202,10 +202,17 @@ def attack_rows(
     stacked_sets(store, list(made.values()), at, watch)  # with attack.stack: found here below
     for src in s.sources:
         sets = image_sets(store, made[src], s, at.idx, at.images, device, watch)
+        seed = source_seed(s, src)
         for test in tested_on(src, s, names):
             model = (models[test.role], keys[test.role], clean[test.role])
-            rows[test.role] += rows_on(at, test, names[src], model, sets)
+            rows[test.role] += [r | seed for r in rows_on(at, test, names[src], model, sets)]
     return [r for group in rows.values() for r in flag_gradient_masking(group)]
+
+
+def source_seed(s: Settings, src: str) -> dict[str, int]:
+    """`source_seed` of another seed's model (`balanced@seed+1`); nothing else: rows as before."""
+    seed = getattr(s.named_sources.get(src), "seed", None)
+    return {} if seed is None else {"source_seed": seed}
 
 
 def attacked(data: Dataset, s: Settings, target: int, device: torch.device) -> Attacked:

@@ -38,6 +38,10 @@ class Direction(StrEnum):
 UNTARGETED = (Direction.ASCENT, Direction.DESCENT)
 ALL_DIRECTIONS = tuple(Direction)
 
+# The attacks whose cross-entropy and margin losses the gradient-masking check compares
+# (imbadv.metrics.masking_pair; the settings add the margin twin: config.settings.masking_twins).
+MASKING_METHODS = ("pgd", "pgd_l2")
+
 
 @dataclass(frozen=True)
 class AttackParams(Params):

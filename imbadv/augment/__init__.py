@@ -44,4 +44,4 @@ AUGMENTS.add(
     "crop_flip", CropFlipParams, "imbadv.augment.batch:crop_flip", "pad, random crop, flip"
 )
 
-DEFAULT = "none"  # today's: enters no store key
+DEFAULT = "none"  # the paper's: enters no store key

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_SECONDS = 15 * 60  # issue 10: the whole quick matrix on 2 cores
+TARGET_SECONDS = 15 * 60  # the whole quick matrix on 2 cores
 
 
 def lines(path: Path) -> int:

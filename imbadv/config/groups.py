@@ -66,7 +66,9 @@ def requests(s: Settings) -> list[tuple[Settings, Member]]:
             continue
         ss = source_settings(s, source)
         target = s.target if source.target is None else source.target
-        out.append((replace(ss, target=target), member(ss, source.profile, target, False)))
+        # another seed's `balanced` (control) is asked for as that seed's job asks for it
+        request = member(ss, source.profile, target, source.control)
+        out.append((replace(ss, target=target), request))
     return out
 
 

@@ -203,7 +203,7 @@ class Spec:
     def key(self) -> dict[str, Any]:
         """What enters store keys: the name and every parameter that differs from its default.
 
-        A new parameter whose default keeps today's behaviour therefore changes no stored key.
+        A new parameter whose default keeps the existing behaviour therefore changes no stored key.
         Changing an existing default changes what a key means: bump FORMAT_VERSION then.
         """
         changed = params_key(self.params)

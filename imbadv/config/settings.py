@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from imbadv.attacks import ATTACKS, Direction
+from imbadv.attacks import ATTACKS, MASKING_METHODS, Direction
 from imbadv.attacks.goals import check_direction, with_target_class
 from imbadv.augment import AUGMENTS
 from imbadv.config.classes import class_choices, class_index
@@ -95,6 +95,9 @@ class Settings:
     progress: str = "lines"  # lines: one per epoch and ~30 s of attacks | quiet
     named_sources: dict = field(default_factory=dict)  # name -> SourceModel | CheckpointSource
     recipe: Recipe = field(default_factory=Recipe)  # optimizer, schedule, augmentation
+    # names of the margin-loss PGD settings added to `specs` for the gradient-masking check
+    # (masking_twins): the job logs them once
+    masking_twins: tuple[str, ...] = ()
 
 
 def _as_list(value: Any) -> list:
@@ -156,6 +159,64 @@ def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
     return specs
 
 
+def masking_twins(specs: tuple[AttackSpec, ...]) -> tuple[AttackSpec, ...]:
+    """The margin-loss twins missing beside `specs`' cross-entropy PGD settings, each once.
+
+    Why: `masking_gap` and half of the `gradient_masking` flag (imbadv.metrics) compare PGD-CE
+    with PGD-margin at one source, eps and direction; without the margin run the check is
+    silently empty, and adversarially trained models are where gradient masking is expected
+    (RoBal, CVPR 2021, Sec. 3.3). A twin is the CE setting (pgd or pgd_l2: same steps, alpha,
+    restarts, random start, eps, direction, target) with `loss: margin` and logit_scale 1: a
+    positive logit scale leaves the margin's step unchanged (sign or L2-normalized gradient),
+    so a CE setting on logits x10 shares the plain setting's twin. A margin setting already
+    there with the same other parameters is the twin: nothing is added for it. Appended after
+    `specs` by the caller, so every existing setting keeps its name, store key and images.
+    """
+
+    def core(spec: AttackSpec) -> tuple:  # what a twin shares: all but the loss and the scale
+        params = spec.method.params.resolved(spec.eps)  # alpha None and its value are one
+        rest = tuple(sorted((k, v) for k, v in params.items() if k not in ("loss", "logit_scale")))
+        return spec.method.name, spec.eps, spec.direction, spec.target_class, rest
+
+    pgd = [x for x in specs if x.method.name in MASKING_METHODS]
+    have = {core(x) for x in pgd if x.method.params.loss == "margin"}
+    added: dict[str, AttackSpec] = {}
+    for x in pgd:
+        if x.method.params.loss == "ce" and core(x) not in have:
+            params = replace(x.method.params, loss="margin", logit_scale=1.0)
+            twin = replace(x, method=replace(x.method, params=params))
+            added.setdefault(twin.name, twin)
+    return tuple(added.values())
+
+
+def trains_adversarially(adversarial: AdversarialSettings, named: dict) -> bool:
+    """Whether any model the job trains or takes gradients from is adversarially trained: its own
+    (and the balanced one, trained the same way) or a named source of the sweep (`exp+pgd_at`).
+    A checkpoint file's training is unknown: it does not count."""
+    modes = [adversarial.mode] + [
+        x.adversarial.mode for x in named.values() if isinstance(x, SourceModel)
+    ]
+    return any(mode != "none" for mode in modes)
+
+
+def job_specs(
+    cfg: DictConfig,
+    adversarial: AdversarialSettings,
+    named: dict,
+    classes: tuple[str, ...] | None,
+    target: int | str,
+) -> dict[str, Any]:
+    """The job's attack settings (`specs`), with the margin twins an adversarially trained model
+    gets for the gradient-masking check (docs/attacks.md, "Gradient masking") after the listed
+    ones, and their names (`masking_twins`); a standard-only job runs what it lists."""
+    specs = attack_specs(cfg)
+    twins = masking_twins(specs) if trains_adversarially(adversarial, named) else ()
+    return {
+        "specs": with_target_class(specs + twins, classes, target),
+        "masking_twins": tuple(x.name for x in twins),
+    }
+
+
 def attack_images(cfg: DictConfig) -> dict[str, Any]:
     """Which test images are attacked: `images` target | all, `per_class` N (only with all)."""
     images, per_class = cfg.get("images", "target"), cfg.get("per_class")
@@ -180,7 +241,9 @@ def from_config(cfg: DictConfig) -> Settings:
     check_counts(dataset, imbalance, target, val_fraction)
     adversarial = adversarial_settings(cfg)
     classes = dataset.params.known_classes()
-    sources, named = parse_sources(cfg, (imbalance, target, adversarial), classes, CONF_DIR)
+    seed = _number("seed", cfg.seed, 0, 2**32 - 1, integer=True)  # `@seed+K` sources read it
+    job = (imbalance, target, adversarial)
+    sources, named = parse_sources(cfg, job, classes, CONF_DIR, seed)
     train = build_params(
         TrainSettings, "trainer", OmegaConf.to_container(cfg.trainer, resolve=True)
     )
@@ -194,9 +257,9 @@ def from_config(cfg: DictConfig) -> Settings:
         objective=component(cfg.objective, "objective", OBJECTIVES),
         train=train,
         recipe=recipe,
-        seed=_number("seed", cfg.seed, 0, 2**32 - 1, integer=True),
+        seed=seed,
         val_fraction=val_fraction,
-        specs=with_target_class(attack_specs(cfg.attack), dataset.params.known_classes(), target),
+        **job_specs(cfg.attack, adversarial, named, dataset.params.known_classes(), target),
         sources=sources,
         named_sources=named,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
@@ -307,6 +370,8 @@ def with_names(s: Settings) -> dict[str, str]:
         Source.SAME: model_name(s.imbalance.name, s.target, mode),
         Source.BALANCED: model_name(Source.BALANCED, None, mode),
     }
+    for name, source in s.named_sources.items():  # another seed's: under-3@seed+1 for same@seed+1
+        names[name] = getattr(source, "model", "") or name
     return {src: names.get(src, src) for src in s.sources}
 
 
@@ -324,13 +389,23 @@ def check_sweep(jobs: list[Settings]) -> None:
             trained.add(model_name(Source.BALANCED, None, s.adversarial.mode))
     for s in jobs:
         for name, source in s.named_sources.items():
-            if name not in trained and not isinstance(source, CheckpointSource):  # files: loaded
+            # another seed's model (`over-3@seed+1`) is trained by the job itself: the name
+            # before `@` is checked, as a typo in it would be without the suffix
+            base = name.partition("@")[0]
+            if base in (Source.SAME, Source.BALANCED):
+                continue
+            if base not in trained and not isinstance(source, CheckpointSource):  # files: loaded
                 have = ", ".join(sorted(trained))
                 raise ConfigError("attack.sources", name, f"{ALLOWED}; this sweep trains: {have}")
 
 
 def source_settings(s: Settings, source: SourceModel) -> Settings:
-    """The job's settings with the source's profile, class and training mode."""
+    """The job's settings with the source's profile, class, training mode and seed."""
+    seed = s.seed if source.seed is None else source.seed
     return replace(
-        s, imbalance=source.profile, target=source.target, adversarial=source.adversarial
+        s,
+        imbalance=source.profile,
+        target=source.target,
+        adversarial=source.adversarial,
+        seed=seed,
     )

@@ -8,13 +8,15 @@ profile, class and training mode; its profile's options are the job's own when t
 profile, else those a job of the same command with `imbalance=<name>` gets: Hydra composes the
 job's own overrides (search path and plugins included) with it. Without `+mode` a source trains
 as the job does, like `balanced`. A checkpoint source is loaded, never trained: its file is
-checked here (exists, readable, a supported format) without torch. No torch here.
+checked here (exists, readable, a supported format) without torch. Any source but a file may
+name another seed's model (`balanced@seed+1`: a baseline across seeds; imbadv.config.seeds).
+No torch here.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv.config.classes import class_choices, class_index
 from imbadv.config.errors import ConfigError
 from imbadv.config.registry import Spec, build_params
+from imbadv.config.seeds import seeded, split_seed
 from imbadv.imbalance import PROFILES, targeted
 from imbadv.training import AdversarialSettings
 
@@ -42,7 +45,7 @@ class Source(StrEnum):
 NAME = re.compile(r"^(?P<profile>[A-Za-z_]\w*)(?:-(?P<cls>[^+]+))?(?:\+(?P<mode>[A-Za-z_]\w*))?$")
 ALLOWED = (
     "same, balanced, a model of the sweep: <profile>[-<class>][+<mode>], e.g. under-3, "
-    "or a file: checkpoint:FILE"
+    "or a file: checkpoint:FILE; any but a file at another seed: <source>@seed=N or @seed+K"
 )
 CHECKPOINT = "checkpoint"  # `checkpoint:FILE`, or a mapping {checkpoint: FILE, <option>: ...}
 FILE_OPTIONS = ("arch", "arch_params", "width", "normalize", "trust")  # model=checkpoint's options
@@ -56,6 +59,9 @@ class SourceModel:
     profile: Spec
     target: int | str | None  # None for a profile without a target class
     adversarial: AdversarialSettings
+    seed: int | None = None  # another seed's model (`@seed=N`, `@seed+K`); None: the job's seed
+    model: str = ""  # the rows' `source_model` when it is not `name`: under-3@seed+1
+    control: bool = False  # the balanced control of `profile`, as `balanced` (its count needs data)
 
 
 @dataclass(frozen=True)
@@ -211,14 +217,47 @@ def resolve(
     return SourceModel(model_name(profile, target, adversarial.mode), spec, target, adversarial)
 
 
+def seed_source(
+    text: str,
+    cfg: DictConfig,
+    job: tuple[Spec, int | str, AdversarialSettings],
+    classes: tuple[str, ...] | None,
+    conf_dir: Path,
+    seed: int,
+) -> SourceModel:
+    """Another seed's model (`balanced@seed+1`), for a job of seed `seed`: the model that seed's
+    own job trains. Named `balanced@...` when it is the job's balanced model (in a balanced job
+    too, so one name finds the baseline in every job), `same@...` when the job's own, else by
+    its model's name; the suffix as written, so `@seed+K` reads alike in every seed's rows."""
+    base, suffix = split_seed(text, seed)
+    profile, target, adversarial = job
+    own = model_name(profile.name, target, adversarial.mode)
+    balanced = model_name(Source.BALANCED, None, adversarial.mode)
+    if base in (Source.SAME, Source.BALANCED):
+        source = SourceModel(own if base == Source.SAME else balanced, profile, target, adversarial)
+    else:
+        try:
+            source = resolve(base, cfg, job, classes, conf_dir)
+        except ConfigError as err:  # refused on the whole entry, its suffix included
+            raise ConfigError("attack.sources", text, err.allowed) from None
+    if source.name == balanced:  # as `balanced`: the control of the job's own profile
+        source = SourceModel(balanced, profile, target, adversarial, control=True)
+    # balanced last: in a balanced job (own == balanced) the entry is `balanced@...`
+    kind = {own: Source.SAME, balanced: Source.BALANCED}.get(source.name, source.name)
+    return replace(
+        source, name=f"{kind}{suffix}", seed=suffix.seed(seed), model=f"{source.name}{suffix}"
+    )
+
+
 def parse_sources(
     cfg: DictConfig,
     job: tuple[Spec, int | str, AdversarialSettings],
     classes: tuple[str, ...] | None,
     conf_dir: Path,
+    seed: int,
 ) -> tuple[tuple[str, ...], dict[str, SourceModel]]:
     """The job's sources in order (same, balanced, canonical names) and the named ones resolved
-    (SourceModel, or CheckpointSource for a file).
+    (SourceModel, or CheckpointSource for a file), for a job of seed `seed`.
 
     A name that is the job's own model is `same`; one that is the balanced source is `balanced`.
     """
@@ -231,6 +270,11 @@ def parse_sources(
     )
     order, named = [], {}
     for text in entries:
+        if seeded(text):  # another seed's model: never the job's own, never `balanced` itself
+            source = seed_source(text, cfg, job, classes, conf_dir, seed)
+            order.append(source.name)
+            named[source.name] = source
+            continue
         if isinstance(text, str) and text in (Source.SAME, Source.BALANCED):
             order.append(str(text))
             continue

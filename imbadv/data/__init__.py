@@ -13,19 +13,7 @@ from typing import Literal
 from imbadv.config.errors import ConfigError
 from imbadv.config.registry import UNKEYED, Facts, Params, Registry, bounds
 from imbadv.data import names
-
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+from imbadv.data.names import CIFAR10_CLASSES
 
 
 @dataclass(frozen=True)

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from imbadv.config.errors import DataError
 from imbadv.data.base import DataCard, Dataset
+from imbadv.data.files import DOWNLOAD_TIMEOUT_S, socket_timeout
 
-# urllib waits forever by default; a firewall that drops packets would hang a job.
-DOWNLOAD_TIMEOUT_S = 30.0
 # Per-channel statistics of the official CIFAR-10 training set (pixel units on [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def load_cifar10(root: str | Path, download: bool = True) -> Dataset:
@@ -46,7 +32,7 @@ def load_cifar10(root: str | Path, download: bool = True) -> Dataset:
         if not download and not check_integrity(str(archive), CIFAR10.tgz_md5):
             raise DataError(_cifar10_missing(batches, root, "download is off")) from None
         try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            with socket_timeout(DOWNLOAD_TIMEOUT_S):
                 download_and_extract_archive(
                     CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
                 )

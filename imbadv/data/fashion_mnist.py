@@ -60,10 +60,10 @@ def _download(root: Path, where: str, hint: str) -> None:
 
     from torchvision.datasets import FashionMNIST
 
-    from imbadv.data.cifar10 import DOWNLOAD_TIMEOUT_S, _socket_timeout
+    from imbadv.data.files import DOWNLOAD_TIMEOUT_S, socket_timeout
 
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
             FashionMNIST(str(root), train=True, download=True)
     except (OSError, RuntimeError, EOFError, tarfile.TarError) as exc:
         raise DataError(

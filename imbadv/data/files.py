@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import tarfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from imbadv.config.errors import DataError
-from imbadv.data.cifar10 import DOWNLOAD_TIMEOUT_S, _socket_timeout
+
+# urllib waits forever by default; a firewall that drops packets would hang a job.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """Every socket opened inside gives up after `seconds` of silence (urllib has no default)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def checksum_failures(files: Iterable[tuple[Path, str]]) -> list[str]:
@@ -26,7 +41,7 @@ def fetch(url: str, root: Path, filename: str, md5: str, extract: bool = True) -
     from torchvision.datasets.utils import download_and_extract_archive, download_url
 
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
             if extract:
                 download_and_extract_archive(url, str(root), filename=filename, md5=md5)
             else:

@@ -33,7 +33,7 @@ def read_folder(root: Path, cache_dir: Path) -> tuple[dict[str, np.ndarray], str
             f"dataset.root={root} {what}: expected a folder with train/ and test/ "
             "class folders, or a .tar.gz of one"
         )
-    key = _sha256_file(root) if is_archive else _listing_key(root)
+    key = _sha256_file(root) if is_archive else listing_key(root)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"folder-{key}.npz"
     arrays = _read_cache(cache, delete_bad=False)
@@ -67,7 +67,7 @@ def _sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _listing_key(root: Path) -> str:
+def listing_key(root: Path) -> str:
     # Sizes and mtimes stand in for content: hashing every image would cost as much as decoding.
     entries = []
     for dirpath, _, filenames in os.walk(root):
@@ -121,7 +121,7 @@ def _decode_folder(root: Path, is_archive: bool) -> dict[str, np.ndarray]:
     blobs = _read_archive(root) if is_archive else _read_directory(root)
     classes, items = _index(list(blobs), root)
     names = [name for name, _, _ in items]
-    images = _decode_images([(name, blobs[name]) for name in names])
+    images = decode_images([(name, blobs[name]) for name in names])
     labels = np.array([label for _, label, _ in items], dtype=np.int64)
     is_train = np.array([split == "train" for _, _, split in items])
     return {
@@ -195,7 +195,7 @@ def _layout_prefix(paths: list[str], root: Path) -> str:
     )
 
 
-def _decode_images(items: list[tuple[str, bytes]]) -> np.ndarray:
+def decode_images(items: list[tuple[str, bytes]]) -> np.ndarray:
     """Decode every image once; uint8 [N, C, H, W], 1 channel only when every image is "L"."""
     from PIL import Image
 

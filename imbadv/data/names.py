@@ -6,6 +6,19 @@ import os
 import re
 from pathlib import Path
 
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
 # Official order (label k = k-th name); torchvision's 'T-shirt/top' etc. made command-line friendly.
 FASHION_MNIST_CLASSES = tuple(
     [

@@ -14,7 +14,7 @@ from imbadv.config.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats_chunked
 from imbadv.data.files import checksum_failures, extract, fetch
-from imbadv.data.folder import IMAGE_EXTENSIONS, _decode_images, _listing_key, cached_arrays
+from imbadv.data.folder import IMAGE_EXTENSIONS, cached_arrays, decode_images, listing_key
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 ZIP_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # the official 248 MB zip
@@ -91,7 +91,7 @@ def index(folder: Path) -> tuple[tuple[str, ...], list[tuple[Path, int, str]]]:
 
 def _decode(folder: Path) -> dict[str, np.ndarray]:
     classes, items = index(folder)
-    x = _decode_images([(p.relative_to(folder).as_posix(), p.read_bytes()) for p, _, _ in items])
+    x = decode_images([(p.relative_to(folder).as_posix(), p.read_bytes()) for p, _, _ in items])
     if x.shape[2] != x.shape[3]:
         raise DataError(f"{folder}: images are {x.shape[3]}x{x.shape[2]}, expected square images")
     y = np.array([label for _, label, _ in items], dtype=np.int64)
@@ -111,7 +111,7 @@ def _decode(folder: Path) -> dict[str, np.ndarray]:
 def load_tiny_imagenet(root: str | Path, cache_dir: str | Path, download: bool = True) -> Dataset:
     """Tiny-ImageNet-200: uint8 images [N, 3, 64, 64], 200 classes named from words.txt."""
     folder = ensure_tiny_imagenet(Path(root).expanduser(), download)
-    key = _listing_key(folder)
+    key = listing_key(folder)
     arrays = cached_arrays(Path(cache_dir), f"tiny-imagenet-{key}", lambda: _decode(folder))
     x = arrays["x_train"]
     card = DataCard(

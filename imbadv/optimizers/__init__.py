@@ -71,4 +71,4 @@ OPTIMIZERS.add("sgd", SGDParams, "imbadv.optimizers.torch_optim:sgd", "SGD with 
 OPTIMIZERS.add("adam", AdamParams, "imbadv.optimizers.torch_optim:adam", "Adam")
 OPTIMIZERS.add("adamw", AdamWParams, "imbadv.optimizers.torch_optim:adamw", "AdamW")
 
-DEFAULT = "rmsprop_keras"  # today's: enters no store key (docs/training.md)
+DEFAULT = "rmsprop_keras"  # the paper's: enters no store key (docs/training.md)

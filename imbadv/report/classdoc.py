@@ -7,15 +7,11 @@ import shlex
 from typing import Any
 
 from imbadv.report.classwise import Summary, rho_against
-from imbadv.report.stats import Stat, summarize, wilson
+from imbadv.report.stats import Stat, pct, summarize, wilson
 from imbadv.report.sweep import Floor, Selection, correct, pick
 
 Block = tuple
 MODELS = ("balanced", "under", "over")
-
-
-def pct(v: float | None, signed: bool = False) -> str:
-    return "—" if v is None or math.isnan(v) else f"{100 * v:{'+' if signed else ''}.1f}"
 
 
 def stat_text(s: Stat | None) -> str:
@@ -155,7 +151,9 @@ def classwise_blocks(
             "Balanced accuracy/robustness = mean recall over the classes present (column `classes`). "
             "sd err = standard deviation over classes of 1 - recall. Worst class: lowest mean robust "
             "recall; its value is each seed's worst class, averaged. Intervals: Wilson (one seed) or t "
-            "over seeds.",
+            f"over seeds. The floor: a constant predictor (one class for every image) has balanced "
+            f"accuracy and balanced robustness 1/{len(names)} = {1 / len(names):.1%}; a balanced "
+            "robustness near it says the model keeps about one class, not that it resists the attack.",
         ),
         overview(sums, names, baseline),
         (

@@ -1,7 +1,7 @@
 """Report, class-wise: per-class clean and robust recall of every model setting, from a simple structure.
 
 `Unit` is what the statistics read: one model setting (group) and seed, with per class the clean
-and attacked confusion rows of that class's test images. `units_from_rows` builds it from today's
+and attacked confusion rows of that class's test images. `units_from_rows` builds it from the
 results (class c's rows come from the job that targeted class c, or from the per-class confusion
 rows of a job that attacked every class's images, `attack.images=all`).
 """

@@ -6,101 +6,17 @@ import argparse
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imbadv.report import classwise, learning, longtail
-from imbadv.report.paper import findings, parse_pair, table1
-from imbadv.report.stats import adjust
-from imbadv.report.studies import study_findings
+from imbadv.report.compute import Report, build_report, compute
 from imbadv.report.sweep import (
     Floor,
     ReportError,
-    Sweep,
-    attack_rows,
-    choose,
-    class_names,
-    group_of,
     load_sweeps,
     newest_sweep,
     write_csv,
 )
-
-
-@dataclass
-class Report:
-    """Everything a report shows, computed before anything is written."""
-
-    sweep: Sweep
-    rows: list[dict[str, Any]]
-    sel: Any
-    names: list[str]
-    pair: tuple[int, int]
-    records: list[dict[str, Any]]
-    found: list[Any]
-    floor: Floor
-    sums: dict[str, classwise.Summary]
-    baseline: str | None
-    counts: dict[str, tuple[int, ...] | None]
-    contrasts: list[longtail.Contrast]
-    command: str = ""
-    unlearned: list[str] = field(default_factory=list)  # models that never learned, described
-
-
-def compute(
-    sweep: Sweep,
-    attack: str,
-    eps: float | None,
-    pair: str | None,
-    floor: Floor,
-    baseline: str | None = None,
-    command: str = "",
-) -> Report:
-    """The report's numbers: Table 1, findings, class-wise summaries (no files written)."""
-    rows, names = attack_rows(sweep), class_names(sweep)
-    sel = choose(rows, attack, eps)
-    units = classwise.units_from_rows(
-        rows, sel, counts=classwise.train_counts(sweep.results, group_of)
-    )
-    sums = classwise.summaries(units)
-    if baseline is not None and baseline not in sums:
-        raise ReportError(
-            f"--baseline {baseline}: no such setting (the sweep has {', '.join(sums)})"
-        )
-    baseline = baseline or ("balanced" if "balanced" in sums else None)
-    # rows of models that never learned stay in `rows` (tables); findings leave them out, counted
-    found = adjust(findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor))
-    counts = {
-        g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
-        for g in sums
-        for s_units in [[u for u in units if u.group == g]]
-    }
-    return Report(
-        sweep,
-        rows,
-        sel,
-        names,
-        parse_pair(pair, names),
-        table1(rows, sel, names, floor),
-        found,
-        floor,
-        sums,
-        baseline,
-        counts,
-        longtail.contrasts(units),
-        command,
-        learning.unlearned_models(sweep, rows),
-    )
-
-
-def build_report(rep: Report) -> Path:
-    """Write table1.csv, then the document (matplotlib is loaded only once the sweep is usable)."""
-    from imbadv.report import document
-
-    rep.sweep.root.mkdir(parents=True, exist_ok=True)
-    write_csv(rep.records, rep.sweep.root / "table1.csv")
-    return document.write_report(rep)
 
 
 def results_page(report_md: Path, page: Path, section: str | None = None) -> None:
@@ -185,6 +101,14 @@ def parser() -> argparse.ArgumentParser:
         help="with --results-page: write (or replace) only this named section of the page",
     )
     p.add_argument(
+        "--plan",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --section: judge the findings under this analysis plan (conf/report/plan.yaml): "
+        "one Holm family over every section it lists, the rest descriptive",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help="two sweeps A B side by side: settings that differ, shared cells paired by seed "
@@ -223,8 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             return make_archive(roots, args.archive)
         # an archive is read, never written into: its report goes to ./report by default
         out = args.out or (None if len(roots) == 1 and roots[0].is_dir() else Path("report"))
+        plan = planned(args, argv if argv is not None else sys.argv[1:])
         sweep = load_sweeps(roots, out)
-        rep = compute(sweep, args.attack, args.eps, args.pair, floor, args.baseline, command)
+        collapse = plan.collapse if plan is not None else None
+        rep = compute(
+            sweep, args.attack, args.eps, args.pair, floor, args.baseline, command, collapse
+        )
+        if plan is not None:
+            rep = under_plan(rep, plan, args.section)
         written = build_report(rep)
         if args.results_page is not None:
             results_page(written, args.results_page, args.section)
@@ -235,6 +165,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb is not None:
         log_to_wandb(written.parent, args.wandb or None)
     return 0
+
+
+def planned(args: argparse.Namespace, argv: list[str]) -> Any:
+    """The plan of `--plan`, checked against the command before any work (None without one)."""
+    if args.plan is None:
+        return None
+    from imbadv.report.plan import check_section, load_plan
+
+    plan = load_plan(args.plan)
+    own = {"--section", "--results-page", "--plan"}
+    rest = [a for i, a in enumerate(argv) if a not in own and (i == 0 or argv[i - 1] not in own)]
+    check_section(plan, args.section, rest)
+    return plan
+
+
+def under_plan(rep: Report, plan: Any, section: str) -> Report:
+    """The report with its verdicts judged under `plan`: every section's raw findings computed
+    from its own arguments, one Holm family over the plan's confirmatory ones."""
+    from dataclasses import replace
+
+    from imbadv.report.plan import page_verdicts
+
+    found = {section: rep.raw}
+    for name, argv in plan.sections.items():
+        if name != section:
+            found[name] = section_raw(argv, plan.collapse)
+    return replace(rep, found=page_verdicts(plan, section, found), plan=plan, section=section)
+
+
+def section_raw(argv: list[str], collapse: dict[str, float]) -> list[Any]:
+    """A plan section's findings before adjustment, computed from its report arguments."""
+    args = parser().parse_args(argv)
+    floor = parse_floor(args.min_clean, args.min_correct)
+    sweep = load_sweeps(args.sweeps, Path("report"))
+    rep = compute(sweep, args.attack, args.eps, args.pair, floor, args.baseline, "", collapse)
+    return rep.raw
 
 
 def compare_main(sweeps: list[Path], out: Path | None) -> int:

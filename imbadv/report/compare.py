@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imbadv.report.stats import INTERVAL, Paired, clustered, paired
+from imbadv.report.stats import INTERVAL, Paired, clustered, paired, pct
 from imbadv.results import SweepError
 from imbadv.table import Table, kind, read
 
@@ -189,10 +189,6 @@ def overall(
             }
             out[name][m] = clustered(diffs) if diffs else paired([])
     return out
-
-
-def pct(x: float, sign: bool = False) -> str:
-    return "—" if math.isnan(x) else f"{100 * x:{'+' if sign else ''}.1f}"
 
 
 def span(p: Paired) -> str:

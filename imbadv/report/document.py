@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report import classdoc, figures, learning, longtail, overfitting, verdicts
+from imbadv.report import classdoc, controlled, figures, learning, longtail, overfitting, verdicts
 from imbadv.report import paper as rp
+from imbadv.report.plan import plan_blocks
 from imbadv.report.plots import matrix_order
-from imbadv.report.sweep import is_cifar10
+from imbadv.report.stats import pct
+from imbadv.report.sweep import is_cifar10, scale_note
 from imbadv.table import recipe_of
 
 # A block of the report: ("h", level, text) | ("p", text) | ("ul", [text]) |
@@ -76,10 +78,6 @@ def to_html(blocks: list[Block], folder: Path) -> str:
     return (
         f"<!doctype html><html><head>{head}</head><body>{''.join(map(one, blocks))}</body></html>\n"
     )
-
-
-def pct(v: float, signed: bool = False) -> str:
-    return "—" if v is None or math.isnan(v) else f"{100 * v:{'+' if signed else ''}.1f}"
 
 
 def cell(rec: dict) -> str:
@@ -285,6 +283,7 @@ def write_report(rep: Any) -> Path:
         ("h", 1, f"imbadv report: {', '.join(map(str, sweep.roots))}"),
         *classdoc.sources_blocks(sweep),
         *([("p", f"Made by `{rep.command}`.")] if rep.command else []),
+        *(plan_blocks(rep.plan, rep.section) if rep.plan is not None else []),
         *setup_blocks(sweep, rep.rows),
         *learning.blocks(rep.unlearned, rep.rows, rep.sel),
         *table,
@@ -293,11 +292,15 @@ def write_report(rep: Any) -> Path:
         *classdoc.table2_blocks(rep.rows, rep.sel, rep.names, rep.floor),
         *classdoc.classwise_blocks(rep.sums, rep.names, rep.sel, rep.baseline, rep.counts),
         *transfer_blocks(rep.rows, rep.sel),
+        *controlled.prior_blocks(sweep.results),
+        *controlled.partner_blocks(rep.rows, rep.sel, rep.names),
         ("h", 2, "Figures"),
         *[("img", f, c) for f, c in figs],
         *longtail.contrast_blocks(rep.contrasts),
         *overfitting.blocks(sweep),
-        *verdicts.finding_blocks(rep.found, rep.names, is_cifar10(sweep), rep.floor),
+        *verdicts.finding_blocks(
+            rep.found, rep.names, is_cifar10(sweep), rep.floor, rep.plan, scale_note(sweep)
+        ),
         ("p", "Files: `table1.md`, `table1.csv` (fractions, one row per cell), the figures above."),
     ]
     (root / "report.md").write_text(to_markdown(blocks))

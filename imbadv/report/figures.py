@@ -24,10 +24,11 @@ def matrix_role(name: str, cls: int) -> str:
     """A model name relative to the row's class: `under-3` on class 3's images is `under-c`."""
     if name.startswith("checkpoint:"):  # a file as the source: its name as written
         return name
+    name, at, seed = name.partition("@")  # another seed's model: under-3@seed+1 is under-c@seed+1
     base, plus, mode = name.partition("+")
     if base.endswith(f"-{cls}"):
         base = base[: -len(str(cls))] + "c"
-    return base + plus + mode
+    return base + plus + mode + at + seed
 
 
 def cell_names(r: dict) -> tuple[str, str]:

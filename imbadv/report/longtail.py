@@ -1,7 +1,7 @@
 """Report, long-tail contrasts: per-seed balanced and tail recall, settings compared seed by seed.
 
-What scripts/longtail_summary.py printed (issue 11 a-c), now keyed by the whole setting (profile,
-objective, adversarial training), paired by seed value and read from the selected attack's rows.
+Each setting is keyed by the whole setting (profile, objective, adversarial training, recipe),
+paired by seed value and read from the selected attack's rows.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imbadv.report.classwise import Unit, long_tailed, recalls, thirds
-from imbadv.report.stats import Stat, summarize
+from imbadv.report.stats import Stat, pct, summarize
 
 Block = tuple
 # what a treatment is compared against: standard training, cross-entropy, the paper's recipe
@@ -94,10 +94,6 @@ def contrasts(units: list[Unit]) -> list[Contrast]:
     return out
 
 
-def _pct(v: float) -> str:
-    return "—" if v != v else f"{100 * v:+.1f}"
-
-
 def contrast_blocks(found: list[Contrast]) -> list[Block]:
     """The contrasts as one table; nothing when the sweep has no long-tailed or paired settings."""
     if not found:
@@ -107,8 +103,8 @@ def contrast_blocks(found: list[Contrast]) -> list[Block]:
             c.a if c.a == c.b else f"{c.a} minus {c.b}",
             c.metric,
             " ".join(map(str, c.seeds)),
-            _pct(c.stat.mean),
-            "—" if c.stat.n < 2 else f"[{_pct(c.stat.lo)}, {_pct(c.stat.hi)}]",
+            pct(c.stat.mean, True),
+            "—" if c.stat.n < 2 else f"[{pct(c.stat.lo, True)}, {pct(c.stat.hi, True)}]",
         ]
         for c in found
     ]
@@ -117,7 +113,10 @@ def contrast_blocks(found: list[Contrast]) -> list[Block]:
         "by training count; a setting against its base (no adversarial training, cross-entropy, "
         "the paper's recipe), one factor changed, same profile, paired by seed value; mean difference over seeds (points) with a "
         "t-interval over seeds (95 %). Models that never learned are left out (their seeds are "
-        "missing from the seeds column). Descriptive: not among the Holm-adjusted findings."
+        "missing from the seeds column). Descriptive: not among the Holm-adjusted findings, "
+        "no correction. A difference in balanced robust recall is between numbers whose floor is "
+        "a constant predictor's 1/K (10 % on 10 classes): a gain that ends near it is a model "
+        "that keeps one or two classes, not a robust one (the class-wise tables have the levels)."
     )
     head = ["setting", "metric", "seeds", "difference", "95 % interval"]
     return [("h", 2, "Long-tail contrasts, paired by seed"), ("p", text), ("table", head, rows)]

@@ -12,7 +12,7 @@ from scipy.stats import t as student_t
 
 Z975 = 1.959964
 
-# The only verdicts a tested finding can get (issues 12, 22): its Holm-adjusted p is below 0.05
+# The only verdicts a tested finding can get: its Holm-adjusted p is below 0.05
 # with the difference in the paper's direction, is not, or is below with the opposite sign.
 CONFIRMED, INCONCLUSIVE, CONTRADICTED = "confirmed", "inconclusive", "contradicted"
 VERDICTS = (CONFIRMED, INCONCLUSIVE, CONTRADICTED)
@@ -145,10 +145,16 @@ class Finding:
     p: float = math.nan
     p_adj: float = math.nan
     mean: float = math.nan
+    key: str = ""  # the analysis plan's name for it (conf/report/plan.yaml), e.g. under_vs_balanced
 
     @property
     def tested(self) -> bool:
         return self.verdict != NOT_TESTED
+
+
+def keyed(found: list[Finding], keys: list[str]) -> list[Finding]:
+    """The findings with their plan keys, in order."""
+    return [replace(f, key=k) for f, k in zip(found, keys, strict=True)]
 
 
 def not_tested(claim: str, why: str) -> Finding:
@@ -170,6 +176,11 @@ def adjust(found: list[Finding]) -> list[Finding]:
         note = f"; p = {pval(f.p)}, Holm-adjusted p = {pval(q)} (Holm over the {family} findings with a p-value)"
         out.append(replace(f, verdict=v, p_adj=q, evidence=f.evidence + note))
     return out
+
+
+def pct(v: float | None, signed: bool = False) -> str:
+    """A fraction as percent with one decimal (`+` with `signed`); "—" for None or NaN."""
+    return "—" if v is None or math.isnan(v) else f"{100 * v:{'+' if signed else ''}.1f}"
 
 
 def pval(p: float) -> str:

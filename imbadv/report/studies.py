@@ -11,7 +11,7 @@ from typing import Any
 
 from imbadv.report.classwise import Unit, long_tailed, thirds
 from imbadv.report.paper import DEFAULT_FLOOR, all_left_out, floored, left_out_note, paired_cells
-from imbadv.report.stats import INCONCLUSIVE, Finding, compare, not_tested
+from imbadv.report.stats import INCONCLUSIVE, Finding, compare, keyed, not_tested
 from imbadv.report.sweep import BELOW, NOT_LEARNED, Floor, Selection
 
 PLAIN = {"source": "same", "objective": "ce", "adversarial": "none"}
@@ -134,10 +134,20 @@ def study_findings(
     rows: list[dict[str, Any]], sel: Selection, units: list[Unit], floor: Floor
 ) -> list[Finding]:
     """The findings that need controls or studies beyond the paper's three profiles."""
-    return [
+    found = [
         over_vs_matched(rows, sel, floor),
         matched_vs_balanced(rows, sel, floor),
         head_vs_tail(units, False, floor),
         head_vs_tail(units, True, floor),
         bsl_vs_ce(units, floor),
     ]
+    return keyed(found, list(STUDY_KEYS))
+
+
+STUDY_KEYS = (
+    "over_vs_matched",
+    "matched_vs_balanced",
+    "head_tail_standard",
+    "head_tail_adversarial",
+    "bsl_vs_ce",
+)

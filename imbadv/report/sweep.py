@@ -8,24 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imbadv.data.names import (
+    CIFAR10_CLASSES,
+)  # only to decide whether Table 1 stands by the paper's
+from imbadv.report.controls import collapsed
 from imbadv.report.errors import ReportError
 from imbadv.report.stats import Stat, summarize
 from imbadv.results import ResultsError, never_learned, read_results
 from imbadv.table import recipe_of
-
-# The paper's classes: only to decide whether Table 1 can stand next to the paper's.
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 
 
 @dataclass
@@ -116,13 +106,15 @@ def newest_sweep(base: Path) -> Path:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which attack rows make the report: one method, one eps, one direction."""
+    """Which attack rows make the report: one method, one eps, one direction; with `attack`, one
+    setting of the method (its rows' label) when the sweep ran several."""
 
     method: str
     eps: float
     direction: str
     all_eps: tuple[float, ...]
     eps_space: str = "pixel [0, 1]"
+    attack: str | None = None  # None: every row of the method (it ran with one setting)
 
 
 def choose(rows: list[dict[str, Any]], method: str, eps: float | None) -> Selection:
@@ -133,6 +125,9 @@ def choose(rows: list[dict[str, Any]], method: str, eps: float | None) -> Select
         raise ReportError(
             f"--attack {method}: the sweep has no such rows (it has {', '.join(found)})"
         )
+    attack = plain_setting(mine)
+    if attack is not None:
+        mine = [r for r in mine if r.get("attack") == attack]
     all_eps = tuple(sorted({float(r["eps"]) for r in mine}))
     if eps is None:
         counts = {e: sum(float(r["eps"]) == e for r in mine) for e in all_eps}
@@ -144,7 +139,28 @@ def choose(rows: list[dict[str, Any]], method: str, eps: float | None) -> Select
     eps = next(e for e in all_eps if math.isclose(eps, e))
     directions = [r["direction"] for r in mine]
     direction = "ascent" if "ascent" in directions else directions[0]
-    return Selection(method, eps, direction, all_eps, str(mine[0].get("eps_space", "unknown")))
+    space = str(mine[0].get("eps_space", "unknown"))
+    return Selection(method, eps, direction, all_eps, space, attack)
+
+
+def plain_setting(rows: list[dict[str, Any]]) -> str | None:
+    """The setting (row label) reported for a method that ran with several, else None.
+
+    PGD runs beside its margin twin (added for the gradient-masking check) and AT-BSL's logits x10
+    check: mixed, a model would have several rows per class. The plain one is reported: the
+    cross-entropy loss on logits as they are; among several, the most frequent, then by name.
+    """
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("attack")] = counts.get(r.get("attack"), 0) + 1
+    if len(counts) < 2:
+        return None
+
+    def plain(label: str) -> bool:
+        params = [r.get("params") or {} for r in rows if r.get("attack") == label]
+        return any(p.get("loss", "ce") == "ce" and p.get("logit_scale", 1.0) == 1.0 for p in params)
+
+    return min(counts, key=lambda a: (not plain(a), -counts[a], str(a)))
 
 
 def pick(
@@ -156,21 +172,27 @@ def pick(
         r
         for r in rows
         if r["method"] == sel.method
+        and (sel.attack is None or r.get("attack") == sel.attack)
         and math.isclose(float(r["eps"]), eps)
         and r["direction"] == sel.direction
         and all(r[k] == v for k, v in match.items())
     ]
 
 
-def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
+def attack_rows(sweep: Sweep, collapse: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Every attack row, with its model's setting (profile, objective, adversarial, of) and `group`.
 
     A row measured in several jobs (the balanced model's own rows for a class come with every
     job that uses its images) counts once: rows are told apart by attacked model and image set.
+    A model that never learned, or whose predictions collapsed (`collapse`: min_classes,
+    max_share), makes its rows `learned: false`.
     """
     out, seen = [], set()
     for result in sweep.results:
-        ok = {role: not never_learned(e) for role, e in result["models"].items()}
+        ok = {
+            role: not never_learned(e) and not collapse_reason(e, collapse)
+            for role, e in result["models"].items()
+        }
         for row in result["attacks"]:
             ident = (row.get("model_key"), row.get("images_key"))
             if ident[0] is not None and ident in seen:
@@ -179,6 +201,15 @@ def attack_rows(sweep: Sweep) -> list[dict[str, Any]]:
             merged = {**setting(result), **row}  # a balanced model's own row says "balanced"
             out.append({**merged, "group": group_label(merged), "learned": row_learned(row, ok)})
     return out
+
+
+def collapse_reason(entry: dict[str, Any], collapse: dict[str, float] | None) -> str:
+    """Why a model's clean predictions count as collapsed under the plan's rule ("" if not)."""
+    confusion = (entry.get("clean") or {}).get("confusion")
+    if not collapse or not confusion:
+        return ""
+    rule = collapsed(confusion, int(collapse["min_classes"]), float(collapse["max_share"]))
+    return rule.reason
 
 
 def row_learned(row: dict[str, Any], ok: dict[str, bool]) -> bool:
@@ -198,6 +229,28 @@ def class_names(sweep: Sweep) -> list[str]:
     return names
 
 
+PAPER_SCALE = (1.0, 5000)  # the paper's VGG width and images per class (Possas & Zhou)
+
+
+def scale_note(sweep: Sweep) -> str | None:
+    """A caveat when the jobs ran below the paper's scale (a thinner VGG or fewer images per
+    class): their findings show directions, not the paper's numbers. None at the paper's scale."""
+    small = set()
+    for r in sweep.results:
+        cfg = r.get("config") or {}
+        width = (cfg.get("model") or {}).get("width", 1.0)
+        majority = (cfg.get("counts") or {}).get("majority", PAPER_SCALE[1])
+        if width < PAPER_SCALE[0] or majority < PAPER_SCALE[1]:
+            small.add((width, majority))
+    if not small:
+        return None
+    what = "; ".join(f"width {w:g}, {m:,} images per class" for w, m in sorted(small))
+    return (
+        f"**Below the paper's scale** ({what}; the paper: width 1, 5,000 per class): every "
+        "verdict here is about the direction of an effect at this scale, not the paper's numbers."
+    )
+
+
 def is_cifar10(sweep: Sweep) -> bool:
     """Whether every job's target class has the CIFAR-10 name at its index (any copy of the data)."""
     return all(
@@ -207,7 +260,7 @@ def is_cifar10(sweep: Sweep) -> bool:
     )
 
 
-BELOW, NOT_LEARNED = "a cell below the floor", "a model that never learned"
+BELOW, NOT_LEARNED = "a cell below the floor", "a model that never learned (or collapsed)"
 
 
 @dataclass(frozen=True)

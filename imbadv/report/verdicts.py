@@ -33,10 +33,17 @@ def size_sentence(found: list[Finding]) -> str | None:
 
 
 def finding_blocks(
-    found: list[Finding], names: list[str], cifar10: bool, floor: Any
+    found: list[Finding],
+    names: list[str],
+    cifar10: bool,
+    floor: Any,
+    plan: Any = None,
+    scale: str | None = None,
 ) -> list[Block]:
     """The claims with a verdict (raw and Holm-adjusted p), then those this sweep cannot test."""
     blocks: list[Block] = [("h", 2, "The paper's findings, checked on this sweep")]
+    if scale:
+        blocks.append(("p", scale))
     if not cifar10:
         blocks.append(
             (
@@ -66,18 +73,25 @@ def finding_blocks(
     if untested:
         blocks.append(("h", 3, "Not tested in this sweep"))
         blocks.append(("ul", [f"{f.claim}: {f.evidence}." for f in untested]))
-    blocks.append(("p", method_text(floor)))
+    blocks.append(("p", method_text(floor, plan)))
     return blocks
 
 
-def method_text(floor: Any) -> str:
+def method_text(floor: Any, plan: Any = None) -> str:
     """How a verdict is reached, in the words docs/report.md uses."""
+    family = (
+        "The p-values of all tested findings of this report are Holm-adjusted"
+        if plan is None
+        else f"The p-values of the plan's confirmatory findings (`{plan.path.as_posix()}`, "
+        "every section of the page) are Holm-adjusted together; every other finding is "
+        "**descriptive** (its unadjusted interval and p, no correction, never a verdict)"
+    )
     return (
         "Verdicts: the unit of replication is the seed (every class of a seed shares its "
         "balanced and matched models; a long-tail setting is one model per seed), so each "
         "difference is first averaged over the classes of a seed, and the interval is a Student "
-        "t-interval over the seed means (n = seeds; one seed gives no interval). The p-values "
-        "of all tested findings of this report are Holm-adjusted: **confirmed** = adjusted p < "
+        f"t-interval over the seed means (n = seeds; one seed gives no interval). {family}: "
+        "**confirmed** = adjusted p < "
         f"{ALPHA:g} with the difference in the paper's direction; **contradicted** = adjusted "
         f"p < {ALPHA:g} the other way; **inconclusive** = neither (the unadjusted 95 % interval "
         "is shown; it can exclude 0 while the adjusted p does not). `k of K classes` counts the "

@@ -88,4 +88,4 @@ SCHEDULES.add("step", StepParams, "imbadv.schedules.factors:step", "x factor at 
 SCHEDULES.add("cosine", CosineParams, "imbadv.schedules.factors:cosine", "cosine annealing")
 SCHEDULES.add("onecycle", OneCycleParams, "imbadv.schedules.factors:onecycle", "one cycle")
 
-DEFAULT = "keras_decay"  # today's: enters no store key (docs/training.md)
+DEFAULT = "keras_decay"  # the paper's: enters no store key (docs/training.md)

@@ -34,7 +34,7 @@ class TrainSettings(Params):
         "32-true"
     )
     channels_last: bool = True
-    # Long-tail options (issue 11); their defaults keep today's behaviour and stored keys.
+    # Long-tail options; their defaults keep the paper's behaviour and the stored keys.
     sampler: Literal["uniform", "class_balanced"] = "uniform"  # class_balanced: p(i) ~ 1/n_{y_i}
     selection: Literal["val_loss", "robust_val_acc", "last"] = "val_loss"
     robust_val_steps: int = field(default=10, metadata=bounds(1))  # PGD steps, robust validation

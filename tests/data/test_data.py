@@ -175,7 +175,7 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     def no_decoding(items):
         raise AssertionError("decoded again although a cache exists")
 
-    monkeypatch.setattr(folders, "_decode_images", no_decoding)
+    monkeypatch.setattr(folders, "decode_images", no_decoding)
     assert_matches(load_folder(tmp_path / "copy", tmp_path / "cache"), expected)
     assert_matches(load_folder(archive, tmp_path / "cache"), expected)
 
@@ -219,14 +219,14 @@ def test_a_cache_write_cut_short_leaves_no_cache_under_the_final_name(tmp_path, 
 
 def test_concurrent_loads_decode_once(tmp_path, monkeypatch):
     expected = write_tree(tmp_path / "copy")
-    calls, real = [], folders._decode_images
+    calls, real = [], folders.decode_images
 
     def slow_decode(items):
         calls.append(1)
         time.sleep(0.5)
         return real(items)
 
-    monkeypatch.setattr(folders, "_decode_images", slow_decode)
+    monkeypatch.setattr(folders, "decode_images", slow_decode)
     results = []
 
     def job():

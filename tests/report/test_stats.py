@@ -132,7 +132,10 @@ def test_adjust_decides_on_the_holm_adjusted_p():
     assert all(f.verdict == "inconclusive" for f in out[5:11])
     assert out[11].verdict == stats.NOT_TESTED and math.isnan(out[11].p_adj)
     assert [f.p_adj for f in out[:3]] == pytest.approx([0.104, 0.081, 0.14])
-    assert "p = 0.013, Holm-adjusted p = 0.104 (Holm over the 11 findings with a p-value)" in out[0].evidence
+    assert (
+        "p = 0.013, Holm-adjusted p = 0.104 (Holm over the 11 findings with a p-value)"
+        in out[0].evidence
+    )
     flipped = stats.adjust([stats.Finding("c", stats.CONTRADICTED, "e", p=1e-4, mean=-0.2)])
     assert flipped[0].verdict == "contradicted"
 
@@ -403,3 +406,10 @@ def test_longtail_contrasts_pair_seeds_by_value_and_keep_profiles_apart():
     blocks = longtail.contrast_blocks(list(found.values()))
     assert blocks[0][2].startswith("Long-tail contrasts") and len(blocks[2][2]) == len(found)
     assert longtail.contrast_blocks([]) == []
+
+
+def test_pct_is_one_format_for_every_table_and_says_nothing_for_none_or_nan():
+    from imbadv.report.stats import pct
+
+    assert pct(0.1234) == "12.3" and pct(0.1234, True) == "+12.3" and pct(-0.05, True) == "-5.0"
+    assert pct(None) == pct(math.nan) == pct(math.nan, True) == "—"
