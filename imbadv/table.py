@@ -52,6 +52,8 @@ MODEL_FACTS = (
     "model_epochs",
     "model_best_epoch",
     "model_clean_acc",
+    "predicted_share",  # the attacked model's clean prior for the row's class
+    "precision",
     "attacked_model",
     "source_model",
     "source_seed",
@@ -112,8 +114,20 @@ def job_rows(full: dict[str, Any], sweep: str, job: str) -> list[dict[str, Any]]
         for cls in class_metrics(attack, full["meta"]):
             counts = model.get("train_counts") or []
             train = counts[cls["class"]] if cls["class"] < len(counts) else None
-            rows.append({**common, **cls, "train_count": train})
+            rows.append({**common, **cls, "train_count": train, **prior(model, cls["class"])})
     return rows
+
+
+def prior(model: dict[str, Any], cls: int) -> dict[str, float | None]:
+    """The attacked model's clean prior for the row's class: how often it predicts the class at
+    all (share of every test image) and how often it is right when it does (precision)."""
+    confusion = (model.get("clean") or {}).get("confusion") or []
+    if cls >= len(confusion):
+        return {"predicted_share": None, "precision": None}
+    column = sum(row[cls] for row in confusion)
+    total = sum(map(sum, confusion))
+    share = column / total if total else None
+    return {"predicted_share": share, "precision": confusion[cls][cls] / column if column else None}
 
 
 # Before the recipe was a set of components, the paper's optimizer and schedule were

@@ -211,3 +211,12 @@ def test_a_checkpoint_source_is_named_by_its_file_and_sha256():
         "source_file": None,
         "source_sha256": None,
     }
+
+
+def test_each_row_carries_its_model_s_clean_prior_for_its_class():
+    from imbadv.table import prior
+
+    model = {"clean": {"confusion": [[8, 2, 0], [4, 4, 2], [0, 0, 10]]}}
+    assert prior(model, 0) == {"predicted_share": 12 / 30, "precision": 8 / 12}
+    assert prior(model, 1)["precision"] == pytest.approx(4 / 6)
+    assert prior({}, 0) == {"predicted_share": None, "precision": None}

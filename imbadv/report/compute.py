@@ -70,7 +70,7 @@ def compute(
     baseline = baseline or ("balanced" if "balanced" in sums else None)
     # rows of models that never learned stay in `rows` (tables); findings leave them out, counted
     raw = findings(rows, sel, names, floor) + study_findings(rows, sel, units, floor)
-    raw += controlled_findings(rows, sel, floor)
+    raw += controlled_findings(rows, sel, floor, sweep.results, collapse)
     counts = {
         g: s_units[0].train_counts if len({u.train_counts for u in s_units}) == 1 else None
         for g in sums

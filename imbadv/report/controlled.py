@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from imbadv.report.controls import Cell, adjusted_contrast, pooled_partner, prior_stats
 from imbadv.report.paper import PAIRS
-from imbadv.report.stats import INCONCLUSIVE, INTERVAL, Finding, Paired, effect, not_tested
-from imbadv.report.sweep import Floor, Selection, pick
+from imbadv.report.stats import INCONCLUSIVE, INTERVAL, Finding, Paired, compare, effect, not_tested
+from imbadv.report.sweep import Floor, Selection, attack_rows, pick
 
 Block = tuple
 PROFILES = ("balanced", "under", "over", "matched")
@@ -180,6 +181,74 @@ def partner_blocks(rows: list[dict[str, Any]], sel: Selection, names: list[str])
     ]
 
 
-def controlled_findings(rows: list[dict[str, Any]], sel: Selection, floor: Floor) -> list[Finding]:
-    """The findings that need the controls: effects at matched clean accuracy."""
-    return at_clean(rows, sel, floor)
+BASELINE = "balanced@seed+1"  # the balanced model of the next seed: an independent twin
+TRANSFER = (
+    ("transfer_under_vs_baseline", "under"),
+    ("transfer_over_vs_baseline", "over"),
+)
+
+
+def efficiencies(
+    results: list[dict[str, Any]],
+    sel: Selection,
+    floor: Floor,
+    profile: str,
+    source: str,
+    collapse: Any,
+) -> dict[tuple[int, int], float]:
+    """Per (seed, class): the relative drop the `source` model's images cause on the job's own
+    `profile` model, as a share of the drop its own gradient causes (1: transfer as strong as
+    white box). Both rows from the same job, so both are of the very same attacked model (a
+    store key names a model's recipe, not the machine that trained it)."""
+    out = {}
+    for result in results:
+        rows = attack_rows(SimpleNamespace(results=[result]), collapse)
+        mine = {r["source"]: r for r in pick(rows, sel, imbalance=profile, role="target")}
+        own, other = mine.get("same"), mine.get(source)
+        if own is None or other is None or floor.why_out(own) or floor.why_out(other):
+            continue
+        if own["relative_drop"] > 0:
+            out[(int(own["seed"]), int(own["class"]))] = (
+                other["relative_drop"] / own["relative_drop"]
+            )
+    return out
+
+
+def transfer_vs_baseline(
+    results: list[dict[str, Any]], sel: Selection, floor: Floor, collapse: Any = None
+) -> list[Finding]:
+    """Is transfer from the balanced model weaker on an imbalanced model than between two
+    independently trained balanced models? Transfer efficiency, baseline minus imbalanced."""
+    base = efficiencies(results, sel, floor, "balanced", BASELINE, collapse)
+    out = []
+    for key, profile in TRANSFER:
+        claim = (
+            f"The balanced model's images transfer less to the {profile}-sampled model than to "
+            "another seed's balanced model (transfer weaker beyond the baseline)"
+        )
+        if not base:
+            why = (
+                f"no `{BASELINE}` rows: run the balanced jobs with attack.sources=[same,{BASELINE}]"
+            )
+            out.append(replace(not_tested(claim, why), key=key))
+            continue
+        mine = efficiencies(results, sel, floor, profile, "balanced", collapse)
+        what = (
+            "transfer efficiency (relative drop from the source's images / from the model's own "
+            "gradient, both rows of one job)"
+        )
+        labels = ("balanced -> balanced@seed+1", f"balanced -> {profile}")
+        out.append(replace(compare(claim, what, base, mine, labels), key=key))
+    return out
+
+
+def controlled_findings(
+    rows: list[dict[str, Any]],
+    sel: Selection,
+    floor: Floor,
+    results: Any = (),
+    collapse: Any = None,
+) -> list[Finding]:
+    """The findings that need the controls: effects at matched clean accuracy, the transfer
+    baseline."""
+    return at_clean(rows, sel, floor) + transfer_vs_baseline(list(results), sel, floor, collapse)

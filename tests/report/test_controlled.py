@@ -53,3 +53,47 @@ def test_the_clean_adjustment_is_reported_with_its_sensitivity_and_extrapolation
     assert all(
         "outside the controls' clean range" in f.evidence and "raw +" in f.evidence for f in found
     )
+
+
+def job(profile: str, seed: int, cls: int, drops: dict[str, float]) -> dict:
+    """A results.json with one target-model row per gradient source."""
+    rows = [
+        {"method": "fgsm", "attack": "fgsm", "eps": 0.01, "direction": "ascent", "source": src,
+         "role": "target", "imbalance": profile, "seed": seed, "class": cls, "n": 100,
+         "clean_acc": 0.6, "adv_acc": 0.6 * (1 - d), "relative_drop": d, "model_key": f"{profile}{seed}",
+         "images_key": f"{src}{seed}{cls}"}
+        for src, d in drops.items()
+    ]  # fmt: skip
+    meta = {"imbalance": profile, "seed": seed, "class": cls}
+    return {"meta": meta, "models": {"target": {}}, "attacks": rows, "config": {}}
+
+
+def sweep_of(transfer_to_under: float) -> list[dict]:
+    results = []
+    for seed in range(4):
+        for cls in range(3):
+            base, mine = 0.03 * (seed % 2), 0.03 * ((seed + 1) % 2)  # seeds disagree
+            results.append(job("balanced", seed, cls, {"same": 0.8, "balanced@seed+1": 0.4 + base}))
+            results.append(
+                job("under", seed, cls, {"same": 0.9, "balanced": 0.9 * transfer_to_under + mine})
+            )
+    return results
+
+
+@pytest.mark.parametrize(
+    ("efficiency", "verdict"), [(0.2, "confirmed"), (0.5, "inconclusive"), (0.8, "contradicted")]
+)
+def test_transfer_is_judged_against_two_independent_balanced_models(efficiency, verdict):
+    sel = choose(job("balanced", 0, 0, {"same": 0.5})["attacks"], "fgsm", None)
+    under, over = controlled.transfer_vs_baseline(sweep_of(efficiency), sel, Floor())
+    assert under.key == "transfer_under_vs_baseline" and under.verdict == verdict
+    assert over.verdict == "not tested"  # no over-sampled jobs here
+
+
+def test_without_baseline_rows_the_transfer_finding_says_how_to_get_them():
+    results = [r for r in sweep_of(0.2) if r["meta"]["imbalance"] == "under"]
+    sel = choose(results[0]["attacks"], "fgsm", None)
+    (under, _) = controlled.transfer_vs_baseline(results, sel, Floor())
+    assert (
+        under.verdict == "not tested" and "attack.sources=[same,balanced@seed+1]" in under.evidence
+    )

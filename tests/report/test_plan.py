@@ -102,13 +102,14 @@ def test_a_section_must_run_with_the_plan_s_arguments(tmp_path):
 
 def test_the_page_s_plan_names_only_findings_the_report_makes():
     plan = load_plan(ROOT / "conf" / "report" / "plan.yaml")
-    from imbadv.report.controlled import AT_CLEAN
+    from imbadv.report.controlled import AT_CLEAN, TRANSFER
     from imbadv.report.paper import PAIRS, PAPER_KEYS
     from imbadv.report.studies import STUDY_KEYS
 
     pairs = [f"pair_{a}_{b}" for a, b in PAIRS]
     known = {*PAPER_KEYS, *STUDY_KEYS, *pairs, *(f"{p}_balanced" for p in pairs)}
     known |= {k for k, *_ in AT_CLEAN} | {f"{k}_shared_line" for k, *_ in AT_CLEAN}
+    known |= {k for k, _ in TRANSFER}
     assert {m.split(":", 1)[1] for m in plan.family} <= known
 
 

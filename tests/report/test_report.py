@@ -119,15 +119,16 @@ def test_findings_have_verdicts_and_numbers(one_seed):
     items = [line for line in tested_part.splitlines() if line.startswith("- **")]
     # one seed: the paper's transfer, Table 1 and cat/dog findings are tested, none has an
     # interval at the unit of replication, so none can be anything but inconclusive
-    assert len(items) == 7 and "7 finding(s) tested: 7 inconclusive; 11 not tested" in tested_part
+    assert len(items) == 7 and "7 finding(s) tested: 7 inconclusive; 13 not tested" in tested_part
     for item in items:  # the tiny models leave some findings with every cell below the floor
         assert item.split("**")[1] == "inconclusive"
         assert "1 seed: no interval" in item or "nothing left to test" in item
     assert "class1 and class9 receive more" in tested_part  # measured, all cells left out
     untested = [line for line in untested_part.splitlines() if line.startswith("- ")]
     # class3/class5 (no rows) pooled and balanced alone, matched x2, head/tail x2, AT-BSL, and the
-    # clean-accuracy adjustment x4 (every cell below the floor at this size)
-    assert len(untested) == 11 and not any("**" in line for line in untested)
+    # clean-accuracy adjustment x4 (every cell below the floor at this size), the transfer
+    # baseline x2 (no `balanced@seed+1` rows)
+    assert len(untested) == 13 and not any("**" in line for line in untested)
     assert "class3 and class5 receive more" in untested_part
     assert "no matched control in this sweep" in untested_part
     assert "Holm-adjusted" in found and "unit of replication is the seed" in found
