@@ -51,6 +51,7 @@ def tiny_job(images, per_class, store_dir):
     spec = AttackSpec(ATTACKS.parse("attack.methods", "fgsm", {}), 0.03)
     s = SimpleNamespace(
         sources=(Source.SAME,),
+        named_sources={},
         specs=(spec,),
         seed=0,
         attack_batch_size=16,
