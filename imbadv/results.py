@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from imbadv.config.errors import ImbadvError
+from imbadv.core.errors import ImbadvError
 from imbadv.data.tarsafe import ARCHIVE_SUFFIXES, read_verified
 
 # Version 2: components by name and parameters, the data card, split hashes, attack params.

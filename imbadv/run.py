@@ -21,12 +21,12 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from imbadv.attacks import ATTACKS
 from imbadv.augment import AUGMENTS
 from imbadv.config.cluster import check_cluster
-from imbadv.config.errors import ConfigError, ImbadvError
 from imbadv.config.folders import MAX_FOLDER, job_folder  # noqa: F401  registers imbadv_folder
-from imbadv.config.groups import write_plan
 from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep, from_config
 from imbadv.config.sources import CheckpointSource
+from imbadv.core.errors import ConfigError, ImbadvError
 from imbadv.data import DATASETS
+from imbadv.grouped.plan import write_plan
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.models.files import check_sources
@@ -118,7 +118,7 @@ def check_jobs(args: list[str], plan: bool = False) -> int:
 
     Composition is cheap (milliseconds a job), so every combination is checked, however many.
     Then each distinct data set and device is checked once, here, before any job folder exists.
-    `plan`: once all passed, write the sweep's training groups to the store (imbadv.config.groups).
+    `plan`: once all passed, write the sweep's training groups to the store (imbadv.grouped.plan).
     """
     multirun = any(a in ("-m", "--multirun") for a in args)
     both = "trainer.selection=robust_val_acc,last" in args  # what expand_selection wrote
@@ -246,7 +246,8 @@ def _unknown_key(key: str, overrides: list[str]) -> tuple[str, str, str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from imbadv import experiment  # torch and Lightning load here, after every check passed
+    # torch and Lightning load here, after every check passed
+    from imbadv.pipeline import experiment
 
     quiet_lightning()  # again here: Hydra sets up each job's logging before calling us
     hydra_cfg = HydraConfig.get()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.devices import claim_gpu_slot, cpu_has_bf16, job_device, slot_order
 from imbadv.run import check_jobs
 

@@ -141,7 +141,7 @@ def test_a_plugin_installed_with_pip_is_found_without_flags(tmp_path):
     # the entry point alone registers the components (no Hydra, no flag)
     code = (
         "from omegaconf import OmegaConf\n"
-        "from imbadv.config import plugins\n"
+        "from imbadv.core import plugins\n"
         "from imbadv.imbalance import PROFILES\n"
         "assert 'halves' not in PROFILES.names()\n"
         "plugins.import_plugins(OmegaConf.create({'plugins': []}))\n"

@@ -26,9 +26,13 @@ def top(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-# The config layer sits below the axes (errors, registries, class names); everything else at the
-# root or in a tool's room (bench, status, report) is machinery the axes must never import.
-MACHINERY = sorted({top(m) for m in MODULES} - {*AXES, "config"})
+# Two layers of configuration: core (errors, the registry, plug-ins, class and seed names) sits
+# below the axes, config (settings, gradient sources, cluster checks: what reads every axis)
+# above them. Everything else at the root or in a tool's room (pipeline, grouped, telemetry,
+# status, bench, report) is machinery the axes must never import.
+MACHINERY = sorted({top(m) for m in MODULES} - {*AXES, "core"})
+# A job's stages in the order they run: each imports only the stages before it.
+PIPELINE = ("job", "plan", "obtain", "craft", "attack", "experiment")
 
 
 def source(module: str) -> Path:
@@ -79,9 +83,19 @@ def imported_modules(module: str) -> set[str]:
 
 def test_the_walk_finds_every_room_and_the_root_reads_as_the_pipeline():
     rooms = {top(m) for m in MODULES}
-    assert {*AXES, "config", "status", "bench", "report", "run", "experiment"} <= rooms
+    assert {*AXES, "core", "config", "pipeline", "grouped", "telemetry", "status"} <= rooms
+    assert {"bench", "report", "run"} <= rooms
     root = [m for m in MODULES if m.count(".") == 1 and m not in PACKAGES]
-    assert len(root) + 1 <= 14, root  # + imbadv/__init__.py
+    assert len(root) + 1 <= 10, root  # + imbadv/__init__.py: entry points and what every room reads
+    stages = {m.rpartition(".")[2] for m in MODULES if top(m) == "pipeline"} - {"pipeline"}
+    assert stages == set(PIPELINE), stages
+
+
+@pytest.mark.parametrize("stage", PIPELINE)
+def test_each_stage_imports_only_the_stages_before_it(stage):
+    before = {f"imbadv.pipeline.{x}" for x in PIPELINE[: PIPELINE.index(stage)]}
+    used = {m for m in imported_modules(f"imbadv.pipeline.{stage}") if top(m) == "pipeline"}
+    assert used <= before | {"imbadv.pipeline"}, f"{stage} imports {sorted(used - before)}"
 
 
 @pytest.mark.parametrize("axis", AXES)
@@ -91,18 +105,32 @@ def test_axes_never_import_the_machinery(axis):
         assert not bad, f"{module} imports {bad}"
 
 
+@pytest.mark.parametrize("module", [m for m in MODULES if top(m) == "core"])
+def test_the_core_imports_only_itself(module):
+    bad = sorted(m for m in imported_modules(module) if top(m) != "core")
+    assert not bad, f"{module} imports {bad}"
+
+
 @pytest.mark.parametrize("module", [m for m in MODULES if top(m) == "config"])
-def test_the_config_layer_imports_no_stage(module):
-    allowed = ("config", *AXES)  # the axes' registries (torch-free), never the machinery
+def test_the_config_layer_reads_the_axes_and_imports_no_stage(module):
+    allowed = ("core", "config", *AXES)  # the axes' registries (torch-free), never the machinery
     bad = sorted(m for m in imported_modules(module) if top(m) not in allowed)
     assert not bad, f"{module} imports {bad}"
+
+
+def test_the_two_config_layers_are_below_and_above_the_axes():
+    axes = [m for m in MODULES if top(m) in AXES]
+    assert not [m for m in axes for d in imported_modules(m) if top(d) == "config"]
+    assert any(top(d) == "core" for m in axes for d in imported_modules(m))
+    reads = {top(d) for m in MODULES if top(m) == "config" for d in imported_modules(m)}
+    assert set(AXES) <= reads  # the settings read every axis
 
 
 def test_report_reads_only_results_and_itself():
     allowed = {
         "imbadv.results",
-        "imbadv.config.errors",
-        "imbadv.status.tracking",  # --wandb
+        "imbadv.core.errors",
+        "imbadv.telemetry.tracking",  # --wandb
         "imbadv.table",  # --compare pairs the long table's cells (read through results)
         "imbadv.data.tarsafe",  # archives: the vetted tar reader the data loader uses too
         "imbadv.config.folders",  # archives: the job folder names of multirun.yaml's subdir
@@ -135,7 +163,12 @@ def test_no_import_cycle():
 
 
 TORCH_FREE = [
-    *(m for m in MODULES if top(m) in ("config", "report") and not m.endswith("__main__")),
+    *(m for m in MODULES if top(m) in ("core", "config", "report") and not m.endswith("__main__")),
+    "imbadv.grouped",
+    "imbadv.grouped.plan",
+    "imbadv.telemetry",
+    "imbadv.pipeline",
+    "imbadv.pipeline.job",
     *(f"imbadv.{axis}" for axis in AXES),  # every registry
     "imbadv.run",
     "imbadv.results",
@@ -143,8 +176,8 @@ TORCH_FREE = [
     "imbadv.data.names",
     "imbadv.attacks.goals",
     "imbadv.status.sweep",
-    "imbadv.status.tracking",
-    "imbadv.status.wandb_tables",
+    "imbadv.telemetry.tracking",
+    "imbadv.telemetry.wandb_tables",
     "imbadv.table",
     "imbadv.export",
     "imbadv.data.tarsafe",
@@ -179,3 +212,14 @@ def test_checking_a_whole_config_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[:2] == ["under", "3"]
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for module in MODULES:
+        for node in ast.walk(ast.parse(source(module).read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{module}.{node.name}: {lines} lines")
+    assert not long, long

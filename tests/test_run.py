@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import TINY, run_cli
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.run import check_jobs, expand_ranges, job_overrides
 
 

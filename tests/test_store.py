@@ -87,9 +87,9 @@ def job_keys(overrides):
 
     from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
-    from imbadv.plan import model_spec
+    from imbadv.pipeline.attack import attack_identity
+    from imbadv.pipeline.plan import model_spec
     from imbadv.run import CONF_DIR
-    from imbadv.transfer import attack_identity
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import Facts, Params, Registry, bounds
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import Facts, Params, Registry, bounds
 
 # eps, step sizes and every image live in pixel space [0, 1]: the model normalizes inside.
 EPS_SPACE = "pixel [0, 1]"

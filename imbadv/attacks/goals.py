@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from imbadv.attacks import ATTACKS, Direction
-from imbadv.config.classes import class_choices, class_index
-from imbadv.config.errors import ConfigError
+from imbadv.core.classes import class_choices, class_index
+from imbadv.core.errors import ConfigError
 
 
 def check_direction(method: str, direction: Direction, target_class: Any) -> None:

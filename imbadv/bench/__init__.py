@@ -240,52 +240,15 @@ def run_bench(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     s = TrainSettings(batch_size=args.batch_size, max_epochs=1)
-    train = bench_training(model, s, args.warmup, args.steps, args.repeats, device)
-    # forward + backward = 3 forwards, 2 FLOP per MAC; counted for the paper's VGG only
-    flop = 6 * MACS_PER_IMAGE * args.width**2 if args.model == "vgg" else math.nan
-    train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
-    if device.type == "cuda":
-        train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    # adversarial training (fast FGSM at 8/255, the longtail_quick path) against a bare AT loop
-    at = bench_training(
-        copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
-    )
-    augment = bench_augment(copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device)
-    grouped = None
-    if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
-        grouped = bench_grouped(
-            model,
-            s,
-            args.group,
-            args.warmup,
-            args.steps,
-            args.group_repeats,
-            device,
-            processes=not args.no_processes,
-        )
-    compiled = None
-    if args.compile:  # trainer.compile=on vs off (docs/training.md); before attacks set eval mode
-        compiled = bench_compile(
-            copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device
-        )
-    x, y = make_data(args.attack_images, device, seed=2)
-    stacked = None
-    if args.stack > 0:  # K sources' FGSM + BIM images in one call vs one by one (docs/transfer.md)
-        stacked = bench_stacked(
-            model, args.stack, (x, y), args.eps, args.batch_size, args.repeats, device
-        )
+    train, at, augment, flop = training_rows(args, model, s, device)
+    optional = optional_rows(args, model, s, device)  # grouped, compiled, stacked (or None)
     attack = {}
     if args.attacks:
+        x, y = optional.pop("data")
         attack = bench_attacks(
-            model.eval(),
-            to_unit(x),
-            y,
-            args.eps,
-            args.batch_size,
-            args.repeats,
-            args.attack_steps,
-            args.attacks,
-        )
+            model.eval(), to_unit(x), y, args.eps, args.batch_size, args.repeats,
+            args.attack_steps, args.attacks,
+        )  # fmt: skip
     report = {
         "device": info.pop("device"),
         "train_vs_raw": train["ratio"],
@@ -305,6 +268,55 @@ def run_bench(args: argparse.Namespace) -> dict:
         "machine": info,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
+    return report | optional_report(args, optional, info, flop, device)
+
+
+def training_rows(
+    args: argparse.Namespace, model: torch.nn.Module, s: TrainSettings, device: torch.device
+) -> tuple[dict, dict, dict, float]:
+    """Plain, adversarial (fast FGSM at 8/255, the longtail_quick path) and crop-flip training
+    steps against bare loops; and the FLOP per image a training step costs."""
+    train = bench_training(model, s, args.warmup, args.steps, args.repeats, device)
+    # forward + backward = 3 forwards, 2 FLOP per MAC; counted for the paper's VGG only
+    flop = 6 * MACS_PER_IMAGE * args.width**2 if args.model == "vgg" else math.nan
+    train |= {f"{k}_gflops": train[f"{k}_images_per_s"] * flop / 1e9 for k in ("imbadv", "raw")}
+    if device.type == "cuda":
+        train["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    at = bench_training(
+        copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device, at_eps=8 / 255
+    )
+    augment = bench_augment(copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device)
+    return train, at, augment, flop
+
+
+def optional_rows(
+    args: argparse.Namespace, model: torch.nn.Module, s: TrainSettings, device: torch.device
+) -> dict:
+    """The measurements a flag asks for (None when not asked), and the attacks' images."""
+    out: dict = {"grouped": None, "compiled": None, "stacked": None}
+    if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
+        out["grouped"] = bench_grouped(
+            model, s, args.group, args.warmup, args.steps, args.group_repeats, device,
+            processes=not args.no_processes,
+        )  # fmt: skip
+    if args.compile:  # trainer.compile=on vs off (docs/training.md); before attacks set eval mode
+        out["compiled"] = bench_compile(
+            copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device
+        )
+    x, y = out["data"] = make_data(args.attack_images, device, seed=2)
+    if args.stack > 0:  # K sources' FGSM + BIM images in one call vs one by one (docs/transfer.md)
+        out["stacked"] = bench_stacked(
+            model, args.stack, (x, y), args.eps, args.batch_size, args.repeats, device
+        )
+    return out
+
+
+def optional_report(
+    args: argparse.Namespace, optional: dict, info: dict, flop: float, device: torch.device
+) -> dict:
+    """The report's entries for the optional measurements, the quick job and the sweep."""
+    report: dict = {}
+    grouped, stacked, compiled = optional["grouped"], optional["stacked"], optional["compiled"]
     if grouped is not None:
         report |= grouped_rates(grouped, info.get(MATMUL_KEY[device.type], math.nan), flop)
     if stacked is not None:

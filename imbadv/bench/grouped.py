@@ -12,9 +12,9 @@ from torch import nn
 from imbadv.bench.attacks import alternated
 from imbadv.bench.processes import processes_train, threads_per_process
 from imbadv.bench.training import StepClock, imbadv_train, make_data, torch_flags_kept
+from imbadv.grouped.train import GroupedClassifier, Zipped, unstack_into
 from imbadv.models.layout import choose_layout
 from imbadv.training import Recipe, TrainSettings
-from imbadv.training.grouped import GroupedClassifier, Zipped, unstack_into
 from imbadv.training.loop import make_trainer, train_batches
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from imbadv.attacks import ATTACKS
 from imbadv.bench.attacks import alternated, timed
 from imbadv.config.settings import AttackSpec
-from imbadv.evaluate import craft, craft_stacked
+from imbadv.pipeline.craft import craft, craft_stacked
 
 STACKED_ATTACKS = ("fgsm", "bim")  # the paper's pair; both draw nothing, so both stack
 

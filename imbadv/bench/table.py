@@ -58,6 +58,23 @@ def format_table(r: dict) -> str:
         f"{g['ms_per_step']['none']:.2f} ms without augmentation: ratio {g['ratio']:.3f} "
         f"(target <= {TARGETS['crop_flip_step_vs_none']})"
     )
+    lines += optional_lines(r)
+    lines += [
+        f"  predict  {r['predict']['images_per_s']:>9.1f}",
+        f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",
+    ]
+    for key in ("quick_job", "sweep"):
+        if key in r:
+            lines.append(
+                f"  {key}: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command")
+            )
+    return "\n".join(lines)
+
+
+def optional_lines(r: dict) -> list[str]:
+    """The lines of the measurements a flag asked for: grouped, stacked, processes, compiled."""
+    lines = []
     if "grouped" in r:
         g = r["grouped"]
         lines.append(
@@ -93,14 +110,4 @@ def format_table(r: dict) -> str:
             f"{c['compile_seconds']:.1f} s; "
             + ("compiled" if c["compiled"] else f"fell back: {c['compile_fallback']}")
         )
-    lines += [
-        f"  predict  {r['predict']['images_per_s']:>9.1f}",
-        f"  training: {t['imbadv_gflops']:.1f} GFLOP/s (raw loop {t['raw_gflops']:.1f})",
-    ]
-    for key in ("quick_job", "sweep"):
-        if key in r:
-            lines.append(
-                f"  {key}: "
-                + ", ".join(f"{k} {v:.0f}" for k, v in r[key].items() if k != "command")
-            )
-    return "\n".join(lines)
+    return lines

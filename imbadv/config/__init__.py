@@ -1,1 +1,1 @@
-"""The config layer, torch-free: errors, registries, settings, gradient sources, cluster checks."""
+"""The config layer, torch-free, above the axes: settings, gradient sources, training groups, cluster checks."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 
 # key -> smallest allowed value (integers)
 COUNTS = {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 1, "parallel": 1}

@@ -19,10 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from imbadv.attacks import ATTACKS, MASKING_METHODS, Direction
 from imbadv.attacks.goals import check_direction, with_target_class
 from imbadv.augment import AUGMENTS
-from imbadv.config.classes import class_choices, class_index
-from imbadv.config.errors import ConfigError
-from imbadv.config.plugins import import_plugins
-from imbadv.config.registry import Spec, build_params, integer_digits, number
 from imbadv.config.sources import (
     ALLOWED,
     CheckpointSource,
@@ -31,6 +27,10 @@ from imbadv.config.sources import (
     model_name,
     parse_sources,
 )
+from imbadv.core.classes import class_choices, class_index
+from imbadv.core.errors import ConfigError
+from imbadv.core.plugins import import_plugins
+from imbadv.core.registry import Spec, build_params, integer_digits, number
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS

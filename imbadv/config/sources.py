@@ -9,7 +9,7 @@ profile, else those a job of the same command with `imbalance=<name>` gets: Hydr
 job's own overrides (search path and plugins included) with it. Without `+mode` a source trains
 as the job does, like `balanced`. A checkpoint source is loaded, never trained: its file is
 checked here (exists, readable, a supported format) without torch. Any source but a file may
-name another seed's model (`balanced@seed+1`: a baseline across seeds; imbadv.config.seeds).
+name another seed's model (`balanced@seed+1`: a baseline across seeds; imbadv.core.seeds).
 No torch here.
 """
 
@@ -27,10 +27,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from imbadv.config.classes import class_choices, class_index
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import Spec, build_params
-from imbadv.config.seeds import seeded, split_seed
+from imbadv.core.classes import class_choices, class_index
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import Spec, build_params
+from imbadv.core.seeds import seeded, split_seed
 from imbadv.imbalance import PROFILES, targeted
 from imbadv.training import AdversarialSettings
 

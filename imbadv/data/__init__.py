@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import UNKEYED, Facts, Params, Registry, bounds
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import UNKEYED, Facts, Params, Registry, bounds
 from imbadv.data import names
 from imbadv.data.names import CIFAR10_CLASSES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imbadv.config.errors import DataError
+from imbadv.core.errors import DataError
 from imbadv.data.base import DataCard, Dataset
 from imbadv.data.files import DOWNLOAD_TIMEOUT_S, socket_timeout
 

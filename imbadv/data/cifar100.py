@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.config.errors import DataError
+from imbadv.core.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import DataCard, Dataset
 from imbadv.data.files import checksum_failures, extract, fetch

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imbadv.config.errors import DataError
+from imbadv.core.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import DataCard, Dataset
 from imbadv.data.files import one_line

@@ -9,7 +9,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from imbadv.config.errors import DataError
+from imbadv.core.errors import DataError
 
 # urllib waits forever by default; a firewall that drops packets would hang a job.
 DOWNLOAD_TIMEOUT_S = 30.0

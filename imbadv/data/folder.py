@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from imbadv.config.errors import DataError
+from imbadv.core.errors import DataError
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats
 from imbadv.data.tarsafe import read_members
 

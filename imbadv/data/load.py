@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imbadv.config.registry import Spec
+from imbadv.core.registry import Spec
 from imbadv.data import DATASETS
 from imbadv.data.base import Dataset
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imbadv.config.errors import ImbadvError
+from imbadv.core.errors import ImbadvError
 
 
 def member_parts(

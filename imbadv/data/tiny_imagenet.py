@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imbadv.config.errors import DataError
+from imbadv.core.errors import DataError
 from imbadv.data import names
 from imbadv.data.base import SPLIT_KEYS, DataCard, Dataset, pixel_stats_chunked
 from imbadv.data.files import checksum_failures, extract, fetch

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import Facts, Params, Registry, Spec, bounds
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import Facts, Params, Registry, Spec, bounds
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import Spec
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import Spec
 from imbadv.imbalance import PROFILES, targeted
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import UNKEYED, Facts, Params, Registry, RegistryError, Spec, bounds
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import UNKEYED, Facts, Params, Registry, RegistryError, Spec, bounds
 from imbadv.models.files import WEIGHTS, checkpoint_format
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.data.base import DataCard
 from imbadv.models import CHECKPOINT, MODELS, CheckpointParams
 from imbadv.models.files import (

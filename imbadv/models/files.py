@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 
 SAFETENSORS, STATE_DICT, TORCHSCRIPT, EXPORT = "safetensors", "torch.save", "torchscript", "pt2"
 WEIGHTS = (SAFETENSORS, STATE_DICT)  # formats that hold weights only: they need model.arch

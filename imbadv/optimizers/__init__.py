@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from imbadv.config.registry import Params, Registry, bounds
+from imbadv.core.registry import Params, Registry, bounds
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class SGDParams(Params):
     def check(self, key: str) -> None:
         super().check(key)
         if self.nesterov and self.momentum == 0:
-            from imbadv.config.errors import ConfigError
+            from imbadv.core.errors import ConfigError
 
             raise ConfigError(f"{key}.nesterov", self.nesterov, "false when momentum is 0")
 

@@ -58,6 +58,7 @@ def parse_floor(min_clean: float, min_correct: int) -> Floor:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line of `python -m imbadv.report`: what to read and how to judge it."""
     p = argparse.ArgumentParser(prog="python -m imbadv.report", description=__doc__)
     p.add_argument(
         "sweeps",
@@ -83,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline", default=None, help="setting DAFA's rho compares against (default balanced)"
     )
+    output_arguments(p)
+    return p
+
+
+def output_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the report goes and what else the command does (page, archive, compare, W&B)."""
     p.add_argument(
         "--out",
         type=Path,
@@ -131,7 +138,6 @@ def parser() -> argparse.ArgumentParser:
         help="also log Table 1, findings and figures as one W&B run in the sweep's group "
         "(MODE offline|online; default: the jobs' logger.mode)",
     )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +247,7 @@ def make_archive(roots: list[Path], dest: Path) -> int:
 
 def log_to_wandb(folder: Path, mode: str | None) -> None:
     """The report's tables, figures and documents as one summary run (W&B failures only warn)."""
-    from imbadv.status.tracking import log_report  # wandb loads only when asked for
+    from imbadv.telemetry.tracking import log_report  # wandb loads only when asked for
 
     documents = {"report": folder / "report.html", "findings": folder / "report.md"}
     log_report(

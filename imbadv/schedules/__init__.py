@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import Params, Registry, bounds, number
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import Params, Registry, bounds, number
 
 
 @dataclass(frozen=True)

@@ -1,2 +1,2 @@
-"""What a user sees while a sweep runs: progress lines (progress), where a sweep stands
-(sweep: `python -m imbadv.status`), live W&B curves (tracking)."""
+"""Where a sweep stands, read after or beside it: `python -m imbadv.status` (sweep) and what a
+GPU reference chunk has left to run (chunks)."""

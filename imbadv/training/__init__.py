@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from imbadv.augment import AUGMENTS
-from imbadv.config.registry import UNKEYED, Params, Registry, Spec, bounds
+from imbadv.core.registry import UNKEYED, Params, Registry, Spec, bounds
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
 
@@ -89,7 +89,7 @@ class WeightedCEParams(Params):
     def check(self, key: str) -> None:
         super().check(key)
         if self.weights == "effective" and self.beta >= 1.0:
-            from imbadv.config.errors import ConfigError
+            from imbadv.core.errors import ConfigError
 
             raise ConfigError(f"{key}.beta", self.beta, "a number in [0, 1) for effective weights")
 
@@ -145,7 +145,7 @@ class AdversarialSettings(Params):
 
             ATTACKS.get(f"{key}.attack", self.attack)
             if self.mode != "pgd_at":
-                from imbadv.config.errors import ConfigError
+                from imbadv.core.errors import ConfigError
 
                 raise ConfigError(f"{key}.attack", self.attack, "null unless mode is pgd_at")
 

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from imbadv.augment import AUGMENTS
-from imbadv.config.errors import TrainingError
+from imbadv.core.errors import TrainingError
 from imbadv.data.tensors import TensorBatches, one_device, to_unit
 from imbadv.models.layout import Layout, choose_layout
 from imbadv.optimizers import OPTIMIZERS
@@ -24,7 +24,7 @@ from imbadv.training.adversarial import AdversarialStep, robust_accuracy
 from imbadv.training.compiled import CompiledForward, wanted
 from imbadv.training.objectives import Loss
 
-log = logging.getLogger("imbadv.progress")  # the job's progress lines (status/progress.py)
+log = logging.getLogger("imbadv.progress")  # the job's progress lines (telemetry/progress.py)
 AUGMENT_STREAM = 0xA06  # the augmentation's generator: seed + this, apart from the data order's
 
 

@@ -275,7 +275,7 @@ def test_same_images_as_torchattacks_when_targeted(setup, method):
 def test_autoattack_without_the_extra_is_one_line_naming_the_install(monkeypatch, method):
     import importlib.util
 
-    from imbadv.config.errors import ConfigError
+    from imbadv.core.errors import ConfigError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import run_cli
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import build_params
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import build_params
 from imbadv.training import TrainSettings
 
 PRECISIONS = "32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true"

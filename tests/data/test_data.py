@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 import imbadv.data.folder as folders
-from imbadv.config.errors import ConfigError, DataError
+from imbadv.core.errors import ConfigError, DataError
 from imbadv.data import DATASETS
 from imbadv.data.cifar10 import load_cifar10
 from imbadv.data.folder import load_folder

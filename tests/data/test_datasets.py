@@ -20,7 +20,7 @@ from PIL import Image
 
 import imbadv.data.fashion_mnist as fmnist
 import imbadv.data.tiny_imagenet as tiny
-from imbadv.config.errors import ConfigError, DataError
+from imbadv.core.errors import ConfigError, DataError
 from imbadv.data import DATASETS, names
 from imbadv.data.base import pixel_stats, pixel_stats_chunked
 from imbadv.data.cifar10 import load_cifar10

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.imbalance import PROFILES
 from imbadv.imbalance.split import class_counts as counts_of
 from imbadv.imbalance.split import select

@@ -179,7 +179,7 @@ def test_a_pickle_that_needs_code_is_refused_and_never_run(trained):
 
 def test_an_exported_program_with_a_code_pickle_inside_is_refused(trained, tmp_path, monkeypatch):
     """torch.export.load unpickles sample inputs without restriction: imbadv screens them first."""
-    from imbadv.config.errors import ConfigError
+    from imbadv.core.errors import ConfigError
     from imbadv.models import MODELS
     from imbadv.models.checkpoint import load
 
@@ -312,7 +312,7 @@ def _broken(model: nn.Module) -> nn.Module:
 
 def test_every_format_refuses_weights_that_are_not_finite(tmp_path, monkeypatch):
     """safetensors, a wrapped and prefixed state dict, TorchScript and a .pt2 program alike."""
-    from imbadv.config.errors import ConfigError
+    from imbadv.core.errors import ConfigError
     from imbadv.models import MODELS
     from imbadv.models.checkpoint import load
 
@@ -354,7 +354,7 @@ def _cut_files(base: Path, state: dict) -> dict[str, str]:
 
 
 def test_a_file_cut_short_is_refused_before_torch(tmp_path, monkeypatch):
-    from imbadv.config.errors import ConfigError
+    from imbadv.core.errors import ConfigError
     from imbadv.models.files import checkpoint_format
 
     card = DataCard(("a",) * 10, 3, 32, (0.5,) * 3, (0.25,) * 3)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.data.base import DataCard
 from imbadv.models import MODELS
 from imbadv.models.resnet import ResNet18

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import build_params
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import build_params
 from imbadv.training import AdversarialSettings, Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, kl_divergence, robust_accuracy
 from imbadv.training.loop import fit

@@ -8,9 +8,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from tolerance import sgd_bound
 
-from imbadv.config.errors import ConfigError
-from imbadv.config.registry import params_key
 from imbadv.config.settings import from_config
+from imbadv.core.errors import ConfigError
+from imbadv.core.registry import params_key
 from imbadv.models.vgg import VGG
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.training import Recipe, TrainSettings, paper_spec

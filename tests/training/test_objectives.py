@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imbadv.config.errors import ConfigError
+from imbadv.core.errors import ConfigError
 from imbadv.training import OBJECTIVES
 from imbadv.training.objectives import LogitAdjusted, class_weights
 

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 
 from imbadv.augment import AUGMENTS, CropFlipParams
 from imbadv.augment.batch import crop_at, crop_flip
-from imbadv.config.errors import ConfigError
 from imbadv.config.settings import CONF_DIR, from_config
+from imbadv.core.errors import ConfigError
 from imbadv.data.tensors import TensorBatches
 from imbadv.models.vgg import VGG
 from imbadv.optimizers import OPTIMIZERS
@@ -66,7 +66,7 @@ def settings(overrides, tmp_path):
 @pytest.mark.parametrize(("overrides", "key"), OLD_KEYS)
 def test_every_model_trained_before_keeps_its_store_key(overrides, key, tmp_path):
     from imbadv.data.load import load_dataset
-    from imbadv.plan import model_spec
+    from imbadv.pipeline.plan import model_spec
     from imbadv.store import content_key
 
     s = settings(overrides, tmp_path)

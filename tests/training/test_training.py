@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from imbadv.config.errors import TrainingError
+from imbadv.core.errors import TrainingError
 from imbadv.data.tensors import TensorBatches
 from imbadv.models.vgg import VGG
+from imbadv.pipeline.job import Job
 from imbadv.schedules import KerasDecayParams
 from imbadv.schedules.factors import keras_decay
 from imbadv.training import Recipe, TrainSettings
@@ -122,7 +123,7 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
     """Everything training and selection see is the validation/training split of x_train."""
     from hydra import compose, initialize_config_dir
 
-    import imbadv.obtain as experiment
+    import imbadv.pipeline.obtain as experiment
     from imbadv.config.settings import from_config
     from imbadv.data.load import load_dataset
     from imbadv.store import Store
@@ -151,7 +152,9 @@ def test_no_test_set_index_can_reach_model_selection(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "fit", spy)
     with pytest.raises(Stop):
-        experiment.obtain_model(data, s, s.imbalance, 0, torch.device("cpu"), Store(tmp_path))
+        experiment.obtain_model(
+            Job(data, s, 0, torch.device("cpu"), Store(tmp_path)), s.imbalance, 0
+        )
     from imbadv.imbalance.split import class_counts, select
 
     split = select(

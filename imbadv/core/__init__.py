@@ -1,0 +1,1 @@
+"""The core every axis may import, torch-free: errors, the registry, plug-ins, class and seed names."""

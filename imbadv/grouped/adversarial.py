@@ -1,0 +1,72 @@
+"""Grouped adversarial training: the live members' inner attacks as one call on a `Stacked` view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from imbadv.grouped.stacked import Stacked, stack_rows
+from imbadv.training import AdversarialSettings
+from imbadv.training.adversarial import AdversarialStep
+from imbadv.training.objectives import Loss
+
+# stacked inputs (live K, B, C, H, W) -> the live members' logits (live K, B, classes), train mode
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class GroupAdversary:
+    """Each member's own `AdversarialStep` (seeded as `fit` seeds it alone), their inner
+    maximization run as one ascent over the live members' concatenated rows.
+
+    Exact as alone because every draw is the member's: its start comes from its own generator,
+    for a batch of its own shape, once per step, as alone; and the ascent treats rows
+    independently (a summed loss: member k's rows get member k's input gradient).
+    """
+
+    def __init__(self, settings: AdversarialSettings, seeds: Sequence[int]) -> None:
+        if settings.attack is not None:  # one generator for the whole batch: not per member
+            raise ValueError("a registered adversarial.attack cannot run grouped")
+        self.s = settings
+        self.steps = [AdversarialStep(settings, seed) for seed in seeds]
+
+    def examples(
+        self,
+        stacked: Stacked,
+        x: torch.Tensor,
+        ys: Sequence[torch.Tensor],
+        live: Sequence[int],
+    ) -> torch.Tensor:
+        """The live members' adversarial batches, shaped like `x` (live K, B, C, H, W).
+
+        `stacked` holds the live members' detached tensors, in their order; `ys` their labels."""
+        starts = [self.steps[k].start(xk) for k, xk in zip(live, x, strict=True)]
+        rows = x.reshape(-1, *x.shape[2:])
+        adv = self.steps[live[0]].ascend(stacked, rows, stack_rows(ys), stack_rows(starts))
+        return adv.reshape(x.shape)
+
+    def losses(
+        self,
+        forward: Forward,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        ys: Sequence[torch.Tensor],
+        losses: Sequence[Loss],
+    ) -> list[torch.Tensor]:
+        """The live members' outer losses, each `AdversarialStep.outer` of its own logits; the
+        forwards in the order alone runs them (TRADES: clean first), for BatchNorm's statistics."""
+        clean = forward(x) if self.s.mode == "trades" else None
+        adv = forward(x_adv)
+        return [
+            self.steps[0].outer(None if clean is None else clean[i], adv[i], y, loss)
+            for i, (y, loss) in enumerate(zip(ys, losses, strict=True))
+        ]
+
+
+def stacked_view(
+    params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], template: nn.Module
+) -> Stacked:
+    """The live members as one module for the inner attack: detached weights, shared buffers
+    (eval mode never writes them)."""
+    return Stacked({n: p.detach() for n, p in params.items()}, buffers, template)

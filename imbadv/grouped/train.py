@@ -1,0 +1,287 @@
+"""Grouped training: K same-shape models trained as one stacked computation (torch.func vmap)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from imbadv.core.errors import TrainingError
+from imbadv.data.tensors import TensorBatches, to_unit
+from imbadv.grouped.adversarial import GroupAdversary, stacked_view
+from imbadv.grouped.select import (  # re-exported: grouped training's API
+    GroupSelection,
+    MemberRun,
+    Patience,
+    freeze,
+    unstack_into,
+)
+from imbadv.training import AdversarialSettings, Recipe, TrainSettings
+from imbadv.training.loop import (
+    channels_last,
+    make_trainer,
+    optimization,
+    selection,
+    train_batches,
+    val_batches,
+)
+from imbadv.training.objectives import Loss
+
+__all__ = ["GroupedClassifier", "GroupSelection", "Member", "MemberRun", "Patience", "Zipped"]
+__all__ += ["fit_group", "freeze", "ungroupable", "unstack_into"]
+GROUPED_EAGER = "grouped training runs eager: its vmapped call is not compiled yet"
+
+
+@dataclass
+class Member:
+    """One member's own split, seed and objective: what `fit` would be given for it alone."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    seed: int
+    loss: Loss = F.cross_entropy
+
+
+def ungroupable(
+    model: nn.Module, settings: TrainSettings, adversarial: AdversarialSettings | None = None
+) -> str | None:
+    """Why members like `model` cannot train grouped exactly as alone, or None if they can."""
+    if adversarial is not None and adversarial.mode != "none" and adversarial.attack is not None:
+        # its random draws come from one generator over the whole batch, not one per member
+        return f"adversarial.attack {adversarial.attack} (a registered inner attack is per model)"
+    if settings.precision in ("16-mixed", "16-true"):
+        # one GradScaler over the stack: one member's overflow would skip every member's step
+        return f"precision {settings.precision} (one loss scaler would couple the members)"
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return "dropout (its masks come from the global RNG, drawn once for the group)"
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None:
+            return "BatchNorm with cumulative averages (momentum None)"
+    return None
+
+
+class Zipped:
+    """The K members' own batch streams, one tuple of K batches per step."""
+
+    def __init__(self, streams: Sequence[TensorBatches]) -> None:
+        self.streams = list(streams)
+
+    def __len__(self) -> int:
+        return len(self.streams[0])
+
+    def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
+        return zip(*self.streams, strict=True)
+
+
+class GroupedClassifier(L.LightningModule):
+    """K members' parameters stacked (K, ...), trained with one vmapped forward and backward.
+
+    The loss is the sum of the members' losses, so each member's gradient is its own loss's;
+    BatchNorm running statistics are stacked buffers, updated in place per member.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        settings: TrainSettings,
+        losses: list[Loss],
+        recipe: Recipe | None = None,
+        adversary: GroupAdversary | None = None,
+    ):
+        super().__init__()
+        self.settings, self.losses, self.k = settings, losses, len(models)
+        self.adversary = adversary  # adversarial training's per-member steps; None: standard
+        self.recipe, self.steps_per_epoch, self.epoch_lr = recipe or Recipe(), 1, math.nan
+        params, buffers = stack_module_state(list(models))
+        self.names = list(params)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach()) for n in self.names])
+        self.buffer_names = list(buffers)
+        for i, name in enumerate(self.buffer_names):
+            self.register_buffer(f"stacked_buffer{i}", buffers[name].clone())
+        # The template is not a submodule: its meta tensors are never trained or moved.
+        self.template = (copy.deepcopy(models[0]).to("meta"),)
+        self.runs: list[MemberRun] = []
+        self.active = list(range(self.k))
+        self.loss_sum, self.seen = torch.zeros(self.k), 0
+
+    def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Stacked parameters and buffers by the model's own names."""
+        buffers = [getattr(self, f"stacked_buffer{i}") for i in range(len(self.buffer_names))]
+        return dict(zip(self.names, self.stacked, strict=True)), dict(
+            zip(self.buffer_names, buffers, strict=True)
+        )
+
+    def member(self, k: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        params, buffers = self.tensors()
+        return {n: t[k] for n, t in params.items()}, {n: t[k] for n, t in buffers.items()}
+
+    def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template[0], (params, buffers), (x,))
+
+    def on_train_epoch_start(self) -> None:
+        self.loss_sum, self.seen = torch.zeros(self.k, device=self.device), 0
+        self.index = torch.tensor(self.active, device=self.device)
+        if self._trainer is not None:  # the lr of the epoch's first step, as fit logs it
+            self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def training_step(self, batch: tuple, _: int) -> torch.Tensor:
+        params, buffers = self.live_tensors()
+        x = to_unit(torch.stack([batch[k][0] for k in self.active]))  # (live K, B, C, H, W)
+        ys = [batch[k][1] for k in self.active]
+        if self.adversary is None:
+            self.template[0].train()
+            logits = vmap(self._call)(params, buffers, x)
+            live = zip(self.active, logits, ys, strict=True)
+            losses = torch.stack([self.losses[k](z, y) for k, z, y in live])
+        else:
+            view = stacked_view(params, buffers, self.template[0])
+            x_adv = self.adversary.examples(view, x, ys, self.active)
+            self.template[0].train()  # the attack ran in eval mode; the outer loss trains
+            forward = partial(vmap(self._call), params, buffers)
+            live_losses = [self.losses[k] for k in self.active]
+            losses = torch.stack(self.adversary.losses(forward, x, x_adv, ys, live_losses))
+        if len(self.active) < self.k:  # BatchNorm statistics were updated in the slice
+            with torch.no_grad():
+                for name, t in self.tensors()[1].items():
+                    t.index_copy_(0, self.index, buffers[name])
+        n = len(batch[0][1])
+        self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
+        self.seen += n
+        return losses.sum()
+
+    def live_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The members still training: all stacked tensors, or (once some stopped) a slice, so
+        stopped members cost no compute and get exactly zero gradient."""
+        params, buffers = self.tensors()
+        if len(self.active) == self.k:
+            return params, buffers
+        pick = {n: t.index_select(0, self.index) for n, t in {**params, **buffers}.items()}
+        return {n: pick[n] for n in params}, {n: pick[n] for n in buffers}
+
+    def on_train_batch_end(self, *_) -> None:
+        # A stopped member stops changing: undo what momentum or BatchNorm statistics moved.
+        if len(self.active) == self.k:
+            return
+        params, buffers = self.tensors()
+        with torch.no_grad():
+            for k, run in enumerate(self.runs):
+                for name, value in run.frozen.items():
+                    {**params, **buffers}[name][k].copy_(value)
+
+    def validation_step(self, batch: tuple, _: int, dataloader_idx: int = 0) -> None:
+        k = dataloader_idx
+        if k not in self.active:
+            return
+        self.template[0].eval()
+        x, y = batch
+        logits = self._call(*self.member(k), to_unit(x))
+        self.log(f"m{k}/val/loss", F.cross_entropy(logits, y), batch_size=len(y), **LOG)
+        self.log(f"m{k}/val/acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y), **LOG)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.seen:
+            return
+        means = (self.loss_sum / self.seen).tolist()
+        for k in self.active:
+            if not math.isfinite(means[k]):
+                raise TrainingError(
+                    f"training diverged: member {k} mean loss={means[k]} in epoch "
+                    f"{self.current_epoch}; lower optimizer.lr (now {self.recipe.optimizer.params.lr})"
+                )
+            self.log(f"m{k}/train/loss", means[k], **LOG)
+            self.log(f"m{k}/train/lr", self.epoch_lr, **LOG)
+
+    def configure_optimizers(self) -> dict:
+        named = list(zip(self.names, self.stacked, strict=True))
+        # every member has the same training-set size: the same batches per epoch
+        return optimization(
+            named, self.recipe, self.steps_per_epoch, self.settings.max_epochs, stacked=True
+        )
+
+
+LOG = {"add_dataloader_idx": False}
+
+
+def fit_group(
+    models: Sequence[nn.Module],
+    members: Sequence[Member],
+    settings: TrainSettings,
+    device: torch.device,
+    logger=False,
+    recipe: Recipe | None = None,
+    adversarial: AdversarialSettings | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> list[dict]:
+    """Train each model on its member's split as `fit` would alone, all K as one computation.
+
+    Each model comes initialized (as for `fit`) and ends with its chosen weights, in eval mode;
+    returns one `fit` record per member. Members must share architecture and training-set size;
+    `adversarial` (shared) switches on adversarial training, each member's seeded as alone;
+    `callbacks` (progress lines) run after the members' selection.
+    """
+    adversarial = adversarial or AdversarialSettings()
+    check_members(models, members, settings, adversarial)
+    runs, trains, vals = [], [], []
+    for model, m in zip(models, members, strict=True):
+        model.to(device)
+        (train, val), layout = channels_last(model, (m.train, m.val), settings, device)
+        trains.append(train_batches(train, settings, recipe, m.seed))
+        vals.append(val_batches(val))
+        keep = selection(settings, adversarial, val, m.seed)  # robust validation per member
+        stops = settings.selection == "val_loss" and settings.early_stopping
+        patience = Patience(settings.patience) if stops else None
+        runs.append(MemberRun(model, keep, patience, layout))
+    L.seed_everything(members[0].seed, workers=True, verbose=False)
+    seeds = [m.seed for m in members]
+    adversary = None if adversarial.mode == "none" else GroupAdversary(adversarial, seeds)
+    module = GroupedClassifier(models, settings, [m.loss for m in members], recipe, adversary)
+    module.runs, module.steps_per_epoch = runs, len(trains[0])
+    trainer = make_trainer(settings, device, [GroupSelection(), *callbacks], logger)
+    trainer.fit(module, train_dataloaders=Zipped(trains), val_dataloaders=vals)
+    return [record(run, trainer.current_epoch, settings) for run in runs]
+
+
+def record(run: MemberRun, epochs: int, settings: TrainSettings) -> dict:
+    """The member's `fit` record; its model gets the chosen weights, in eval mode."""
+    if run.keep.state is None:
+        raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
+    run.model.load_state_dict(run.keep.state)
+    run.model.eval()
+    return {
+        "epochs": epochs if run.stopped_at is None else run.stopped_at + 1,
+        "selection_rule": settings.selection,
+        "best_epoch": run.keep.best_epoch,
+        "best_val_loss": run.keep.best_loss,
+        "history": run.keep.history,
+        # trainer.compile: the vmapped call is not compiled (yet); `on` says so in the record
+        "compiled": False,
+        **({"compile_fallback": GROUPED_EAGER} if settings.compile == "on" else {}),
+        **run.layout.record(),
+    }
+
+
+def check_members(
+    models: Sequence[nn.Module],
+    members: Sequence[Member],
+    settings: TrainSettings,
+    adversarial: AdversarialSettings,
+) -> None:
+    """Refuse a group that could not be exact: mixed shapes, sizes, or an ungroupable recipe."""
+    if not models or len(models) != len(members):
+        raise ValueError(f"{len(models)} models for {len(members)} members")
+    reason = ungroupable(models[0], settings, adversarial)
+    if reason is not None:
+        raise ValueError(f"these models cannot train grouped: {reason}")
+    shapes = {tuple((n, tuple(p.shape)) for n, p in m.state_dict().items()) for m in models}
+    sizes = {len(m.train[1]) for m in members}
+    if len(shapes) != 1 or len(sizes) != 1:
+        raise ValueError("grouped members need one architecture and one training-set size")
