@@ -26,7 +26,7 @@ from imbadv.config.settings import CONF_DIR, Settings, check_folder, check_sweep
 from imbadv.config.sources import CheckpointSource
 from imbadv.core.errors import ConfigError, ImbadvError
 from imbadv.data import DATASETS
-from imbadv.grouped.plan import write_plan
+from imbadv.grouped.groups import write_plan
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.models.files import check_sources
@@ -118,7 +118,7 @@ def check_jobs(args: list[str], plan: bool = False) -> int:
 
     Composition is cheap (milliseconds a job), so every combination is checked, however many.
     Then each distinct data set and device is checked once, here, before any job folder exists.
-    `plan`: once all passed, write the sweep's training groups to the store (imbadv.grouped.plan).
+    `plan`: once all passed, write the sweep's training groups to the store (imbadv.grouped.groups).
     """
     multirun = any(a in ("-m", "--multirun") for a in args)
     both = "trainer.selection=robust_val_acc,last" in args  # what expand_selection wrote

@@ -37,6 +37,36 @@ def run_cli(
     )
 
 
+def one_line_refusal(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    """The command refused before any work: non-zero exit, one line naming `fragment`."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("imbadv: error:") and fragment in lines[0], lines[0]
+
+
+# Fixtures that run real sweeps or trainings through the command line: a test using one is slow
+# (`make test-fast` leaves it out; `make test` and CI run it).
+SLOW_FIXTURES = {
+    "smoke_sweep",
+    "offline_sweep",  # telemetry/test_tracking.py
+    "baseline",  # pipeline/test_seed_sources.py
+    "matrix",  # pipeline/test_transfer.py
+    "both",  # pipeline/test_transfer_stacked.py
+    "trained",  # models/test_checkpoint.py
+    "wheelhouse",  # test_wheelhouse.py
+    "node",
+    "pair",  # report/test_compare.py
+    "one_seed",  # report/test_report.py
+    "archived",  # report/test_archive.py, report/test_results_page.py
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory) -> dict[str, Path]:
     """A real multirun: classes 0 and 1 x balanced, under, over on tiny synthetic data."""

@@ -30,6 +30,7 @@ def _hold(lock_dir, n_gpus, per_gpu, seconds, queue):
         queue.put(("end", gpu, time.time()))
 
 
+@pytest.mark.slow
 def test_processes_never_share_a_slot_and_never_wait_while_one_is_free(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -84,6 +85,7 @@ def test_bf16_units_from_cpuinfo_and_onednn_cap():
     assert not cpu_has_bf16("", {})
 
 
+@pytest.mark.slow
 def test_a_bf16_preset_on_a_cpu_without_bf16_is_refused_before_any_work(tmp_path):
     # experiment=longtail trains in bf16-mixed; on this CPU told to use AVX2 only it is emulated
     args = ["experiment=longtail", "class=0", "device=cpu", "logger=none"]

@@ -62,6 +62,7 @@ def write_package(folder) -> Path:
     return package
 
 
+@pytest.mark.slow
 def test_every_axis_extended_from_outside_the_package(tmp_path):
     args = write_plugin(tmp_path)
     proc = run_cli([*args, f"paths.store_dir={tmp_path}/store", "hydra.run.dir=out"], tmp_path)
@@ -100,6 +101,7 @@ def test_a_plugin_option_is_checked_before_any_work(tmp_path):
     assert missing.returncode == 2 and "plugins=no_such_module" in missing.stderr
 
 
+@pytest.mark.slow
 def test_a_plugin_profile_named_as_a_source_is_the_model_its_own_job_trains(tmp_path):
     """The plug-in's YAML (counts 50/10, not the registered 5000/1000) in both jobs of a sweep."""
     args = [a for a in write_plugin(tmp_path) if not a.startswith(("imbalance=", "attack."))]
@@ -126,6 +128,7 @@ def test_a_plugin_profile_named_as_a_source_is_the_model_its_own_job_trains(tmp_
     assert as_source["key"] == own["key"]
 
 
+@pytest.mark.slow
 def test_a_plugin_installed_with_pip_is_found_without_flags(tmp_path):
     """Entry point `imbadv.plugins` + Hydra search-path plugin: components chosen by name only."""
     site = tmp_path / "site"  # installed here, not into the shared environment

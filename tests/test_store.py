@@ -69,6 +69,7 @@ def _worker(root, key, seconds):
     Store(root).model(key, small(), fake_train(seconds))
 
 
+@pytest.mark.slow
 def test_concurrent_processes_train_once(tmp_path):
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(str(tmp_path), "shared", 1.0)) for _ in range(3)]
@@ -118,11 +119,11 @@ def test_a_new_option_with_a_neutral_default_changes_no_key(monkeypatch):
 
     @dataclass(frozen=True)
     class VGGWithDropout(VGGParams):
-        dropout: float = field(default=0.0)  # 0 = today's network
+        dropout: float = field(default=0.0)  # 0 = the network as stored before the field
 
     @dataclass(frozen=True)
     class BIMWithRestarts(BIMParams):
-        restarts: int = 1  # 1 = today's attack
+        restarts: int = 1  # 1 = the attack as stored before the field
 
     monkeypatch.setitem(
         MODELS.entries, "vgg", replace(MODELS.entries["vgg"], params=VGGWithDropout)

@@ -15,7 +15,7 @@ from filelock import Timeout
 from imbadv.config.settings import Settings
 from imbadv.core.errors import ImbadvError
 from imbadv.data.base import Dataset
-from imbadv.grouped.plan import Member, identity, read_plan
+from imbadv.grouped.groups import Member, identity, read_plan
 from imbadv.grouped.train import Member as Inputs
 from imbadv.grouped.train import fit_group, ungroupable
 from imbadv.imbalance import PROFILES

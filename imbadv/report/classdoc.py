@@ -7,8 +7,8 @@ import shlex
 from typing import Any
 
 from imbadv.report.classwise import Summary, rho_against
+from imbadv.report.loading import Floor, Selection, correct, pick
 from imbadv.report.stats import Stat, pct, summarize, wilson
-from imbadv.report.sweep import Floor, Selection, correct, pick
 
 Block = tuple
 MODELS = ("balanced", "under", "over")

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from imbadv.report.loading import Selection, pick
 from imbadv.report.stats import Stat, dafa_rho, summarize, wilson
-from imbadv.report.sweep import Selection, pick
 
 
 @dataclass(frozen=True)

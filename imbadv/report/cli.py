@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imbadv.report.compute import Report, build_report, compute
-from imbadv.report.sweep import (
+from imbadv.report.loading import (
     Floor,
     ReportError,
     load_sweeps,

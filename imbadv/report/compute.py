@@ -8,10 +8,7 @@ from typing import Any
 
 from imbadv.report import classwise, learning, longtail
 from imbadv.report.controlled import controlled_findings
-from imbadv.report.paper import findings, parse_pair, table1
-from imbadv.report.stats import adjust
-from imbadv.report.studies import study_findings
-from imbadv.report.sweep import (
+from imbadv.report.loading import (
     Floor,
     ReportError,
     Sweep,
@@ -21,6 +18,9 @@ from imbadv.report.sweep import (
     group_of,
     write_csv,
 )
+from imbadv.report.paper import findings, parse_pair, table1
+from imbadv.report.stats import adjust
+from imbadv.report.studies import study_findings
 
 
 @dataclass

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from imbadv.report.controls import Cell, adjusted_contrast, pooled_partner, prior_stats
+from imbadv.report.loading import Floor, Selection, attack_rows, pick
 from imbadv.report.paper import PAIRS
 from imbadv.report.stats import INCONCLUSIVE, INTERVAL, Finding, Paired, compare, effect, not_tested
-from imbadv.report.sweep import Floor, Selection, attack_rows, pick
 
 Block = tuple
 PROFILES = ("balanced", "under", "over", "matched")

@@ -14,10 +14,10 @@ import numpy as np
 
 from imbadv.report import classdoc, controlled, figures, learning, longtail, overfitting, verdicts
 from imbadv.report import paper as rp
+from imbadv.report.loading import is_cifar10, scale_note
 from imbadv.report.plan import plan_blocks
 from imbadv.report.plots import matrix_order
 from imbadv.report.stats import pct
-from imbadv.report.sweep import is_cifar10, scale_note
 from imbadv.table import recipe_of
 
 # A block of the report: ("h", level, text) | ("p", text) | ("ul", [text]) |

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from imbadv.report import paper as rp
+from imbadv.report.loading import per_class, pick
 from imbadv.report.plots import (
     MODEL_COLORS,
     bars,
@@ -17,7 +18,6 @@ from imbadv.report.plots import (
     pair_panels,
     transfer_map,
 )
-from imbadv.report.sweep import per_class, pick
 
 
 def matrix_role(name: str, cls: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imbadv.report.sweep import Selection, Sweep, collapse_reason, group_of, pick
+from imbadv.report.loading import Selection, Sweep, collapse_reason, group_of, pick
 from imbadv.results import RULE, describe, never_learned
 
 Block = tuple

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from imbadv.report.loading import Sweep, group_of
 from imbadv.report.stats import summarize
-from imbadv.report.sweep import Sweep, group_of
 from imbadv.results import never_learned
 
 Block = tuple

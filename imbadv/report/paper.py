@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report.stats import INCONCLUSIVE, Finding, compare, keyed, not_tested, summarize
-from imbadv.report.sweep import (
+from imbadv.report.loading import (
     BELOW,
     CIFAR10_CLASSES,
     NOT_LEARNED,
@@ -17,6 +16,7 @@ from imbadv.report.sweep import (
     Selection,
     pick,
 )
+from imbadv.report.stats import INCONCLUSIVE, Finding, compare, keyed, not_tested, summarize
 
 PAPER_CLASSES = CIFAR10_CLASSES
 DEFAULT_FLOOR = Floor()

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from imbadv.report.classwise import Unit, long_tailed, thirds
+from imbadv.report.loading import BELOW, NOT_LEARNED, Floor, Selection
 from imbadv.report.paper import DEFAULT_FLOOR, all_left_out, floored, left_out_note, paired_cells
 from imbadv.report.stats import INCONCLUSIVE, Finding, compare, keyed, not_tested
-from imbadv.report.sweep import BELOW, NOT_LEARNED, Floor, Selection
 
 PLAIN = {"source": "same", "objective": "ce", "adversarial": "none"}
 RUN_MATCHED = (

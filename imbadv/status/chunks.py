@@ -93,12 +93,12 @@ def chunk_plan(sweep_dir: Path, args: list[str]) -> ChunkPlan:
 
 def models_needed(jobs: list[Job]) -> int:
     """How many distinct models `jobs` train or load, from their configs alone (no data read):
-    the requests the group plan makes (imbadv.grouped.plan), an untargeted profile's model
+    the requests the group plan makes (imbadv.grouped.groups), an untargeted profile's model
     counted once for every class, as its store key is."""
     from hydra import compose, initialize_config_dir
 
     from imbadv.config.settings import CONF_DIR, from_config
-    from imbadv.grouped.plan import requests
+    from imbadv.grouped.groups import requests
 
     seen = set()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -111,7 +111,7 @@ def models_needed(jobs: list[Job]) -> int:
 def model_id(s: Any, ss: Any, member: dict[str, Any]) -> str:
     """One model request as the store tells models apart, as far as the config says."""
     from imbadv.core.errors import ImbadvError
-    from imbadv.grouped.plan import identity, spec_json
+    from imbadv.grouped.groups import identity, spec_json
     from imbadv.imbalance import PROFILES, targeted
 
     profile = member["imbalance"]

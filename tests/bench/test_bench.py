@@ -120,6 +120,7 @@ def test_threads_per_process_share_the_bench_threads():
     assert bench_processes.threads_per_process(16, 10) == 1
 
 
+@pytest.mark.slow
 def test_a_failing_member_process_raises_its_traceback_not_a_hang():
     # no images: the child's fit runs no step and its clock has no read; its traceback comes
     # back to the parent, which raises instead of waiting for a report

@@ -1,23 +1,18 @@
-"""Defects found by trying imbadv as a new user would (issue 9), each refused up front or fixed."""
+"""Defects found by trying imbadv as a new user would, each refused up front or fixed."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, one_line_refusal, run_cli
 from omegaconf import OmegaConf
 
 import imbadv.run as run
 from imbadv.core.errors import ConfigError
 
 
-def one_line_refusal(proc, fragment: str) -> None:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith("imbadv: error:") and fragment in lines[0], lines[0]
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -32,6 +27,7 @@ def test_bad_values_are_one_line(tmp_path, args, fragment):
     one_line_refusal(run_cli(["experiment=smoke", *args], tmp_path), fragment)
 
 
+@pytest.mark.slow
 def test_missing_data_is_refused_once_before_any_job_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -48,6 +44,7 @@ def test_missing_data_is_refused_once_before_any_job_folder(tmp_path):
     assert str(empty) in proc.stderr and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_two_settings_of_one_attack_give_two_rows(tmp_path):
     methods = "attack.methods=[{name:bim,steps:1},{name:bim,steps:4,alpha:0.004}]"
     proc = run_cli(

@@ -394,6 +394,7 @@ def real_copy() -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_real_cifar10_jpeg_copy(tmp_path, monkeypatch):
     archive = real_copy()
     ds = load_folder(archive, tmp_path)

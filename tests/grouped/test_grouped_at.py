@@ -84,6 +84,7 @@ def test_starts_come_from_each_members_own_generator():
     assert torch.equal(grouped[1], alone.examples(models[2], x[2], ys[2]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "extra"), MODES)
 def test_adversarial_members_train_grouped_as_alone(mode, extra):
     # member 0 validates on flipped labels: it stops at patience 1, the others train 3 epochs;

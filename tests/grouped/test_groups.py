@@ -12,7 +12,7 @@ from imbadv.config.settings import from_config
 from imbadv.core.errors import ConfigError
 from imbadv.core.registry import params_key
 from imbadv.data.load import load_dataset
-from imbadv.grouped.plan import identity, plan, read_plan, write_plan
+from imbadv.grouped.groups import identity, plan, read_plan, write_plan
 from imbadv.pipeline import obtain as obtaining
 from imbadv.pipeline.job import Job
 from imbadv.store import Store

@@ -45,6 +45,7 @@ def differing(a: np.ndarray, b: np.ndarray) -> float:
     return float((a != b).mean())
 
 
+@pytest.mark.slow
 def test_stacked_images_are_each_members_own(vgg_members):
     models, images = vgg_members(), attacked()
     # batch 8 over 20 images: a last, smaller batch, stacked as the others

@@ -69,7 +69,7 @@ def test_under_sampled_class_is_a_subset_of_the_balanced_choice():
     assert np.array_equal(under.train[other], full.train[y[full.train] != 1])
 
 
-# --- long-tail profiles (issue 11) ---
+# --- long-tail profiles ---
 
 
 def test_cifar10_lt_counts_are_ldams_exactly():

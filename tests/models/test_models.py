@@ -51,7 +51,7 @@ def test_initialisation_follows_the_generator():
     )
 
 
-# --- the BatchNorm networks of the robustness literature (issue 10) ---
+# --- the BatchNorm networks of the robustness literature ---
 
 
 CARD = DataCard(tuple("abcdefghij"), 3, 32, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))

@@ -81,6 +81,7 @@ def test_a_data_set_known_by_its_copy_is_identified_by_its_source(job, monkeypat
     assert plan.data_identity(data, s) == {"name": data.name, "source": data.source}
 
 
+@pytest.mark.slow
 def test_a_stored_model_is_reused_without_training(job, monkeypatch):
     s, data, tmp = job
     store = Store(tmp / "store")

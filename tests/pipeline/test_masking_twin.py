@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from imbadv.attacks import ATTACKS
 from imbadv.config.settings import CONF_DIR, AttackSpec, from_config, masking_twins
 from imbadv.pipeline.job import Job
-from imbadv.report.sweep import choose, pick
+from imbadv.report.loading import choose, pick
 
 EPS = 8 / 255
 

@@ -111,6 +111,7 @@ def test_each_source_makes_its_images_once_for_every_model(matrix):
     assert set(used) == set(keys)
 
 
+@pytest.mark.slow
 def test_another_result_reads_the_stored_images(matrix):
     before = crafted(matrix["base"] / "store")
     # the sources in another order: new results (their key lists the sources), the same images

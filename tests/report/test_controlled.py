@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from imbadv.report import controlled, learning
-from imbadv.report.sweep import Floor, attack_rows, choose, load_sweeps
+from imbadv.report.loading import Floor, attack_rows, choose, load_sweeps
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVE = ROOT / "docs" / "results" / "paper-classes5-9.tar.gz"

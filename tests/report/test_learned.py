@@ -12,12 +12,12 @@ import pytest
 from conftest import TINY, run_cli
 
 from imbadv.report import cli
-from imbadv.report.sweep import attack_rows, load_sweep
+from imbadv.report.loading import attack_rows, load_sweep
 from imbadv.results import bar, format_table, judge, never_learned, with_flag
 from imbadv.status import sweep as status
 
 # The balanced source model of `experiment=smoke adversarial=pgd_at` at the suite's TINY sizes,
-# as it trained (issue 22): loss ln 10 and accuracy 1/10 in every epoch, 12 validation images a class.
+# as it trained: loss ln 10 and accuracy 1/10 in every epoch, 12 validation images a class.
 AT_CHANCE = [{"epoch": e, "val/loss": 2.302585, "val/acc": 0.1} for e in range(3)]
 BALANCED_VAL = [12] * 10
 
@@ -114,6 +114,7 @@ def test_report_and_status_name_it_and_findings_leave_its_rows_out(smoke_sweep, 
     assert key in lines
 
 
+@pytest.mark.slow
 def test_a_job_whose_model_stays_at_chance_says_so_end_to_end(tmp_path):
     # lr 1e-12: the model keeps its initial weights (one epoch, ~20 s of CPU)
     out = tmp_path / "job"

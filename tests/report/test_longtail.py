@@ -1,10 +1,10 @@
 """Long-tail contrasts from rows: a job that attacked every class (attack.images=all) gives every
-class's recall, and a recipe other than the paper's is a factor paired by seed (issue 20)."""
+class's recall, and a recipe other than the paper's is a factor paired by seed."""
 
 from __future__ import annotations
 
 from imbadv.report import classwise, longtail
-from imbadv.report.sweep import Selection
+from imbadv.report.loading import Selection
 
 SEL = Selection("pgd", 0.03, "ascent", (0.03,))
 COUNTS = (900, 700, 540, 420, 320, 250, 190, 150, 120, 90)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imbadv.report import cli, paper, stats, sweep
+from imbadv.report import cli, loading, paper, stats
 
 COLUMN = {(imb, src): key for key, _, imb, src in paper.COLUMNS}
 
@@ -162,6 +162,7 @@ def seed_copies(sweep: Path, shifts: dict[int, float], extra_eps: float | None =
             path.write_text(json.dumps(full))
 
 
+@pytest.mark.slow
 def test_several_seeds_give_mean_sd_and_t_interval(smoke_sweep, tmp_path):
     sweep = copy_sweep(smoke_sweep, tmp_path / "sweep")
     seed_copies(sweep, {1: 0.1, 2: 0.2}, extra_eps=0.02)
@@ -205,6 +206,7 @@ def test_partial_sweep_names_the_missing_job_and_cells(smoke_sweep, tmp_path):
     assert read_csv(sweep / "table1.csv")[(1, "same_over")]["n_seeds"] == "0"
 
 
+@pytest.mark.slow
 def test_cli_newest_sweep_and_one_line_errors(smoke_sweep, tmp_path):
     older = copy_sweep(smoke_sweep, tmp_path / "multirun" / "2020-01-01" / "00-00-00")
     newer = copy_sweep(smoke_sweep, tmp_path / "multirun" / "2021-01-01" / "00-00-00")
@@ -239,7 +241,7 @@ def test_summaries_and_pair_defaults():
 
 
 def test_findings_verdicts_follow_the_numbers():
-    sel = sweep.Selection("fgsm", 0.01, "ascent", (0.01,))
+    sel = loading.Selection("fgsm", 0.01, "ascent", (0.01,))
     base = {
         "method": "fgsm",
         "eps": 0.01,
@@ -327,6 +329,7 @@ def test_results_page_copies_figures_beside_it(smoke_sweep, tmp_path):
     assert "Made by `python -m imbadv.report " in text and "--results-page" in text
 
 
+@pytest.mark.slow
 def test_results_page_sections_are_added_then_replaced(smoke_sweep, tmp_path):
     sweep_dir = copy_sweep(smoke_sweep, tmp_path / "sweep")
     page = tmp_path / "results.md"

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import t as student_t
 
 from imbadv.report import classwise, longtail, paper, stats, studies
-from imbadv.report.sweep import Floor, Selection
+from imbadv.report.loading import Floor, Selection
 
 SEL = Selection("fgsm", 0.01, "ascent", (0.01,))
 
@@ -52,7 +52,7 @@ def test_paired_t_interval_matches_the_formula_and_its_verdicts():
     assert test.p == pytest.approx(2 * student_t.sf(t, 5)) and test.p < 1e-4
     assert test.d_z == pytest.approx(mean / sd) and test.verdict == "confirmed"
     assert stats.paired([-d for d in diffs]).verdict == "contradicted"
-    # a positive mean whose interval spans 0 is not a confirmation (the bug of issue 12)
+    # a positive mean whose interval spans 0 is not a confirmation
     assert stats.paired([0.9, -0.7, 0.2]).verdict == "inconclusive"
     one = stats.paired([0.5])
     assert one.verdict == "inconclusive" and math.isnan(one.lo) and one.mean == 0.5
@@ -106,7 +106,7 @@ def coverage(seeds: int, classes: int, reps: int, gen: np.random.Generator) -> t
 
 def test_seed_level_interval_covers_95_percent_where_pairs_as_independent_do_not():
     gen = np.random.default_rng(22)
-    for seeds in (3, 5):  # the reference studies' seeds, and the reruns' (issue 22)
+    for seeds in (3, 5):  # the reference studies' seeds, and the reruns'
         naive, seed_level = coverage(seeds, 10, 3000, gen)
         assert 0.93 <= seed_level <= 0.97, (seeds, seed_level)
         # (seed, class) pairs taken as independent: the shared seed effect is counted as

@@ -192,6 +192,7 @@ def test_each_model_curve_is_logged_once_in_the_job_that_trained_it(offline_swee
     assert len(keys) == 1  # both jobs used the same balanced model; only one logged its curve
 
 
+@pytest.mark.slow
 def test_unreachable_online_server_neither_fails_nor_hangs_the_job(smoke_sweep, tmp_path):
     env = {
         "WANDB_MODE": "online",
@@ -370,6 +371,7 @@ def test_bad_artifacts_option_is_refused_up_front(tmp_path):
     assert "logger.artifacts=maybe is not allowed: expected true or false" in proc.stderr
 
 
+@pytest.mark.slow
 def test_artifacts_option_logs_each_model_trained_here_under_its_store_key(offline_sweep):
     """A third job on the sweep's store: the balanced model is another job's (referenced by key,
     not logged again), its own under-sampled model is trained here and logged as an artifact."""

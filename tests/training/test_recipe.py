@@ -1,4 +1,4 @@
-"""The recipe (issue 20): optimizers, schedules and augmentation as components, today's keys kept,
+"""The recipe: optimizers, schedules and augmentation as components, the keys stored before them kept,
 the selection pair from one run, and their bad input."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_every_model_trained_before_keeps_its_store_key(overrides, key, tmp_path
     s = settings(overrides, tmp_path)
     data = load_dataset(s.dataset, tmp_path)
     assert content_key(model_spec(data, s, s.imbalance, s.target)) == key
-    # a new component enters the key only when it differs from today's
+    # a new component enters the key only when it differs from the default
     changed = settings([*overrides, "augment=crop_flip"], tmp_path)
     assert content_key(model_spec(data, changed, s.imbalance, s.target)) != key
 

@@ -14,6 +14,7 @@ from imbadv.core.errors import ConfigError
 from imbadv.store import Store, atomic_write_json
 
 
+@pytest.mark.slow
 def test_diverged_training_fails_clearly_and_leaves_the_store_clean(tmp_path):
     proc = run_cli(
         [

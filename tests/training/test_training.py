@@ -91,7 +91,7 @@ def test_divergence_is_a_clear_error():
         train_once(TrainSettings(batch_size=32, max_epochs=3), lr=1e6)
 
 
-# --- long-tail options (issue 11): sampler, selection rules, the test set kept out ---
+# --- long-tail options: sampler, selection rules, the test set kept out ---
 
 
 def test_class_balanced_sampler_is_seeded_and_balances_classes():

@@ -6,13 +6,12 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import TINY, run_cli
-from test_checks import one_line_refusal
+from conftest import TINY, one_line_refusal, run_cli
 from test_transfer import settings
 
 from imbadv.config.settings import check_sweep, source_settings, with_names
 from imbadv.core.errors import ConfigError
-from imbadv.grouped.plan import plan, requests
+from imbadv.grouped.groups import plan, requests
 from imbadv.store import Store
 
 SOURCES = "attack.sources=[same,balanced@seed+1]"
