@@ -72,8 +72,10 @@ def test_every_axis_extended_from_outside_the_package(tmp_path):
     assert spec["model"] == {"name": "mlp", "params": {"hidden": 32, "width": 0.125}}
     assert spec["objective"] == {"name": "focal"}  # gamma 2.0 is the default: not in the key
     assert spec["schedule"] == {"name": "halving", "params": {"every": 1}}
+    assert spec["optimizer"] == {"name": "adagrad", "params": {"lr": 2e-3}}  # smoke's lr
+    assert spec["augment"] == {"name": "vflip"}  # p 0.5 is the default: not in the key
     lrs = [h["train/lr"] for h in result["models"]["target"]["history"]]
-    assert lrs == pytest.approx([2e-3, 1e-3])  # smoke's lr, halved after the first epoch
+    assert lrs == pytest.approx([2e-3, 1e-3])  # halved after the first epoch
     assert spec["imbalance"]["name"] == "halves" and spec["class"] is None  # untargeted
     assert spec["counts"] == [50, 10]
     assert result["meta"]["dataset"] == "blobs" and result["meta"]["class_name"] == "bright"

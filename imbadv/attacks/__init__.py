@@ -166,7 +166,7 @@ class AttackFacts(Facts):
         return Direction.TOWARD in self.directions
 
 
-ATTACKS = Registry("attack.methods", AttackFacts)
+ATTACKS = Registry("attack.methods", AttackFacts, AttackParams)
 _LINF = {"norm": "Linf", "directions": ALL_DIRECTIONS}
 _DETERMINISTIC = {**_LINF, "draws": False}  # no random start: images stack exactly
 ATTACKS.add(

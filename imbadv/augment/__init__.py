@@ -15,11 +15,16 @@ from imbadv.core.registry import Params, Registry, bounds
 
 
 @dataclass(frozen=True)
-class NoAugmentParams(Params):
-    """No augmentation: the paper's (its method section describes none)."""
+class AugmentParams(Params):
+    """Base of every augmentation's parameters (`make(params)` gets them)."""
 
     def check_image(self, key: str, size: int) -> None:
-        """Checks that need the image side; none here."""
+        """Checks that need the image side (raise ConfigError naming `key`); none by default."""
+
+
+@dataclass(frozen=True)
+class NoAugmentParams(AugmentParams):
+    """No augmentation: the paper's (its method section describes none)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class CropFlipParams(NoAugmentParams):
             )
 
 
-AUGMENTS = Registry("augment")
+AUGMENTS = Registry("augment", base=AugmentParams)
 AUGMENTS.add("none", NoAugmentParams, "imbadv.augment.batch:identity", "no augmentation")
 AUGMENTS.add(
     "crop_flip", CropFlipParams, "imbadv.augment.batch:crop_flip", "pad, random crop, flip"

@@ -72,11 +72,7 @@ def bench_grouped(
     x, y = make_data((warmup + steps) * s.batch_size, device)
     layout = choose_layout(model, device, s.channels_last).format
     x = x.contiguous(memory_format=layout)
-    start = []
-    for i in range(k):  # initialized from seed i on the CPU whatever `model`'s device, then moved
-        member = copy.deepcopy(model)
-        member.reset_parameters(torch.Generator().manual_seed(i))
-        start.append(member.to(device, memory_format=layout))
+    start = members(model, k, device, layout)
     sides = {"sequence": sequence_train, "grouped": grouped_train}
     threads = threads_per_process(torch.get_num_threads(), k)
     if processes:
@@ -116,6 +112,19 @@ def bench_grouped(
         row["threads_per_process"] = threads
         row["processes_weights_max_abs_diff"] = weights_diff(final["sequence"], final["processes"])
     return row
+
+
+def members(
+    model: nn.Module, k: int, device: torch.device, layout: torch.memory_format
+) -> list[nn.Module]:
+    """K copies of `model`, member i initialized from seed i on the CPU (whatever `model`'s
+    device: the CPU generator), then moved to `device` in `layout`."""
+    start = []
+    for i in range(k):
+        member = copy.deepcopy(model)
+        member.reset_parameters(torch.Generator().manual_seed(i))
+        start.append(member.to(device, memory_format=layout))
+    return start
 
 
 def paired(per_member: dict[str, list[float]], a: str, b: str, name: str, runs: str) -> dict:

@@ -142,9 +142,10 @@ class RegistryError(ImbadvError):
 class Registry:
     """The components of one extension axis (data sets, profiles, models, attacks, objectives)."""
 
-    def __init__(self, axis: str, facts: type[Facts] = Facts) -> None:
+    def __init__(self, axis: str, facts: type[Facts] = Facts, base: type[Params] = Params) -> None:
         self.axis = axis
         self.facts = facts
+        self.base = base  # every component's params derive from it: the axis's contract
         self.entries: dict[str, Entry] = {}
 
     def add(
@@ -164,6 +165,8 @@ class Registry:
         where = f"{self.axis} {name}"
         if not dataclasses.is_dataclass(params) or not issubclass(params, Params):
             raise RegistryError(f"{where}: params must be a Params dataclass, not {params!r}")
+        if not issubclass(params, self.base):
+            raise RegistryError(f"{where}: {breach(params, self.base)}")
         if ":" not in target:
             raise RegistryError(f"{where}: target must be 'module:function', not {target}")
         old = self.entries.get(name)
@@ -190,6 +193,18 @@ class Registry:
         entry = self.get(key, name)
         params = build_params(entry.params, f"{key}", dict(options or {}))
         return Spec(entry.name, params, self.axis)
+
+
+def breach(params: type[Params], base: type[Params]) -> str:
+    """Why `params` breaks an axis's contract: the base it must derive from, what it lacks."""
+    given = {f.name for f in fields(params)} | set(dir(params))
+    offered = [f.name for f in fields(base)] + [
+        n for n, v in vars(base).items() if callable(v) and not n.startswith("_")
+    ]
+    lacks = [n for n in offered if n not in given]
+    name = f"{base.__module__}.{base.__qualname__}"
+    missing = f"; it lacks {', '.join(lacks)}" if lacks else ""
+    return f"params {params.__qualname__} must derive from {name}{missing}"
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ class DataFacts(Facts):
     identity: Literal["options", "source"]
 
 
-DATASETS = Registry("dataset", DataFacts)
+DATASETS = Registry("dataset", DataFacts, DataParams)
 DATASETS.add(
     "cifar10", CIFAR10Params, "imbadv.data.cifar10:load", "official CIFAR-10", identity="options"
 )

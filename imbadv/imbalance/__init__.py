@@ -133,7 +133,7 @@ class ProfileFacts(Facts):
     targeted: bool
 
 
-PROFILES = Registry("imbalance", ProfileFacts)
+PROFILES = Registry("imbalance", ProfileFacts, ProfileParams)
 PROFILES.add(
     "balanced",
     BalancedParams,

@@ -16,7 +16,12 @@ from imbadv.models.files import WEIGHTS, checkpoint_format
 
 
 @dataclass(frozen=True)
-class VGGParams(Params):
+class ModelParams(Params):
+    """Base of every model's parameters (`build(card, params)` gets them)."""
+
+
+@dataclass(frozen=True)
+class VGGParams(ModelParams):
     """The paper's adapted VGG; `width` scales every channel count and the FC size."""
 
     width: float = field(default=1.0, metadata=bounds(1e-3, 64.0))
@@ -24,14 +29,14 @@ class VGGParams(Params):
 
 
 @dataclass(frozen=True)
-class ResNetParams(Params):
+class ResNetParams(ModelParams):
     """ResNet-18 / PreActResNet-18; `width` scales every channel count (1.0 = published)."""
 
     width: float = field(default=1.0, metadata=bounds(1e-3, 64.0))
 
 
 @dataclass(frozen=True)
-class WRNParams(Params):
+class WRNParams(ModelParams):
     """WideResNet-depth-widen (default WRN-28-10; RoBal uses 34); `width` scales every channel."""
 
     depth: int = field(default=28, metadata=bounds(10, 1000))
@@ -46,7 +51,7 @@ class WRNParams(Params):
 
 
 @dataclass(frozen=True)
-class CheckpointParams(Params):
+class CheckpointParams(ModelParams):
     """A model trained elsewhere (docs/models.md): its file, the registered architecture its
     weights fit (`arch`, `arch_params`, `width`), the normalization it expects, whether to trust it.
     The file is checked here without torch; it is keyed by its sha256, not its path."""
@@ -120,7 +125,7 @@ class ModelFacts(Facts):
             )
 
 
-MODELS = Registry("model", ModelFacts)
+MODELS = Registry("model", ModelFacts, ModelParams)
 CHECKPOINT = "checkpoint"  # the model loaded from a file, never trained (docs/models.md)
 MODELS.add(
     "vgg",

@@ -13,7 +13,14 @@ from imbadv.core.registry import Params, Registry, bounds
 
 
 @dataclass(frozen=True)
-class RMSpropKerasParams(Params):
+class OptimizerParams(Params):
+    """Base of every optimizer's parameters: its learning rate, which the schedule multiplies."""
+
+    lr: float = field(default=1e-3, metadata=bounds(0.0, open_low=True))
+
+
+@dataclass(frozen=True)
+class RMSpropKerasParams(OptimizerParams):
     """The paper's optimizer: Keras RMSprop (rho 0.9, eps 1e-7; torch's defaults are 0.99, 1e-8)."""
 
     lr: float = field(default=1e-4, metadata=bounds(0.0, open_low=True))
@@ -22,7 +29,7 @@ class RMSpropKerasParams(Params):
 
 
 @dataclass(frozen=True)
-class SGDParams(Params):
+class SGDParams(OptimizerParams):
     """SGD with (Nesterov) momentum and L2 weight decay: the field's recipe (AT-BSL: lr 0.1,
     momentum 0.9, weight decay 5e-4). `decay_norm_bias: false` exempts BatchNorm weights and
     biases (every parameter with one dimension) from weight decay."""
@@ -42,7 +49,7 @@ class SGDParams(Params):
 
 
 @dataclass(frozen=True)
-class AdamParams(Params):
+class AdamParams(OptimizerParams):
     """Adam (Kingma & Ba 2015); `weight_decay` is L2 added to the gradient (torch's Adam)."""
 
     lr: float = field(default=1e-3, metadata=bounds(0.0, open_low=True))
@@ -60,7 +67,7 @@ class AdamWParams(AdamParams):
     weight_decay: float = field(default=1e-2, metadata=bounds(0.0))
 
 
-OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS = Registry("optimizer", base=OptimizerParams)
 OPTIMIZERS.add(
     "rmsprop_keras",
     RMSpropKerasParams,

@@ -51,7 +51,30 @@ def attacked_indices(data: Dataset, s: Settings, target: int) -> np.ndarray:
     return stratified_subset(data.y_test, s.per_class, s.seed)
 
 
-Made = tuple[str, nn.Module, str]  # a source's images come from: (name, model, store key)
+class Made(NamedTuple):
+    """Where a source's images come from."""
+
+    name: str
+    model: nn.Module
+    key: str  # the model's store key
+
+
+class Member(NamedTuple):
+    """A source crafted stacked: its sets' lock group and keys by spec name, and its model."""
+
+    group: str
+    keys: dict[str, str]
+    name: str
+    model: nn.Module
+
+
+class Todo(NamedTuple):
+    """A stacked member whose lock this job holds, and the spec names it still misses."""
+
+    keys: dict[str, str]
+    name: str
+    model: nn.Module
+    missing: list[str]
 
 
 def image_sets(at: Attacked, source: Made) -> dict[str, dict[str, np.ndarray]]:
@@ -104,16 +127,17 @@ def stacked_sets(at: Attacked, made: list[Made]) -> None:
     specs = [x for x in s.specs if not ATTACKS.get("attack.methods", x.method.name).facts.draws]
     if not specs or not len(at.idx) or not stacking(s.attack_stack, at.job.device):
         return
-    alike: dict[tuple, list] = {}
-    for name, model, key in {m[2]: m for m in made}.values():  # a model once (same = its name)
-        alike.setdefault(architecture(model), []).append((*set_keys(key, s, at.idx), name, model))
+    alike: dict[tuple, list[Member]] = {}
+    for name, model, key in {m.key: m for m in made}.values():  # a model once (same = its name)
+        member = Member(*set_keys(key, s, at.idx), name, model)
+        alike.setdefault(architecture(model), []).append(member)
     for members in alike.values():
         if len(members) > 1:
-            stack_missing(at, sorted(members, key=lambda m: m[0]), specs)
+            stack_missing(at, sorted(members, key=lambda m: m.group), specs)
 
 
-def stack_missing(at: Attacked, members: list[tuple], specs: list[AttackSpec]) -> None:
-    """The sets `members` (group, keys, name, model) still miss, crafted stacked under their
+def stack_missing(at: Attacked, members: list[Member], specs: list[AttackSpec]) -> None:
+    """The sets `members` still miss, crafted stacked under their
     groups' locks. Only locks free now are taken: a member whose lock another job holds is left
     to `image_sets` (which waits for it), so jobs stacking overlapping sources never deadlock
     and none waits while holding a lock."""
@@ -125,18 +149,18 @@ def stack_missing(at: Attacked, members: list[tuple], specs: list[AttackSpec]) -
                 continue
             missing = [x.name for x in specs if store.load_images(keys[x.name]) is None]
             if missing:  # checked under the lock: another job may have just stored them
-                todo.append((keys, name, model, missing))
+                todo.append(Todo(keys, name, model, missing))
         if len(todo) < 2:
             return  # one source alone: image_sets crafts it as it always has
-        wanted = [x for x in specs if any(x.name in m[3] for m in todo)]
-        label = f"{'+'.join(m[1] for m in todo)} stacked on {len(at.idx)} images"
+        wanted = [x for x in specs if any(x.name in m.missing for m in todo)]
+        label = f"{'+'.join(m.name for m in todo)} stacked on {len(at.idx)} images"
         made = craft_stacked(
-            label, [m[2] for m in todo], wanted, at.images, at.job.device,
+            label, [m.model for m in todo], wanted, at.images, at.job.device,
             at.job.settings.attack_batch_size, at.job.watch.attacks(label),
         )  # fmt: skip
-        for (keys, _, _, missing), sets in zip(todo, made, strict=True):
-            for name in missing:
-                store.save_images(keys[name], sets[name], stacked=len(todo))
+        for member, sets in zip(todo, made, strict=True):
+            for name in member.missing:
+                store.save_images(member.keys[name], sets[name], stacked=len(todo))
 
 
 def free(held: ExitStack, lock: FileLock) -> bool:
@@ -180,7 +204,7 @@ def attack_rows(
     names = with_names(s)
     rows: dict[str, list[dict[str, Any]]] = {"target": [], "balanced": []}
     clean = {who: predict(models[who], at.images[0]) for who in rows if who in models}
-    made = {src: (names[src], models[role_of(src)], keys[role_of(src)]) for src in s.sources}
+    made = {src: Made(names[src], models[role_of(src)], keys[role_of(src)]) for src in s.sources}
     stacked_sets(at, list(made.values()))  # with attack.stack: found here below
     for src in s.sources:
         sets = image_sets(at, made[src])

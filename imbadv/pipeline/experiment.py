@@ -18,6 +18,7 @@ from imbadv.attacks.goals import with_target_class
 from imbadv.config.settings import Settings, from_config, source_settings
 from imbadv.config.sources import CheckpointSource, Source
 from imbadv.core.errors import ImbadvError
+from imbadv.data.base import Dataset
 from imbadv.data.load import load_dataset
 from imbadv.data.tensors import predict
 from imbadv.devices import job_device, set_threads
@@ -158,22 +159,7 @@ def _run_checked(
         result, trained = compute(Job(data, s, target, device, Store(s.store_dir), watch))
     # models and results stored before the flag existed get it here, from their own history
     result = {**result, "models": {r: with_flag(e) for r, e in result["models"].items()}}
-    meta = {
-        "dataset": data.name,
-        "dataset_source": data.source,
-        "card": asdict(data.card),
-        "class": target,
-        "class_name": data.classes[target],
-        "imbalance": s.imbalance.name,
-        "seed": s.seed,
-        "eps_space": EPS_SPACE,
-        "test_set": "balanced official test split, "
-        + (
-            "every image of the target class"
-            if s.attack_images == "target"
-            else f"every class ({s.per_class or 'all'} images per class, seeded)"
-        ),
-        "device": str(device),
+    meta = job_meta(data, s, target, device) | {
         "threads": threads,
         "trained_here": trained,
         "wall_seconds": time.perf_counter() - started,
@@ -191,6 +177,27 @@ def _run_checked(
     print(format_table(full))
     watch.tracker.finish(full)  # W&B is quiet: the table stays the last thing printed
     return full
+
+
+def job_meta(data: Dataset, s: Settings, target: int, device: torch.device) -> dict[str, Any]:
+    """What a job's results.json says it ran on: data, class, imbalance, seed, eps space."""
+    return {
+        "dataset": data.name,
+        "dataset_source": data.source,
+        "card": asdict(data.card),
+        "class": target,
+        "class_name": data.classes[target],
+        "imbalance": s.imbalance.name,
+        "seed": s.seed,
+        "eps_space": EPS_SPACE,
+        "test_set": "balanced official test split, "
+        + (
+            "every image of the target class"
+            if s.attack_images == "target"
+            else f"every class ({s.per_class or 'all'} images per class, seeded)"
+        ),
+        "device": str(device),
+    }
 
 
 def versions() -> dict[str, str]:

@@ -76,7 +76,7 @@ class OneCycleParams(ScheduleParams):
     final_div_factor: float = field(default=1e4, metadata=bounds(1.0))
 
 
-SCHEDULES = Registry("schedule")
+SCHEDULES = Registry("schedule", base=ScheduleParams)
 SCHEDULES.add(
     "keras_decay",
     KerasDecayParams,

@@ -294,6 +294,29 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def report_media(
+    run: Any, tables: dict[str, Path], figures: list[Path], documents: dict[str, Path]
+) -> dict[str, Any]:
+    """The report run's figures, CSV tables, findings (counted in `run`'s summary) and pages."""
+    import wandb
+
+    media: dict[str, Any] = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures}
+    for name, path in tables.items():
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        media[name] = wandb.Table(columns=rows[0], data=typed_rows(rows[1:]))
+    for name, path in documents.items():
+        if path.suffix == ".md":
+            verdicts = findings_rows(path.read_text())
+            media["findings"] = wandb.Table(columns=["verdict", "finding"], data=verdicts)
+            run.summary.update(
+                {f"findings/{v}": sum(r[0] == v for r in verdicts) for v, _ in verdicts}
+            )
+        else:
+            media[name] = wandb.Html(path.read_text(), inject=False)
+    return media
+
+
 def log_report(
     sweep_dir: Path,
     tables: dict[str, Path],
@@ -325,20 +348,7 @@ def log_report(
             settings=_settings(logger),
             reinit="finish_previous",
         )
-        media: dict[str, Any] = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures}
-        for name, path in tables.items():
-            with path.open(newline="") as f:
-                rows = list(csv.reader(f))
-            media[name] = wandb.Table(columns=rows[0], data=typed_rows(rows[1:]))
-        for name, path in (documents or {}).items():
-            if path.suffix == ".md":
-                verdicts = findings_rows(path.read_text())
-                media["findings"] = wandb.Table(columns=["verdict", "finding"], data=verdicts)
-                run.summary.update(
-                    {f"findings/{v}": sum(r[0] == v for r in verdicts) for v, _ in verdicts}
-                )
-            else:
-                media[name] = wandb.Html(path.read_text(), inject=False)
+        media = report_media(run, tables, figures, documents or {})
         media["results/long_table"] = sweep_table(Path(sweep_dir))  # imbadv.results' rows
         run.log(media)
         return True

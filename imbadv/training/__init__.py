@@ -74,12 +74,17 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class CrossEntropyParams(Params):
+class ObjectiveParams(Params):
+    """Base of every training objective's parameters (`make(params, counts)` gets them)."""
+
+
+@dataclass(frozen=True)
+class CrossEntropyParams(ObjectiveParams):
     """Plain cross-entropy (the paper's loss) has no parameter."""
 
 
 @dataclass(frozen=True)
-class WeightedCEParams(Params):
+class WeightedCEParams(ObjectiveParams):
     """Class-weighted cross-entropy: `inverse` frequency 1/n_c, or Cui et al. (2019)'s `effective`
     number (1 - beta) / (1 - beta^n_c); either normalized to sum to the number of classes."""
 
@@ -95,14 +100,14 @@ class WeightedCEParams(Params):
 
 
 @dataclass(frozen=True)
-class BalancedSoftmaxParams(Params):
+class BalancedSoftmaxParams(ObjectiveParams):
     """Balanced softmax (Ren et al. 2020; AT-BSL) at tau 1, Menon et al.'s logit-adjusted loss
     otherwise: cross-entropy on logits + tau * log n_c."""
 
     tau: float = field(default=1.0, metadata=bounds(0.0))
 
 
-OBJECTIVES = Registry("objective")
+OBJECTIVES = Registry("objective", base=ObjectiveParams)
 OBJECTIVES.add(
     "ce", CrossEntropyParams, "imbadv.training.objectives:cross_entropy", "cross-entropy"
 )

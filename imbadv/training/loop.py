@@ -264,14 +264,21 @@ def fit(
         raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
     model.load_state_dict(keep.state)
     model.eval()
+    facts = {**module.compiled.record(), **layout.record()}  # compiled or why not; the layout
+    return training_record(trainer.current_epoch, settings.selection, keep, facts, sibling)
+
+
+def training_record(
+    epochs: int, rule: str, keep: KeepBest, facts: dict, sibling: str | None
+) -> dict:
+    """What `fit` returns: epochs run, the chosen epoch by `rule` and the sibling rule's."""
     record = {
-        "epochs": trainer.current_epoch,
-        "selection_rule": settings.selection,
+        "epochs": epochs,
+        "selection_rule": rule,
         "best_epoch": keep.best_epoch,
         "best_val_loss": keep.best_loss,
         "history": keep.history,
-        **module.compiled.record(),  # trainer.compile: compiled, or why not
-        **layout.record(),
+        **facts,
     }
     if keep.other["state"] is not None:
         record["sibling"] = {

@@ -30,7 +30,7 @@ from imbadv.core.registry import (
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS, ModelFacts, VGGParams
-from imbadv.training import OBJECTIVES, AdversarialSettings, TrainSettings
+from imbadv.training import OBJECTIVES, AdversarialSettings, ObjectiveParams, TrainSettings
 
 CONF = ROOT / "conf"
 GROUPS = {"dataset": DATASETS, "imbalance": PROFILES, "model": MODELS, "objective": OBJECTIVES}
@@ -95,7 +95,7 @@ def test_every_axis_declares_its_facts():
     ]
     assert all(e.facts.takes_width for e in MODELS.entries.values())
     with pytest.raises(RegistryError, match="unknown fact targeted .facts: none on this axis"):
-        OBJECTIVES.add("mine", Params, "my_imbadv:mine", targeted=False)
+        OBJECTIVES.add("mine", ObjectiveParams, "my_imbadv:mine", targeted=False)
 
 
 def test_a_model_fact_that_contradicts_its_parameters_is_refused():
@@ -280,3 +280,51 @@ def test_values_are_converted_to_their_declared_types():
 def test_numbers_read_as_a_reader_types_them():
     assert (number(4294967295.0), number(64.0), number(0.001)) == ("4294967295", "64", "0.001")
     assert integer_digits(2.5) == "an integer" and integer_digits(3.0, " >= 1").endswith("(3)")
+
+
+def test_params_off_the_axis_base_are_refused_naming_the_base_and_what_they_lack():
+    from imbadv.imbalance import ProfileFacts, ProfileParams
+    from imbadv.optimizers import OptimizerParams
+
+    @dataclasses.dataclass(frozen=True)
+    class HalvesParams(Params):
+        head: int = 100
+
+    @dataclasses.dataclass(frozen=True)
+    class NoLr(Params):
+        momentum: float = 0.9
+
+    profiles = Registry("imbalance", ProfileFacts, ProfileParams)
+    with pytest.raises(RegistryError) as refused:
+        profiles.add("halves", HalvesParams, "my_imbadv:halves", targeted=False)
+    assert str(refused.value) == (
+        "imbalance halves: params "
+        f"{HalvesParams.__qualname__} must derive from imbadv.imbalance.ProfileParams; "
+        "it lacks balanced_count"
+    )
+    optimizers = Registry("optimizer", base=OptimizerParams)
+    with pytest.raises(
+        RegistryError, match=r"derive from imbadv.optimizers.OptimizerParams; it lacks lr$"
+    ):
+        optimizers.add("mine", NoLr, "my_imbadv:mine")
+
+    @dataclasses.dataclass(frozen=True)
+    class Halves(ProfileParams):
+        head: int = 100
+
+    profiles.add("halves", Halves, "my_imbadv:halves", targeted=False)  # on the base: taken
+    assert profiles.names() == ["halves"]
+
+
+def test_every_builtin_registry_holds_its_axis_base():
+    from imbadv.augment import AUGMENTS
+    from imbadv.optimizers import OPTIMIZERS
+    from imbadv.schedules import SCHEDULES
+
+    registries = (DATASETS, PROFILES, MODELS, ATTACKS, OBJECTIVES, OPTIMIZERS, SCHEDULES, AUGMENTS)
+    for registry in registries:
+        assert registry.base is not Params, registry.axis
+        assert all(issubclass(e.params, registry.base) for e in registry.entries.values())
+    assert all(
+        "lr" in {f.name for f in dataclasses.fields(e.params)} for e in OPTIMIZERS.entries.values()
+    )
