@@ -13,10 +13,10 @@ install: ## Create .venv and install imbadv with its test tools (CPU or GPU torc
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -e ".[dev]"
 
-test: ## Run the test suite (CPU, no network, no root; ~10 min on 2 cores)
+test: ## Run the test suite (CPU, no network, no root; 9-16 min on 2 cores)
 	$(PY) -m pytest -q
 
-test-fast: ## Every test not marked slow (no CLI subprocesses, no end-to-end runs): the edit-test loop
+test-fast: ## Every test not marked slow (no CLI subprocesses, no sweep fixtures): the edit-test loop, ~2 min
 	$(PY) -m pytest -q -m "not slow and not cluster"
 
 test-data: ## Debian's Fashion-MNIST (root: apt), so its real-data test runs instead of skipping
