@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from imbadv.adversarial import ADVERSARIAL
 from imbadv.attacks import ATTACKS
 from imbadv.augment import AUGMENTS
 from imbadv.config.cluster import check_cluster
@@ -175,6 +176,7 @@ def locate_components(s: Settings) -> None:
             if not isinstance(src, CheckpointSource)  # a file: checked when it was parsed
         ),
     ]
+    used.append((ADVERSARIAL, "adversarial", s.adversarial.mode))
     if s.adversarial.attack is not None:
         used.append((ATTACKS, "adversarial.attack", s.adversarial.attack))
     for registry, key, name in used:

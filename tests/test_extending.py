@@ -74,6 +74,9 @@ def test_every_axis_extended_from_outside_the_package(tmp_path):
     assert spec["schedule"] == {"name": "halving", "params": {"every": 1}}
     assert spec["optimizer"] == {"name": "adagrad", "params": {"lr": 2e-3}}  # smoke's lr
     assert spec["augment"] == {"name": "vflip"}  # p 0.5 is the default: not in the key
+    assert spec["adversarial"] == {"mode": "alp", "steps": 2}  # weight 0.5: the default
+    used = result["models"]["target"]["adversarial_used"]
+    assert used["weight"] == 0.5 and used["inner_steps"] == 2 and used["alpha"] == used["eps"] / 4
     lrs = [h["train/lr"] for h in result["models"]["target"]["history"]]
     assert lrs == pytest.approx([2e-3, 1e-3])  # halved after the first epoch
     assert spec["imbalance"]["name"] == "halves" and spec["class"] is None  # untargeted
@@ -106,7 +109,11 @@ def test_a_plugin_option_is_checked_before_any_work(tmp_path):
 @pytest.mark.slow
 def test_a_plugin_profile_named_as_a_source_is_the_model_its_own_job_trains(tmp_path):
     """The plug-in's YAML (counts 50/10, not the registered 5000/1000) in both jobs of a sweep."""
-    args = [a for a in write_plugin(tmp_path) if not a.startswith(("imbalance=", "attack."))]
+    args = [
+        a
+        for a in write_plugin(tmp_path)
+        if not a.startswith(("imbalance=", "attack.", "adversarial="))
+    ]
     sweep = tmp_path / "multirun"
     proc = run_cli(
         [

@@ -15,7 +15,17 @@ import pytest
 
 import imbadv
 
-AXES = ("data", "imbalance", "models", "attacks", "training", "optimizers", "schedules", "augment")
+AXES = (
+    "data",
+    "imbalance",
+    "models",
+    "attacks",
+    "training",
+    "adversarial",
+    "optimizers",
+    "schedules",
+    "augment",
+)
 MODULES = sorted(m.name for m in pkgutil.walk_packages(imbadv.__path__, "imbadv."))
 PACKAGES = {m.name for m in pkgutil.walk_packages(imbadv.__path__, "imbadv.") if m.ispkg}
 

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.augment import AUGMENTS
 from imbadv.bench.attacks import alternated, sync
 from imbadv.models.layout import choose_layout
-from imbadv.training import AdversarialSettings, Recipe, TrainSettings
+from imbadv.training import Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep
 from imbadv.training.loop import Classifier, make_trainer, train_batches
 
@@ -141,7 +142,7 @@ def imbadv_train(
     clock = clock or StepClock(warmup, device)
     step = None
     if at_eps is not None:
-        step = AdversarialStep(AdversarialSettings(mode="fast_fgsm", eps=at_eps), seed)
+        step = AdversarialStep(AdversarialSettings.of("fast_fgsm", eps=at_eps), seed)
     with torch_flags_kept():
         trainer = make_trainer(s, device, [clock])
         batches = train_batches((x, y), s, recipe or Recipe(), seed)

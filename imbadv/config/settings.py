@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.attacks import ATTACKS, MASKING_METHODS, Direction
 from imbadv.attacks.goals import check_direction, with_target_class
 from imbadv.augment import AUGMENTS
@@ -36,7 +37,7 @@ from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
-from imbadv.training import OBJECTIVES, AdversarialSettings, Recipe, TrainSettings
+from imbadv.training import OBJECTIVES, Recipe, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,8 @@ def trains_adversarially(adversarial: AdversarialSettings, named: dict) -> bool:
     """Whether any model the job trains or takes gradients from is adversarially trained: its own
     (and the balanced one, trained the same way) or a named source of the sweep (`exp+pgd_at`).
     A checkpoint file's training is unknown: it does not count."""
-    modes = [adversarial.mode] + [
-        x.adversarial.mode for x in named.values() if isinstance(x, SourceModel)
-    ]
-    return any(mode != "none" for mode in modes)
+    trained = [adversarial] + [x.adversarial for x in named.values() if isinstance(x, SourceModel)]
+    return any(x.on for x in trained)
 
 
 def job_specs(
@@ -248,13 +247,15 @@ def from_config(cfg: DictConfig) -> Settings:
         TrainSettings, "trainer", OmegaConf.to_container(cfg.trainer, resolve=True)
     )
     recipe = recipe_settings(cfg, train, dataset)
+    objective = component(cfg.objective, "objective", OBJECTIVES)
+    check_objective(objective, adversarial)
     check_logger(cfg.get("logger"))
     return Settings(
         target=target,
         dataset=dataset,
         imbalance=imbalance,
         model=component(cfg.model, "model", MODELS),
-        objective=component(cfg.objective, "objective", OBJECTIVES),
+        objective=objective,
         train=train,
         recipe=recipe,
         seed=seed,
@@ -296,11 +297,18 @@ def recipe_settings(cfg: DictConfig, train: TrainSettings, dataset: Spec) -> Rec
     return recipe
 
 
+def check_objective(objective: Spec, adversarial: AdversarialSettings) -> None:
+    """A method that brings its own loss (AT-BSL's balanced softmax) takes objective=ce only."""
+    if not adversarial.facts.uses_objective and objective.name != "ce":
+        allowed = f"ce with adversarial={adversarial.mode} (the method brings its own loss)"
+        raise ConfigError("objective", objective.name, allowed)
+
+
 def adversarial_settings(cfg: DictConfig) -> AdversarialSettings:
     """The `adversarial` group (absent = standard training), checked."""
     options = cfg.get("adversarial")
     options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
-    return build_params(AdversarialSettings, "adversarial", dict(options))
+    return AdversarialSettings.parse("adversarial", options)
 
 
 def check_counts(

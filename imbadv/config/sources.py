@@ -27,12 +27,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from imbadv.adversarial import ADVERSARIAL, AdversarialSettings
 from imbadv.core.classes import class_choices, class_index
 from imbadv.core.errors import ConfigError
-from imbadv.core.registry import Spec, build_params
+from imbadv.core.registry import Spec
 from imbadv.core.seeds import seeded, split_seed
 from imbadv.imbalance import PROFILES, targeted
-from imbadv.training import AdversarialSettings
 
 
 class Source(StrEnum):
@@ -209,11 +209,11 @@ def resolve(
     adversarial = own_adv
     if mode is not None and mode != own_adv.mode:
         try:  # a known mode before Hydra looks for its file: the allowed modes, not a path
-            build_params(AdversarialSettings, "attack.sources", {"mode": mode})
+            ADVERSARIAL.get("attack.sources", mode)
         except ConfigError as err:
             raise ConfigError("attack.sources", text, f"a training mode: {err.allowed}") from None
         options = group_options(cfg, "adversarial", mode, conf_dir, text)
-        adversarial = build_params(AdversarialSettings, "attack.sources", options)
+        adversarial = AdversarialSettings.parse("attack.sources", options)
     return SourceModel(model_name(profile, target, adversarial.mode), spec, target, adversarial)
 
 

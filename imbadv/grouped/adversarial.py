@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.grouped.stacked import Stacked, stack_rows
-from imbadv.training import AdversarialSettings
 from imbadv.training.adversarial import AdversarialStep
 from imbadv.training.objectives import Loss
 
@@ -25,11 +25,17 @@ class GroupAdversary:
     independently (a summed loss: member k's rows get member k's input gradient).
     """
 
-    def __init__(self, settings: AdversarialSettings, seeds: Sequence[int]) -> None:
-        if settings.attack is not None:  # one generator for the whole batch: not per member
-            raise ValueError("a registered adversarial.attack cannot run grouped")
+    def __init__(
+        self,
+        settings: AdversarialSettings,
+        seeds: Sequence[int],
+        counts: Sequence[Sequence[int] | None] | None = None,
+    ) -> None:
+        if settings.grouping() is not None:  # e.g. one generator for the whole batch
+            raise ValueError(f"cannot run grouped: {settings.grouping()}")
         self.s = settings
-        self.steps = [AdversarialStep(settings, seed) for seed in seeds]
+        counts = counts or [None] * len(seeds)
+        self.steps = [AdversarialStep(settings, s, c) for s, c in zip(seeds, counts, strict=True)]
 
     def examples(
         self,
@@ -41,7 +47,7 @@ class GroupAdversary:
         """The live members' adversarial batches, shaped like `x` (live K, B, C, H, W).
 
         `stacked` holds the live members' detached tensors, in their order; `ys` their labels."""
-        starts = [self.steps[k].start(xk) for k, xk in zip(live, x, strict=True)]
+        starts = [self.steps[k].start(xk, self.s.eps) for k, xk in zip(live, x, strict=True)]
         rows = x.reshape(-1, *x.shape[2:])
         adv = self.steps[live[0]].ascend(stacked, rows, stack_rows(ys), stack_rows(starts))
         return adv.reshape(x.shape)
@@ -53,14 +59,15 @@ class GroupAdversary:
         x_adv: torch.Tensor,
         ys: Sequence[torch.Tensor],
         losses: Sequence[Loss],
+        live: Sequence[int],
     ) -> list[torch.Tensor]:
-        """The live members' outer losses, each `AdversarialStep.outer` of its own logits; the
-        forwards in the order alone runs them (TRADES: clean first), for BatchNorm's statistics."""
-        clean = forward(x) if self.s.mode == "trades" else None
+        """The live members' outer losses, each its own step's `outer` of its own logits; the
+        forwards in the order alone runs them (clean first), for BatchNorm's statistics."""
+        clean = forward(x) if self.s.facts.clean_forward else None
         adv = forward(x_adv)
         return [
-            self.steps[0].outer(None if clean is None else clean[i], adv[i], y, loss)
-            for i, (y, loss) in enumerate(zip(ys, losses, strict=True))
+            self.steps[k].outer(None if clean is None else clean[i], adv[i], y, loss)
+            for i, (k, y, loss) in enumerate(zip(live, ys, losses, strict=True))
         ]
 
 

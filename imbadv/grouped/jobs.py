@@ -67,7 +67,7 @@ def grouping_on(s: Settings, model: torch.nn.Module, device: torch.device) -> bo
     pair = SIBLINGS.get(s.train.selection) is not None and (
         not s.train.early_stopping or s.train.selection == "last"
     )
-    if pair and s.adversarial.mode != "none":
+    if pair and s.adversarial.on:
         return False
     return asked and ungroupable(model, s.train, s.adversarial) is None
 
@@ -162,7 +162,7 @@ def train_group(
     inputs = []
     for m, (ms, mp) in zip(models, mine, strict=True):
         train_xy, val_xy, loss = training_inputs(m, data, ms, mp, device)
-        inputs.append(Inputs(train_xy, val_xy, ms.seed, loss))
+        inputs.append(Inputs(train_xy, val_xy, ms.seed, loss, mp.split.train_counts))
     label = f"group of {len(mine)}: {plan.label} and {len(mine) - 1} more"
     stops = s.train.selection == "val_loss" and s.train.early_stopping
     facts = GroupFacts(s.train.patience if stops else None, stops)

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.core.errors import TrainingError
 from imbadv.data.tensors import TensorBatches, to_unit
 from imbadv.grouped.adversarial import GroupAdversary, stacked_view
@@ -25,7 +26,7 @@ from imbadv.grouped.select import (  # re-exported: grouped training's API
     freeze,
     unstack_into,
 )
-from imbadv.training import AdversarialSettings, Recipe, TrainSettings
+from imbadv.training import Recipe, TrainSettings
 from imbadv.training.loop import (
     channels_last,
     make_trainer,
@@ -49,15 +50,15 @@ class Member:
     val: tuple[torch.Tensor, torch.Tensor]
     seed: int
     loss: Loss = F.cross_entropy
+    counts: tuple[int, ...] | None = None  # training images per class (count-aware methods)
 
 
 def ungroupable(
     model: nn.Module, settings: TrainSettings, adversarial: AdversarialSettings | None = None
 ) -> str | None:
     """Why members like `model` cannot train grouped exactly as alone, or None if they can."""
-    if adversarial is not None and adversarial.mode != "none" and adversarial.attack is not None:
-        # its random draws come from one generator over the whole batch, not one per member
-        return f"adversarial.attack {adversarial.attack} (a registered inner attack is per model)"
+    if adversarial is not None and adversarial.grouping() is not None:
+        return adversarial.grouping()
     if settings.precision in ("16-mixed", "16-true"):
         # one GradScaler over the stack: one member's overflow would skip every member's step
         return f"precision {settings.precision} (one loss scaler would couple the members)"
@@ -148,7 +149,8 @@ class GroupedClassifier(L.LightningModule):
             self.template[0].train()  # the attack ran in eval mode; the outer loss trains
             forward = partial(vmap(self._call), params, buffers)
             live_losses = [self.losses[k] for k in self.active]
-            losses = torch.stack(self.adversary.losses(forward, x, x_adv, ys, live_losses))
+            losses = self.adversary.losses(forward, x, x_adv, ys, live_losses, self.active)
+            losses = torch.stack(losses)
         if len(self.active) < self.k:  # BatchNorm statistics were updated in the slice
             with torch.no_grad():
                 for name, t in self.tensors()[1].items():
@@ -242,7 +244,8 @@ def fit_group(
         runs.append(MemberRun(model, keep, patience, layout))
     L.seed_everything(members[0].seed, workers=True, verbose=False)
     seeds = [m.seed for m in members]
-    adversary = None if adversarial.mode == "none" else GroupAdversary(adversarial, seeds)
+    counts = [m.counts for m in members]
+    adversary = GroupAdversary(adversarial, seeds, counts) if adversarial.on else None
     module = GroupedClassifier(models, settings, [m.loss for m in members], recipe, adversary)
     module.runs, module.steps_per_epoch = runs, len(trains[0])
     trainer = make_trainer(settings, device, [GroupSelection(), *callbacks], logger)

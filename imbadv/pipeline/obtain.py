@@ -83,6 +83,7 @@ def train_model(
             callbacks=callbacks,
             recipe=s.recipe,
             sibling=None if sibling is None else sibling[0],
+            counts=split.train_counts,
         )
     facts = model_facts(s, plan, split, time.perf_counter() - started)
     if "sibling" in record:

@@ -56,7 +56,7 @@ def model_spec(data: Dataset, s: Settings, profile: Spec, target: int) -> dict[s
         **recipe_key(s),
         "seed": s.seed,
         # only when on, so standard training keeps its stored keys
-        **({"adversarial": params_key(s.adversarial)} if s.adversarial.mode != "none" else {}),
+        **({"adversarial": s.adversarial.key()} if s.adversarial.on else {}),
     }
 
 
@@ -124,7 +124,7 @@ def sibling_plan(
     other = SIBLINGS.get(s.train.selection)
     if other is None or s.train.early_stopping and s.train.selection != "last":
         return None
-    if other == "robust_val_acc" and s.adversarial.mode == "none":
+    if other == "robust_val_acc" and not s.adversarial.on:
         return None  # a standard `last` run measures no robust validation accuracy
     s_other = replace(s, train=replace(s.train, selection=other, early_stopping=False))
     return other, plan_model(data, s_other, profile, target, role)
@@ -158,7 +158,12 @@ def model_facts(
         "val_counts": split.val_counts,
         "split_sha256": split.digest(),
         "selection": SELECTION_RULES[rule or s.train.selection],
-        "adversarial": {"mode": s.adversarial.mode, **params_key(s.adversarial)},
+        "adversarial": s.adversarial.key(),
+        **(
+            {"adversarial_used": s.adversarial.resolved(split.train_counts)}
+            if s.adversarial.on
+            else {}
+        ),
         "recipe": {part.axis: part.key() for part in vars(s.recipe).values()},
         "posthoc_tau": s.train.posthoc_tau,
         "train_seconds": seconds,

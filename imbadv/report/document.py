@@ -12,7 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from imbadv.report import classdoc, controlled, figures, learning, longtail, overfitting, verdicts
+from imbadv.report import (
+    classdoc,
+    controlled,
+    figures,
+    learning,
+    longtail,
+    masking,
+    overfitting,
+    verdicts,
+)
 from imbadv.report import paper as rp
 from imbadv.report.loading import is_cifar10, scale_note
 from imbadv.report.plan import plan_blocks
@@ -298,6 +307,7 @@ def write_report(rep: Any) -> Path:
         *[("img", f, c) for f, c in figs],
         *longtail.contrast_blocks(rep.contrasts),
         *overfitting.blocks(sweep),
+        *masking.blocks(sweep),
         *verdicts.finding_blocks(
             rep.found, rep.names, is_cifar10(sweep), rep.floor, rep.plan, scale_note(sweep)
         ),

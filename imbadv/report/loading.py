@@ -306,10 +306,16 @@ def setting(result: dict[str, Any]) -> dict[str, str]:
     return {
         "profile": imb["name"] + (f"({', '.join(extra)})" if extra else ""),
         "objective": (cfg.get("objective") or {}).get("name", "ce"),
-        "adversarial": (cfg.get("adversarial") or {}).get("mode", "none"),
+        "adversarial": adversarial_label(cfg.get("adversarial") or {}),
         "of": str(imb.get("of") or ""),
         "recipe": recipe_label(cfg),
     }
+
+
+def adversarial_label(adv: dict[str, Any]) -> str:
+    """`pgd_at`, or `pgd_at(classwise)` with class-wise eps: another setting of the same method."""
+    mode = adv.get("mode", "none")
+    return f"{mode}(classwise)" if adv.get("classwise") else mode
 
 
 PAPER_RECIPE = ("rmsprop_keras", "keras_decay", "none")

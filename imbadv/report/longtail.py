@@ -65,9 +65,11 @@ def _pairs(units: list[Unit]) -> list[tuple[str, str]]:
     for a, (pa, oa, aa, ra) in sorted(kinds.items()):
         for b, (pb, ob, ab, rb) in sorted(kinds.items()):
             adv = oa == ob and ra == rb and ab == BASE["adversarial"] != aa
+            # a long-tail defense against PGD-AT (the field's baseline), recipe and loss alike
+            defense = oa == ob and ra == rb and ab == "pgd_at" and aa not in ("none", "pgd_at")
             obj = aa == ab and ra == rb and ob == BASE["objective"] != oa
             recipe = oa == ob and aa == ab and rb == BASE["recipe"] != ra
-            if pa == pb and (adv or obj or recipe):
+            if pa == pb and (adv or defense or obj or recipe):
                 out.append((a, b))
     return out
 
@@ -111,7 +113,8 @@ def contrast_blocks(found: list[Contrast]) -> list[Block]:
     text = (
         "Per seed, each model's balanced recall (mean over classes) and its head and tail thirds "
         "by training count; a setting against its base (no adversarial training, cross-entropy, "
-        "the paper's recipe), one factor changed, same profile, paired by seed value; mean difference over seeds (points) with a "
+        "the paper's recipe; a long-tail defense against PGD-AT), one factor changed, same "
+        "profile, paired by seed value; mean difference over seeds (points) with a "
         "t-interval over seeds (95 %). Models that never learned are left out (their seeds are "
         "missing from the seeds column). Descriptive: not among the Holm-adjusted findings, "
         "no correction. A difference in balanced robust recall is between numbers whose floor is "

@@ -123,39 +123,3 @@ OBJECTIVES.add(
     "imbadv.training.objectives:balanced_softmax",
     "cross-entropy on logits + tau log n_c (balanced softmax, logit adjustment)",
 )
-
-
-@dataclass(frozen=True)
-class AdversarialSettings(Params):
-    """Adversarial training (config group `adversarial`): the inner attack and how it is used.
-
-    `pgd_at`: Madry et al. (2018), the loss on PGD examples (random start, `steps` of `alpha`);
-    `attack` names any registered attack to use instead of the built-in PGD. `fast_fgsm`: Wong
-    et al. (2020), one step of `alpha` from a uniform random start. `trades`: Zhang et al.
-    (2019), loss(clean) + beta * KL(clean || adversarial), the inner attack ascending the KL.
-    `alpha` None = eps/4 (2/255 at 8/255) for pgd_at and trades, 1.25 eps for fast_fgsm.
-    """
-
-    mode: Literal["none", "pgd_at", "fast_fgsm", "trades"] = "none"
-    eps: float = field(default=8 / 255, metadata=bounds(0.0, 1.0))
-    alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
-    steps: int = field(default=10, metadata=bounds(1))
-    beta: float = field(default=6.0, metadata=bounds(0.0))
-    attack: str | None = None
-
-    def check(self, key: str) -> None:
-        super().check(key)
-        if self.attack is not None:
-            from imbadv.attacks import ATTACKS  # torch-free registry
-
-            ATTACKS.get(f"{key}.attack", self.attack)
-            if self.mode != "pgd_at":
-                from imbadv.core.errors import ConfigError
-
-                raise ConfigError(f"{key}.attack", self.attack, "null unless mode is pgd_at")
-
-    def step_size(self) -> float:
-        """The inner attack's step: `alpha`, or the mode's default."""
-        if self.alpha is not None:
-            return self.alpha
-        return 1.25 * self.eps if self.mode == "fast_fgsm" else self.eps / 4

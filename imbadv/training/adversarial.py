@@ -7,16 +7,18 @@ sees the model in training mode. Images are float in [0, 1]; eps and steps are p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imbadv.adversarial import ADVERSARIAL, AdversarialSettings
+from imbadv.adversarial.classwise import class_eps
 from imbadv.attacks import ATTACKS, Direction
 from imbadv.attacks.core import eval_mode
-from imbadv.training import AdversarialSettings
+from imbadv.training.awp import perturb_weights, shift
 from imbadv.training.objectives import Loss
 
 # (model, x in [0, 1], y, per-example divergence of (logits_adv, logits_clean, y)) -> ascended
@@ -33,8 +35,8 @@ def kl_divergence(adv: torch.Tensor, clean: torch.Tensor, y: torch.Tensor) -> to
     return F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="sum")
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Into the L-inf eps-ball around x and into [0, 1]."""
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Into the L-inf eps-ball around x (eps a number or per row) and into [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
 
 
@@ -63,14 +65,23 @@ def ascend(
 
 
 class AdversarialStep:
-    """The training loss of one batch for `settings.mode`, with its own seeded random starts."""
+    """The training loss of one batch under `settings`' method, with its own seeded random starts.
 
-    def __init__(self, settings: AdversarialSettings, seed: int = 0) -> None:
-        self.s, self.seed = settings, seed
+    The method's facts choose the start, what the inner attack ascends, whether the clean forward
+    runs and whether weights are perturbed; its registered function gives the outer loss.
+    `counts` (training images per class) feed class-wise eps and count-aware losses (AT-BSL).
+    """
+
+    def __init__(
+        self, settings: AdversarialSettings, seed: int = 0, counts: Sequence[int] | None = None
+    ) -> None:
+        self.s, self.p, self.facts, self.seed = settings, settings.params, settings.facts, seed
+        self.outer_loss = ADVERSARIAL.get("adversarial", settings.mode).load()(self.p, counts)
+        self.counts = None if counts is None else tuple(counts)
+        self.epoch, self.max_epochs = 0, 1  # the training module sets them each epoch
         self.generators: dict[str, torch.Generator] = {}
-        self.inner = None
-        if settings.attack is not None:
-            self.inner = inner_attack(settings)
+        self.inner = None if settings.attack is None else inner_attack(settings)
+        self.pending: dict[str, torch.Tensor] | None = None  # AWP's perturbation, until restored
 
     def generator(self, device: torch.device) -> torch.Generator:
         """One generator per device, seeded once: the random starts repeat with the seed."""
@@ -78,67 +89,78 @@ class AdversarialStep:
             self.generators[str(device)] = torch.Generator(device=device).manual_seed(self.seed)
         return self.generators[str(device)]
 
-    def uniform(self, x: torch.Tensor, scale: float) -> torch.Tensor:
-        gen = self.generator(x.device)
-        return (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * scale
+    def eps(self, y: torch.Tensor) -> float | torch.Tensor:
+        """The batch's eps: the method's, or each row's class eps (N, 1, 1, 1) when class-wise."""
+        if not getattr(self.p, "classwise", False):
+            return self.p.eps
+        table = class_eps(self.p, self.counts, self.epoch, self.max_epochs)
+        return torch.tensor(table, device=y.device)[y].view(-1, 1, 1, 1)
 
-    def start(self, x: torch.Tensor) -> torch.Tensor:
+    def start(self, x: torch.Tensor, eps: float) -> torch.Tensor:
         """The inner attack's random start for batch `x`, drawn from this step's own generator."""
-        if self.s.mode == "trades":  # TRADES starts at x + 0.001 N(0, 1)
-            noise = torch.randn(x.shape, generator=self.generator(x.device), device=x.device)
-            return x + 0.001 * noise
-        return x + self.uniform(x, self.s.eps)
+        gen = self.generator(x.device)
+        if self.facts.start == "normal":  # TRADES and MART start at x + 0.001 N(0, 1)
+            return x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device)
+        uniform = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        return x + uniform * eps
 
     def ascend(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, eps=None
     ) -> torch.Tensor:
-        """The mode's ascent from `start` (no random draw): grouped training runs it on `Stacked`."""
-        s = self.s
-        steps = 1 if s.mode == "fast_fgsm" else s.steps
-        divergence = kl_divergence if s.mode == "trades" else ce_divergence
-        return ascend(model, x, y, start, s.eps, s.step_size(), steps, divergence)
+        """The method's ascent from `start` (no random draw): grouped training runs it on `Stacked`."""
+        eps, alpha = (self.p.eps if eps is None else eps), self.p.step_size()
+        if isinstance(eps, torch.Tensor) and self.p.alpha is None:  # the default step follows eps
+            alpha = alpha * eps / max(self.p.eps, 1e-12)
+        divergence = kl_divergence if self.facts.divergence == "kl" else ce_divergence
+        return ascend(model, x, y, start, eps, alpha, self.p.inner_steps(), divergence)
 
     def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The inner maximization's examples for this batch (within eps of x, in [0, 1])."""
+        eps = self.eps(y)
         if self.inner is not None:  # a registered attack draws its own starts
             fn, params = self.inner
-            x_adv = fn(
-                model,
-                x,
-                y,
-                self.s.eps,
-                params,
-                direction=Direction.ASCENT,
-                generator=self.generator(x.device),
-            )
-            return project(x_adv, x, self.s.eps).detach()
-        return self.ascend(model, x, y, self.start(x))
+            gen = self.generator(x.device)
+            x_adv = fn(model, x, y, eps, params, direction=Direction.ASCENT, generator=gen)
+            return project(x_adv, x, eps).detach()
+        return self.ascend(model, x, y, self.start(x, self.p.eps), eps)  # start: global eps
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss):
         """The batch's training loss; `x` float in [0, 1], `model` in training mode."""
-        if self.s.mode == "none":
-            return loss(model(x), y)
+        if not self.s.on or self.epoch < getattr(self.p, "clean_epochs", 0):
+            return loss(model(x), y)  # standard training; TAET's first stage
         x_adv = self.examples(model, x, y)
-        if self.s.mode != "trades":
-            return loss(model(x_adv), y)
-        clean = model(x)  # before the adversarial forward: BatchNorm statistics see it first
+        if self.facts.perturbs_weights and self.epoch >= self.p.warmup:
+            self.pending = perturb_weights(model, self.p.gamma, self.closure(x, x_adv, y, loss))
+        clean = model(x) if self.facts.clean_forward else None  # first: BatchNorm sees it first
         return self.outer(clean, model(x_adv), y, loss)
+
+    def closure(self, x, x_adv, y, loss) -> Callable[[nn.Module], torch.Tensor]:
+        """The outer loss as a function of the model (AWP ascends it in the weights)."""
+
+        def of(model: nn.Module) -> torch.Tensor:
+            clean = model(x) if self.facts.clean_forward else None
+            return self.outer(clean, model(x_adv), y, loss)
+
+        return of
+
+    def after_step(self, model: nn.Module) -> None:
+        """After the optimizer's step: take back the weight perturbation (AWP's restore)."""
+        if self.pending is not None:
+            shift(model, self.pending, -1.0)
+            self.pending = None
 
     def outer(
         self, clean: torch.Tensor | None, adv: torch.Tensor, y: torch.Tensor, loss: Loss
     ) -> torch.Tensor:
-        """The training loss from the logits: loss(adv), or TRADES' loss(clean) + beta * KL."""
-        if self.s.mode != "trades":
-            return loss(adv, y)
-        robust = kl_divergence(adv, clean, y) / len(y)  # TRADES' batchmean KL
-        return loss(clean, y) + self.s.beta * robust
+        """The method's training loss from the logits (`clean` None unless it needs them)."""
+        return self.outer_loss(clean, adv, y, loss)
 
 
 def inner_attack(settings: AdversarialSettings) -> tuple[Callable, object]:
     """A registered attack with the settings' alpha and steps where it has those parameters."""
     entry = ATTACKS.get("adversarial.attack", settings.attack)
     known = {f.name for f in fields(entry.params)}
-    options = {"alpha": settings.step_size(), "steps": settings.steps}
+    options = {"alpha": settings.params.step_size(), "steps": settings.params.inner_steps()}
     params = ATTACKS.parse(
         "adversarial.attack", settings.attack, {k: v for k, v in options.items() if k in known}
     )
@@ -155,7 +177,7 @@ def robust_accuracy(
     batch_size: int = 512,
 ) -> float:
     """Accuracy under PGD (random start, step eps/4) on uint8 or [0, 1] images: robust validation."""
-    step = AdversarialStep(AdversarialSettings(mode="pgd_at", eps=eps, steps=steps), seed)
+    step = AdversarialStep(AdversarialSettings.of("pgd_at", eps=eps, steps=steps), seed)
     correct = 0
     for start in range(0, len(y), batch_size):
         xb = x[start : start + batch_size]

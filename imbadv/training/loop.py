@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.augment import AUGMENTS
 from imbadv.core.errors import TrainingError
 from imbadv.data.tensors import TensorBatches, one_device, to_unit
 from imbadv.models.layout import Layout, choose_layout
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
-from imbadv.training import AdversarialSettings, Recipe, TrainSettings
+from imbadv.training import Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, robust_accuracy
 from imbadv.training.compiled import CompiledForward, wanted
 from imbadv.training.objectives import Loss
@@ -104,6 +105,13 @@ class Classifier(L.LightningModule):
         self.loss_sum, self.seen = torch.zeros((), device=self.device), 0
         # the lr of the epoch's first step: the history shows the schedule (train/lr)
         self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        if self.step is not None:  # class-wise eps ramps and AWP's warm-up read the epoch
+            self.step.epoch, self.step.max_epochs = self.current_epoch, self.trainer.max_epochs
+
+    def on_train_batch_end(self, *_) -> None:
+        # after the optimizer's step: AWP takes its weight perturbation back here
+        if self.step is not None:
+            self.step.after_step(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(to_unit(x))
@@ -237,6 +245,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     recipe: Recipe | None = None,
     sibling: str | None = None,
+    counts: Sequence[int] | None = None,
 ) -> dict:
     """Train, selecting the epoch by `settings.selection` on the validation split; keep its weights.
 
@@ -244,7 +253,8 @@ def fit(
     enters. `adversarial` switches on adversarial training; `recipe` is the optimizer, schedule
     and augmentation (default: the paper's); `callbacks` (progress lines, W&B curves) run after
     the selection and early-stopping callbacks. `sibling` names a second selection rule judged on
-    the same run (its weights in the record's "sibling" entry). Returns the training record
+    the same run (its weights in the record's "sibling" entry); `counts` (training images per
+    class) feed the adversarial methods that need them (class-wise eps, AT-BSL). Returns the training record
     (epochs run, chosen epoch and its validation loss, per-epoch history); `model` ends with the
     chosen weights, in eval mode.
     """
@@ -256,7 +266,7 @@ def fit(
     if settings.selection == "val_loss" and settings.early_stopping:
         chosen.append(EarlyStopping(monitor="val/loss", patience=settings.patience, mode="min"))
     trainer = make_trainer(settings, device, [*chosen, *callbacks], logger)
-    step = None if adversarial.mode == "none" else AdversarialStep(adversarial, seed)
+    step = AdversarialStep(adversarial, seed, counts) if adversarial.on else None
     batches = train_batches(train, settings, recipe, seed)
     module = Classifier(model, settings, loss, step, recipe, len(batches))
     trainer.fit(module, train_dataloaders=batches, val_dataloaders=val_batches(val))
@@ -300,7 +310,7 @@ def selection(
     """The epoch-selection callback; robust validation runs under robust selection or any AT."""
     robust = None
     rules = {settings.selection, sibling}
-    if "robust_val_acc" in rules or adversarial.mode != "none":
+    if "robust_val_acc" in rules or adversarial.on:
         x, y = val
         eps, steps = adversarial.eps, settings.robust_val_steps
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, run_cli
 from omegaconf import OmegaConf
 
+from imbadv.adversarial import ADVERSARIAL
 from imbadv.attacks import ALL_DIRECTIONS, ATTACKS, AttackFacts, Direction, FGSMParams
 from imbadv.core.errors import ConfigError
 from imbadv.core.registry import (
@@ -30,7 +31,7 @@ from imbadv.core.registry import (
 from imbadv.data import DATASETS
 from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS, ModelFacts, VGGParams
-from imbadv.training import OBJECTIVES, AdversarialSettings, ObjectiveParams, TrainSettings
+from imbadv.training import OBJECTIVES, ObjectiveParams, TrainSettings
 
 CONF = ROOT / "conf"
 GROUPS = {"dataset": DATASETS, "imbalance": PROFILES, "model": MODELS, "objective": OBJECTIVES}
@@ -215,15 +216,17 @@ def yaml_files():
             path = CONF / group / f"{name}.yaml"
             if path.is_file():
                 yield pytest.param(path, entry.params, id=f"{group}/{name}")
-    for path in sorted((CONF / "adversarial").glob("*.yaml")):
-        yield pytest.param(path, AdversarialSettings, id=f"adversarial/{path.stem}")
+    for path in sorted((CONF / "adversarial").glob("*.yaml")):  # named by `mode`
+        params = ADVERSARIAL.get("adversarial", OmegaConf.load(path).mode).params
+        yield pytest.param(path, params, id=f"adversarial/{path.stem}")
     yield pytest.param(CONF / "trainer" / "paper.yaml", TrainSettings, id="trainer/paper")
 
 
 @pytest.mark.parametrize("path, params", list(yaml_files()))
 def test_a_yaml_holds_the_params_defaults(path, params):
     assert literal_defaults(path, params) == []
-    assert OmegaConf.load(path).get("name", path.stem) == path.stem
+    conf = OmegaConf.load(path)
+    assert conf.get("name", conf.get("mode", path.stem)) == path.stem
 
 
 def test_the_defaults_check_sees_a_drifted_default(tmp_path):

@@ -6,6 +6,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from tolerance import sgd_bound
 from torch import nn
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.grouped.train import (
     GroupedClassifier,
     Member,
@@ -18,7 +19,7 @@ from imbadv.grouped.train import (
 )
 from imbadv.models.vgg import VGG
 from imbadv.optimizers import OPTIMIZERS
-from imbadv.training import AdversarialSettings, Recipe, TrainSettings, paper_spec
+from imbadv.training import Recipe, TrainSettings, paper_spec
 from imbadv.training.loop import fit, train_batches
 
 CPU = torch.device("cpu")
@@ -181,8 +182,8 @@ def test_ungroupable_recipes_are_named():
     plain = TrainSettings()
     assert ungroupable(vgg(0), plain) is None
     assert ungroupable(tiny_bn(0), plain) is None
-    assert ungroupable(vgg(0), plain, AdversarialSettings(mode="pgd_at")) is None
-    registered = AdversarialSettings(mode="pgd_at", attack="pgd")
+    assert ungroupable(vgg(0), plain, AdversarialSettings.of("pgd_at")) is None
+    registered = AdversarialSettings.of("pgd_at", attack="pgd")
     assert "adversarial.attack" in ungroupable(vgg(0), plain, registered)
     assert "dropout" in ungroupable(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)), plain)
     assert "precision" in ungroupable(vgg(0), TrainSettings(precision="16-mixed"))

@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 from test_grouped import CPU, max_diff, members, vgg
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.data.tensors import to_unit
 from imbadv.grouped.adversarial import GroupAdversary
 from imbadv.grouped.jobs import grouping_on
 from imbadv.grouped.stacked import Stacked
 from imbadv.grouped.train import GroupedClassifier, fit_group, ungroupable
 from imbadv.optimizers import OPTIMIZERS
-from imbadv.training import AdversarialSettings, Recipe, TrainSettings, paper_spec
+from imbadv.training import Recipe, TrainSettings, paper_spec
 from imbadv.training.adversarial import AdversarialStep
 from imbadv.training.loop import fit
 
@@ -35,10 +36,13 @@ SGD = Recipe(optimizer=paper_spec(OPTIMIZERS, "sgd", lr=0.01, momentum=0.9, weig
 
 
 def adversarial(mode: str, eps: float = 8 / 255, **extra) -> AdversarialSettings:
-    return AdversarialSettings(mode=mode, eps=eps, **extra)
+    return AdversarialSettings.of(mode, eps=eps, **extra)
 
 
-@pytest.mark.parametrize(("mode", "extra"), MODES)
+STEP_MODES = [*MODES, ("mart", {"steps": 2}), ("at_bsl", {"steps": 2})]
+
+
+@pytest.mark.parametrize(("mode", "extra"), STEP_MODES)
 def test_one_step_gives_each_member_its_own_examples_and_gradient(mode, extra):
     # two steps from the same weights: the second checks each member's generator advanced alone
     # eps 8/255: at 1/255 the inputs sit on the 1/255 grid and a ReLU pre-activation within
@@ -46,10 +50,12 @@ def test_one_step_gives_each_member_its_own_examples_and_gradient(mode, extra):
     eps = 1 / 255 if mode == "trades" else 8 / 255
     group, adv = members(), adversarial(mode, eps=eps, **extra)
     models = [vgg(m.seed) for m in group]
-    adversary = GroupAdversary(adv, [m.seed for m in group])
+    # each member's own counts (AT-BSL's prior): member k's class 0 is k + 1 times rarer
+    counts = [(100, 100 * (k + 1)) for k in range(len(group))]
+    adversary = GroupAdversary(adv, [m.seed for m in group], counts)
     module = GroupedClassifier(models, TrainSettings(), [m.loss for m in group], None, adversary)
     module.on_train_epoch_start()
-    alone = [AdversarialStep(adv, m.seed) for m in group]
+    alone = [AdversarialStep(adv, m.seed, c) for m, c in zip(group, counts, strict=True)]
     for step in range(2):
         batch = tuple((m.train[0][32 * step :][:32], m.train[1][32 * step :][:32]) for m in group)
         module.stacked.zero_grad()
@@ -108,7 +114,7 @@ def test_adversarial_members_train_grouped_as_alone(mode, extra):
 
 
 def test_a_registered_inner_attack_is_refused():
-    adv = AdversarialSettings(mode="pgd_at", attack="pgd")
+    adv = AdversarialSettings.of("pgd_at", attack="pgd")
     reason = ungroupable(vgg(0), TrainSettings(), adv)
     assert reason is not None and "adversarial.attack pgd" in reason
     for mode, extra in MODES:
@@ -116,7 +122,7 @@ def test_a_registered_inner_attack_is_refused():
     group = members()[:2]
     with pytest.raises(ValueError, match="adversarial.attack pgd"):
         fit_group([vgg(0), vgg(1)], group, TrainSettings(max_epochs=1), CPU, adversarial=adv)
-    with pytest.raises(ValueError, match="registered adversarial.attack"):
+    with pytest.raises(ValueError, match="cannot run grouped: adversarial.attack pgd"):
         GroupAdversary(adv, [0, 1])
 
 

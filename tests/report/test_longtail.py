@@ -21,13 +21,15 @@ def confusion(correct: list[int], n: int = 10) -> list[list[int]]:
     return rows
 
 
-def row(group: str, recipe: str, seed: int, clean: list[int], robust: list[int]) -> dict:
+def row(
+    group: str, recipe: str, seed: int, clean: list[int], robust: list[int], adv="none"
+) -> dict:
     """The class-0 row of a job with attack.images=all (10 images per class)."""
     cc, ac = confusion(clean), confusion(robust)
     return {
         "method": "pgd", "eps": 0.03, "direction": "ascent", "source": "same",
         "group": group, "recipe": recipe, "profile": "exp(ratio=10)", "objective": "ce",
-        "adversarial": "none", "imbalance": "exp", "seed": seed, "class": 0, "n": 10,
+        "adversarial": adv, "imbalance": "exp", "seed": seed, "class": 0, "n": 10,
         "clean_row": cc[0], "adv_row": ac[0], "learned": True,
         "classes": {
             "per_class": [{"class": c, "n": 10} for c in range(10)],
@@ -65,3 +67,19 @@ def test_a_model_that_never_learned_is_left_out_of_the_contrasts():
     units = classwise.units_from_rows(rows, SEL, counts=counts)
     found = {(c.a, c.b, c.metric): c for c in longtail.contrasts(units)}
     assert found[(new, paper, "balanced clean")].seeds == (1,)
+
+
+def test_a_long_tail_defense_is_paired_with_pgd_at_and_not_the_other_way():
+    at, mart, cw = "exp + pgd_at", "exp + mart", "exp + pgd_at(classwise)"
+    rows, counts = [], {}
+    for seed in (0, 1):
+        rows.append(row(at, "", seed, [5] * 10, [1] * 10, "pgd_at"))
+        rows.append(row(mart, "", seed, [6] * 10, [2] * 10, "mart"))
+        rows.append(row(cw, "", seed, [5] * 10, [3] * 10, "pgd_at(classwise)"))
+        for g in (at, mart, cw):
+            counts[(g, seed, 0)] = COUNTS
+    units = classwise.units_from_rows(rows, SEL, counts=counts)
+    found = {(c.a, c.b, c.metric): c for c in longtail.contrasts(units)}
+    assert abs(found[(mart, at, "balanced robust")].stat.mean - 0.1) < 1e-9
+    assert abs(found[(cw, at, "balanced robust")].stat.mean - 0.2) < 1e-9
+    assert (at, mart, "balanced robust") not in found and (mart, cw, "balanced robust") not in found

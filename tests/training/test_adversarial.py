@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imbadv.adversarial import AdversarialSettings
 from imbadv.core.errors import ConfigError
-from imbadv.core.registry import build_params
-from imbadv.training import AdversarialSettings, Recipe, TrainSettings
+from imbadv.training import Recipe, TrainSettings
 from imbadv.training.adversarial import AdversarialStep, kl_divergence, robust_accuracy
 from imbadv.training.loop import fit
 
@@ -36,7 +36,7 @@ def images(n=8, seed=0):
 
 
 def settings(mode, **options):
-    return build_params(AdversarialSettings, "adversarial", {"mode": mode, **options})
+    return AdversarialSettings.of(mode, **options)
 
 
 MODES = [("pgd_at", {}), ("fast_fgsm", {}), ("trades", {}), ("pgd_at", {"attack": "bim"})]
@@ -48,7 +48,8 @@ def test_inner_examples_within_eps_and_unit_box_in_eval_mode(mode, options):
     model, (x, y) = Net(), images()
     model.train()
     model.drop.eval()  # a mixed state: each submodule's own mode must come back
-    step = AdversarialStep(settings(mode, steps=3, **options), seed=1)
+    steps = {} if mode == "fast_fgsm" else {"steps": 3}  # fast FGSM has one step, no option
+    step = AdversarialStep(settings(mode, **steps, **options), seed=1)
     x_adv = step.examples(model, x, y)
     assert x_adv.shape == x.shape and not x_adv.requires_grad
     assert (x_adv - x).abs().max() <= EPS + 1e-6
@@ -89,9 +90,9 @@ def test_losses_per_mode():
 
 
 def test_default_steps():
-    assert settings("pgd_at").step_size() == pytest.approx(2 / 255)
-    assert settings("fast_fgsm").step_size() == pytest.approx(1.25 * EPS)
-    assert settings("trades", alpha=0.01).step_size() == 0.01
+    assert settings("pgd_at").params.step_size() == pytest.approx(2 / 255)
+    assert settings("fast_fgsm").params.step_size() == pytest.approx(1.25 * EPS)
+    assert settings("trades", alpha=0.01).params.step_size() == 0.01
 
 
 @pytest.mark.parametrize(
@@ -99,14 +100,21 @@ def test_default_steps():
     [
         ({"mode": "trades", "beta": -1}, "adversarial.beta=-1"),
         ({"mode": "pgd_at", "attack": "nope"}, "adversarial.attack=nope"),
-        ({"mode": "trades", "attack": "bim"}, "null unless mode is pgd_at"),
+        (
+            {"mode": "trades", "attack": "bim"},
+            "adversarial.attack=bim is not allowed: expected a known option",
+        ),
+        (
+            {"mode": "fast_fgsm", "steps": 3},
+            "adversarial.steps=3 is not allowed: expected a known option",
+        ),
         ({"mode": "free"}, "adversarial.mode=free"),
         ({"mode": "pgd_at", "eps": 2}, "adversarial.eps=2"),
     ],
 )
 def test_bad_adversarial_settings(options, message):
     with pytest.raises(ConfigError, match=message):
-        build_params(AdversarialSettings, "adversarial", options)
+        AdversarialSettings.parse("adversarial", options)
 
 
 def toy(n, seed):
