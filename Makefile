@@ -2,6 +2,8 @@
 PY ?= .venv/bin/python
 SWEEP ?=
 DATA ?= ../shared/data/cifar10-jpeg.tar.gz
+# the defenses at CPU scale: PGD-3 (step 4/255) inside training; one job per model attacks 300 images of every class
+DEFENSE_ARGS ?= ++adversarial.steps=3 ++adversarial.alpha=0.01568627450980392 class=0 attack.images=all attack.per_class=300
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -48,6 +50,14 @@ longtail-quick: ## Long-tail study on CPU: CIFAR-10-LT IR 10, standard/fast-FGSM
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) \
 		adversarial=none,fast_fgsm objective=ce,balanced_softmax class=0..9 seed=0,1,2 $(EXTRA)
 
+longtail-defenses: ## The long-tail defenses on CPU: PGD-AT, MART, AT-BSL, AWP, TAET, class-wise eps; PGD-3 inner, 3 seeds (~2 h)
+	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
+		adversarial=pgd_at,mart,at_bsl,awp $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-defenses $(EXTRA)
+	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
+		adversarial=taet ++adversarial.clean_epochs=8 $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-taet $(EXTRA)
+	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
+		adversarial=pgd_at adversarial.classwise=true $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-classwise $(EXTRA)
+
 gpu-check: ## On a GPU, first: every GPU code path at toy size, PASS|FAIL|SKIP each, ~3 min (ARGS="--device cpu")
 	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
 
@@ -76,4 +86,4 @@ bench-smoke: ## CI: the bench at small sizes, every row, --strict identity check
 clean: ## Remove outputs and caches (keeps data/ and the model store)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-fast test-data test-cluster lint format smoke quick reproduce longtail-quick gpu-check gpu-reference report status bench bench-smoke clean wheelhouse
+.PHONY: help install test test-fast test-data test-cluster lint format smoke quick reproduce longtail-quick longtail-defenses gpu-check gpu-reference report status bench bench-smoke clean wheelhouse
