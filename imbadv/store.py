@@ -8,7 +8,8 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,20 @@ class Store:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.lock_wait_seconds = 0.0  # blocked on another job's model, result or images
         for sub in ("models", "results", "images", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def lock(self, key: str) -> FileLock:
         return FileLock(self.root / "locks" / f"{key}.lock")
+
+    @contextmanager
+    def held(self, key: str) -> Iterator[None]:
+        """The lock `key`, held; the time spent waiting for it adds to `lock_wait_seconds`."""
+        start = time.perf_counter()
+        with self.lock(key):
+            self.lock_wait_seconds += time.perf_counter() - start
+            yield
 
     def load_model(self, key: str, model: nn.Module) -> dict | None:
         """Fill `model` with the stored weights and return the record, or None if absent or corrupt."""
@@ -123,7 +133,7 @@ class Store:
         record = self.load_model(key, model)
         if record is not None:
             return record, False
-        with self.lock(key):
+        with self.held(key):
             record = self.load_model(key, model)  # another job may have finished it meanwhile
             if record is not None:
                 return record, False
@@ -157,7 +167,7 @@ class Store:
         result = read_json(path)
         if result is not None:
             return result, False
-        with self.lock(f"result-{key}"):
+        with self.held(f"result-{key}"):
             result = read_json(path)
             if result is not None:
                 return result, False
@@ -194,7 +204,7 @@ class Store:
         sets = {name: self.load_images(key) for name, key in keys.items()}
         if all(v is not None for v in sets.values()):
             return sets
-        with self.lock(f"images-{group}"):
+        with self.held(f"images-{group}"):
             sets = {name: self.load_images(key) for name, key in keys.items()}
             missing = [name for name, v in sets.items() if v is None]
             if missing:

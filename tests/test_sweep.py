@@ -66,6 +66,16 @@ def test_second_sweep_trains_nothing_and_reuses_results(smoke_sweep, tmp_path):
     first = {r["key"]: r["attacks"] for r in results(smoke_sweep["sweep"])}
     assert again == first
     assert all(not any(r["meta"]["trained_here"].values()) for r in results(tmp_path / "again"))
+    # the sweep split: the first sweep trained and attacked; the second only read the store
+    from imbadv.bench import sweep_totals
+
+    first, second = sweep_totals(smoke_sweep["sweep"]), sweep_totals(tmp_path / "again")
+    assert first["attacks_seconds"] > 0 and first["models_seconds"] >= first["train_seconds"] > 0
+    assert first["results_reused"] < first["jobs"] and 0 < first["concurrency"] <= 1.05
+    assert second["trainings"] == 0 and second["attacks_seconds"] == 0.0
+    assert second["results_reused"] == second["jobs"] == 6
+    parts = ("data", "device_wait", "models", "clean_eval", "attacks", "overhead")
+    assert sum(first[f"{p}_seconds"] for p in parts) == pytest.approx(first["wall_seconds"])
 
 
 @pytest.mark.slow

@@ -99,21 +99,50 @@ def quick_job(
     }
 
 
+PARTS = ("data", "device_wait", "models", "clean_eval", "attacks")  # meta.stage_seconds
+
+
 def sweep_totals(root: Path) -> dict:
-    """Totals over a finished sweep's results.json files: where the jobs' wall time went."""
+    """Where a finished sweep's time went, from its results.json files.
+
+    Sums over jobs: wall, training (models trained in the job), the stages each job times
+    (`meta.stage_seconds`: data loading, waiting for a GPU slot, obtaining models (training
+    included), clean evaluation, attacks; lock waits inside them), and overhead = wall - stages.
+    `elapsed` is the sweep's first start to last finish; `concurrency` = wall / elapsed. Jobs
+    written before stages were timed count in `jobs_without_stages` and only in wall/training.
+    """
     files = sorted(Path(root).rglob("results.json"))
     if not files:
         raise FileNotFoundError(f"no results.json under {root}")
     totals = {"jobs": len(files), "trainings": 0, "wall_seconds": 0.0, "train_seconds": 0.0}
+    parts = dict.fromkeys(PARTS, 0.0) | {"lock_wait": 0.0, "overhead": 0.0}
+    spans, unsplit, reused = [], 0, 0
     for path in files:
-        full = json.loads(path.read_text())  # only meta and training seconds: any format since 1
-        totals["wall_seconds"] += full["meta"]["wall_seconds"]
-        for role, here in full["meta"]["trained_here"].items():
+        full = json.loads(path.read_text())  # meta and training seconds: any format since 1
+        meta = full["meta"]
+        totals["wall_seconds"] += meta["wall_seconds"]
+        for role, here in meta["trained_here"].items():
             if here:  # a model loaded from the store carries the seconds of the job that trained it
                 totals["trainings"] += 1
                 totals["train_seconds"] += full["models"][role]["train_seconds"]
-    # Data loading, attacks, metrics, writing, logging and lock waits: results.json has no split.
+        stages = meta.get("stage_seconds")
+        if stages is None:
+            unsplit += 1
+            continue
+        for part in (*PARTS, "lock_wait"):
+            parts[part] += stages.get(part, 0.0)
+        parts["overhead"] += meta["wall_seconds"] - sum(stages.get(p, 0.0) for p in PARTS)
+        reused += stages.get("attacks", 0.0) == 0.0 and stages.get("clean_eval", 0.0) == 0.0
+        spans.append((meta["started_at"], meta["finished_at"]))
     totals["other_seconds"] = totals["wall_seconds"] - totals["train_seconds"]
+    if spans:
+        elapsed = max(e for _, e in spans) - min(s for s, _ in spans)
+        walls = totals["wall_seconds"]
+        totals |= {f"{k}_seconds": round(v, 4) for k, v in parts.items()}
+        totals |= {"results_reused": reused, "elapsed_seconds": round(elapsed, 4)}
+        totals["concurrency"] = round(walls / elapsed, 3) if elapsed > 0 else math.nan
+    if unsplit:
+        totals["jobs_without_stages"] = unsplit
     return totals
 
 

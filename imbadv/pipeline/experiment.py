@@ -62,6 +62,29 @@ def compute(job: Job) -> tuple[dict[str, Any], dict[str, bool]]:
         for name, source in s.named_sources.items()
         if isinstance(source, CheckpointSource)
     }
+    with job.timed("models"):
+        models, records, job = obtain_models(job, files)
+    trained = {role: r["trained_here"] for role, r in records.items()}
+    keys = {role: r["key"] for role, r in records.items()}
+    key = result_key(job, keys)
+
+    def evaluate() -> dict[str, Any]:
+        with job.timed("clean_eval"):
+            entries = {r: model_entry(job, records[r], models[r]) for r in records}
+        with job.timed("attacks"):
+            rows = attack_rows(job, models, keys)
+        return {"key": key, "models": entries, "attacks": rows}
+
+    result, computed = job.store.result(key, evaluate)
+    if not computed:  # another job's result: no clean evaluation or attack ran here
+        job.seconds.setdefault("clean_eval", 0.0), job.seconds.setdefault("attacks", 0.0)
+    return result, trained
+
+
+def obtain_models(job: Job, files: dict) -> tuple[dict, dict, Job]:
+    """The attacked model, the balanced source and the named sources, with their records; the
+    job (a balanced job's own gradient is the balanced gradient: its sources lose `balanced`)."""
+    s = job.settings
     models, records = {}, {}
     models["target"], records["target"] = obtain_model(job, s.imbalance, job.target)
     if s.imbalance.name == Source.BALANCED:  # its own gradient is the balanced gradient: one row
@@ -75,17 +98,7 @@ def compute(job: Job) -> tuple[dict[str, Any], dict[str, bool]]:
     for name in s.named_sources:  # parse_sources keeps only those it lists
         found = files[name] if name in files else named_model(job, name)
         models[name], records[name] = found
-    trained = {role: r["trained_here"] for role, r in records.items()}
-    keys = {role: r["key"] for role, r in records.items()}
-    key = result_key(job, keys)
-
-    def evaluate() -> dict[str, Any]:
-        entries = {r: model_entry(job, records[r], models[r]) for r in records}
-        rows = attack_rows(job, models, keys)
-        return {"key": key, "models": entries, "attacks": rows}
-
-    result, _ = job.store.result(key, evaluate)
-    return result, trained
+    return models, records, job
 
 
 def result_key(job: Job, keys: dict[str, str]) -> str:
@@ -144,7 +157,7 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_jobs: int = 1) -> dict[str
 def _run_checked(
     cfg: DictConfig, s: Settings, output_dir: Path, concurrent_jobs: int, watch: Watch
 ) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, begun = time.perf_counter(), time.time()
     if s.masking_twins:
         log.info(
             "attack.methods: an adversarially trained model is attacked, so the gradient-masking "
@@ -152,17 +165,26 @@ def _run_checked(
             ", ".join(s.masking_twins),
         )
     threads = set_threads(s.threads, concurrent_jobs)
+    waiting = time.perf_counter()
     data = load_dataset(s.dataset, s.cache_dir)
+    seconds = {"data": time.perf_counter() - waiting}
     target = resolve_class(s.target, data)
     s = replace(s, specs=with_target_class(s.specs, data.classes, target))  # names -> indices
+    waiting, store = time.perf_counter(), Store(s.store_dir)
     with job_device(s.device, s.jobs_per_gpu, s.store_dir / "locks") as device:
-        result, trained = compute(Job(data, s, target, device, Store(s.store_dir), watch))
+        seconds["device_wait"] = time.perf_counter() - waiting  # a free GPU slot
+        job = Job(data, s, target, device, store, watch, seconds)
+        result, trained = compute(job)
+    seconds["lock_wait"] = store.lock_wait_seconds  # inside models, clean_eval and attacks
     # models and results stored before the flag existed get it here, from their own history
     result = {**result, "models": {r: with_flag(e) for r, e in result["models"].items()}}
     meta = job_meta(data, s, target, device) | {
         "threads": threads,
         "trained_here": trained,
         "wall_seconds": time.perf_counter() - started,
+        "stage_seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "started_at": begun,
+        "finished_at": time.time(),
         **({"masking_twins": list(s.masking_twins)} if s.masking_twins else {}),
         "versions": versions(),
     }

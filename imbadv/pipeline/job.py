@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +31,16 @@ class Job:
     device: torch.device
     store: Store
     watch: Watch = field(default=None)  # type: ignore[assignment]
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage; shared by `using`
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Adds the block's wall seconds to `seconds[part]` (results.json meta.stage_seconds)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
 
     def __post_init__(self) -> None:
         if self.watch is None:  # no lines (tests, the bench): a quiet Watch

@@ -275,6 +275,26 @@ def test_compare_images_counts_the_differing_images():
     assert not bench_attacks.compare_images(adv, adv[:2])["identical"]
 
 
+def test_sweep_totals_split_each_jobs_stages(tmp_path):
+    stages = {"data": 1.0, "device_wait": 0.5, "models": 6.0, "clean_eval": 0.5, "attacks": 1.5, "lock_wait": 0.25}  # fmt: skip
+    write_result(tmp_path / "a", 10.0, {"target": True}, {"target": 5.0})
+    write_result(tmp_path / "b", 4.0, {"target": False}, {"target": 5.0})
+    for name, start, st in (("a", 100.0, stages), ("b", 104.0, {**stages, "attacks": 0.0, "clean_eval": 0.0})):  # fmt: skip
+        path = tmp_path / name / "results.json"
+        full = json.loads(path.read_text())
+        full["meta"] |= {"stage_seconds": st, "started_at": start, "finished_at": start + full["meta"]["wall_seconds"]}  # fmt: skip
+        path.write_text(json.dumps(full))
+    t = bench.sweep_totals(tmp_path)
+    assert (
+        t["attacks_seconds"] == 1.5
+        and t["models_seconds"] == 12.0
+        and t["lock_wait_seconds"] == 0.5
+    )
+    assert t["overhead_seconds"] == pytest.approx((10.0 - 9.5) + (4.0 - 7.5))
+    assert t["results_reused"] == 1 and t["elapsed_seconds"] == 10.0 and t["concurrency"] == 1.4
+    assert "jobs_without_stages" not in t
+
+
 def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
     write_result(
         tmp_path / "a",
@@ -296,6 +316,7 @@ def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
         "wall_seconds": 140.0,
         "train_seconds": 100.0,
         "other_seconds": 40.0,
+        "jobs_without_stages": 2,
     }
     with pytest.raises(FileNotFoundError):
         bench.sweep_totals(tmp_path / "empty")
