@@ -50,13 +50,17 @@ longtail-quick: ## Long-tail study on CPU: CIFAR-10-LT IR 10, standard/fast-FGSM
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) \
 		adversarial=none,fast_fgsm objective=ce,balanced_softmax class=0..9 seed=0,1,2 $(EXTRA)
 
-longtail-defenses: ## The long-tail defenses on CPU: PGD-AT, MART, AT-BSL, AWP, TAET, class-wise eps; PGD-3 inner, 3 seeds (~2 h)
+longtail-defenses: ## The long-tail defenses on CPU: PGD-AT, MART, AT-BSL, AWP, TAET, class-wise eps, RoBal-N/R, REAT; PGD-3 inner, 3 seeds (~3 h)
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
 		adversarial=pgd_at,mart,at_bsl,awp $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-defenses $(EXTRA)
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
 		adversarial=taet ++adversarial.clean_epochs=8 $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-taet $(EXTRA)
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
 		adversarial=pgd_at adversarial.classwise=true $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-classwise $(EXTRA)
+	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
+		adversarial=robal_n,robal_r model.head=cosine $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-robal $(EXTRA)
+	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
+		adversarial=reat $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-reat $(EXTRA)
 
 gpu-check: ## On a GPU, first: every GPU code path at toy size, PASS|FAIL|SKIP each, ~3 min (ARGS="--device cpu")
 	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)

@@ -16,133 +16,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from imbadv.core.errors import ConfigError
-from imbadv.core.registry import Facts, Params, Registry, RegistryError, bounds, params_key
-
-DEFAULT_EPS = 8 / 255  # the field's L-inf budget on [0, 1] pixels; robust validation's default
-
-
-@dataclass(frozen=True)
-class AdversarialParams(Params):
-    """Base of every method's parameters; standard training (`none`) adds none."""
-
-    def budget(self) -> float:
-        """The eps robust validation attacks at: the method's own, or the field's 8/255."""
-        return DEFAULT_EPS
-
-
-@dataclass(frozen=True)
-class NoParams(AdversarialParams):
-    """Standard training: no inner attack."""
-
-
-@dataclass(frozen=True)
-class BallParams(AdversarialParams):
-    """An inner attack in the L-inf `eps` ball (pixels in [0, 1]); `alpha` None = the method's step.
-
-    Class-wise eps (RobustLT's rule, any method; imbadv/adversarial/classwise.py): eps_c =
-    (1 - a) eps + tau sqrt(log(n_max / n_c)) eps with tau set so the training images' mean budget
-    is eps, ramped in from 0 over the first `classwise_ramp` x max_epochs epochs."""
-
-    eps: float = field(default=DEFAULT_EPS, metadata=bounds(0.0, 1.0))
-    alpha: float | None = field(default=None, metadata=bounds(0.0, 1.0, open_low=True))
-    classwise: bool = False
-    classwise_a: float = field(default=0.3, metadata=bounds(0.0, 1.0))  # RobustLT's alpha
-    classwise_ramp: float = field(default=0.8, metadata=bounds(0.0, 1.0))  # RobustLT's beta
-
-    def budget(self) -> float:
-        return self.eps
-
-    def inner_steps(self) -> int:
-        return 1
-
-    def step_size(self) -> float:
-        """The inner attack's step: `alpha`, or eps/4 (2/255 at 8/255)."""
-        return self.eps / 4 if self.alpha is None else self.alpha
-
-
-@dataclass(frozen=True)
-class FastFGSMParams(BallParams):
-    """Wong et al. (2020): one step of alpha (None = 1.25 eps) from a uniform random start."""
-
-    def step_size(self) -> float:
-        return 1.25 * self.eps if self.alpha is None else self.alpha
-
-
-@dataclass(frozen=True)
-class PGDParams(BallParams):
-    """An inner PGD of `steps` steps of `alpha` (None = eps/4)."""
-
-    steps: int = field(default=10, metadata=bounds(1))
-
-    def inner_steps(self) -> int:
-        return self.steps
-
-
-@dataclass(frozen=True)
-class PGDATParams(PGDParams):
-    """Madry et al. (2018); `attack` names a registered attack to run instead of the built-in PGD."""
-
-    attack: str | None = None
-
-    def check(self, key: str) -> None:
-        super().check(key)
-        if self.attack is not None:
-            from imbadv.attacks import ATTACKS  # torch-free registry
-
-            ATTACKS.get(f"{key}.attack", self.attack)
-            if self.classwise:
-                raise ConfigError(f"{key}.attack", self.attack, "null with classwise eps")
-
-
-@dataclass(frozen=True)
-class TradesParams(PGDParams):
-    """Zhang et al. (2019): loss(clean) + beta KL(clean || adversarial); 6 is their CIFAR-10 value."""
-
-    beta: float = field(default=6.0, metadata=bounds(0.0))
-
-
-@dataclass(frozen=True)
-class MARTParams(PGDParams):
-    """Wang et al. (2020): boosted CE on the adversarial example + beta KL weighted by 1 - p_y."""
-
-    beta: float = field(default=6.0, metadata=bounds(0.0))
-
-
-@dataclass(frozen=True)
-class ATBSLParams(PGDParams):
-    """Yue et al. (2024): PGD-AT whose outer loss is balanced softmax, CE(logits + tau log n_c)."""
-
-    tau: float = field(default=1.0, metadata=bounds(0.0))
-
-
-@dataclass(frozen=True)
-class AWPParams(PGDParams):
-    """Wu et al. (2020): each step's loss at weights moved by gamma ||w|| g / ||g|| per layer
-    (g: the gradient of the adversarial loss), from epoch `warmup` on (0-based)."""
-
-    gamma: float = field(default=5e-3, metadata=bounds(0.0))
-    warmup: int = field(default=0, metadata=bounds(0))  # epochs without the perturbation first
-
-
-@dataclass(frozen=True)
-class TradesAWPParams(AWPParams):
-    """AWP on TRADES; their script perturbs from its epoch 10 (1-based) of 200: warmup 9."""
-
-    beta: float = field(default=6.0, metadata=bounds(0.0))
-    warmup: int = field(default=9, metadata=bounds(0))
-
-
-@dataclass(frozen=True)
-class TAETParams(PGDParams):
-    """TAET (Wang et al. 2025): `clean_epochs` of plain CE, then the hierarchical adversarial
-    robust loss (HARL) on PGD examples: alpha mean_c L_c + beta var_c L_c + gamma sum_c q_c^2,
-    L_c the batch's mean adversarial CE of class c, q_c = L_c / sum_k L_k."""
-
-    clean_epochs: int = field(default=40, metadata=bounds(0))
-    harl_alpha: float = field(default=0.1, metadata=bounds(0.0))
-    harl_beta: float = field(default=0.1, metadata=bounds(0.0))
-    harl_gamma: float = field(default=0.1, metadata=bounds(0.0))
+from imbadv.adversarial.params import (  # noqa: F401  (re-exported: the axis's bases)
+    DEFAULT_EPS,
+    AdversarialParams,
+    ATBSLParams,
+    AWPParams,
+    BallParams,
+    FastFGSMParams,
+    MARTParams,
+    NoParams,
+    PGDATParams,
+    PGDParams,
+    REATParams,
+    RoBalParams,
+    RoBalRParams,
+    TAETParams,
+    TradesAWPParams,
+    TradesParams,
+)
+from imbadv.core.registry import Facts, Params, Registry, RegistryError, params_key
 
 
 @dataclass(frozen=True)
@@ -156,15 +48,20 @@ class AdversarialFacts(Facts):
     first, so BatchNorm sees the clean batch first); `groups`: members can train grouped exactly
     as alone; `perturbs_weights`: adversarial weight perturbation before the outer loss;
     `uses_objective`: the outer loss applies the job's objective (False: the method brings its
-    own, and the settings take `objective=ce` only).
+    own, and the settings take `objective=ce` only); `head`: the output layer the method needs
+    (`cosine`: model.head=cosine, checked with the settings); `features`: the outer loss takes
+    the adversarial example's penultimate features (`outer(..., features=f)`). `shifted` start:
+    x + eps U[0, 1) (RoBal's).
     """
 
-    start: Literal["none", "uniform", "normal"]
+    start: Literal["none", "uniform", "normal", "shifted"]
     divergence: Literal["none", "ce", "kl"]
     clean_forward: bool = False
     groups: bool = True
     perturbs_weights: bool = False
     uses_objective: bool = True
+    head: Literal["any", "cosine"] = "any"
+    features: bool = False
 
     def check(self, where: str, params: type[Params]) -> None:
         attacks = self.start != "none"
@@ -256,6 +153,37 @@ ADVERSARIAL.add(
     divergence="ce",
     groups=False,
     uses_objective=False,
+)
+ROBAL = {  # one loss, two settings of the paper: its N and R rows
+    "robal_n": (RoBalParams, "RoBal-N: cosine head, margin and prior-biased loss + TRADES term"),
+    "robal_r": (
+        RoBalRParams,
+        "RoBal-R: RoBal with the class-aware margin, no test-time adjustment",
+    ),
+}
+for _name, (_params, _what) in ROBAL.items():
+    ADVERSARIAL.add(
+        _name,
+        _params,
+        f"{_METHODS}:robal",
+        f"{_what} (Wu et al. 2021)",
+        start="shifted",
+        divergence="ce",
+        clean_forward=True,
+        groups=False,
+        uses_objective=False,
+        head="cosine",
+    )
+ADVERSARIAL.add(
+    "reat",
+    REATParams,
+    f"{_METHODS}:reat",
+    "REAT: balanced softmax + the TAIL feature term (Li et al. 2023)",
+    start="uniform",
+    divergence="ce",
+    groups=False,
+    uses_objective=False,
+    features=True,
 )
 
 

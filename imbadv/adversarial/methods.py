@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from imbadv.adversarial import ATBSLParams, MARTParams, TAETParams, TradesParams
+from imbadv.adversarial import (
+    ATBSLParams,
+    MARTParams,
+    REATParams,
+    RoBalParams,
+    TAETParams,
+    TradesParams,
+)
 from imbadv.training import BalancedSoftmaxParams
 from imbadv.training.objectives import balanced_softmax
 
@@ -105,3 +112,62 @@ def taet(p: TAETParams, counts: Sequence[int] | None = None) -> Outer:
         raise ValueError("adversarial=taet needs the number of classes (the training counts)")
     stage_two = harl(p, len(counts))
     return lambda clean, adv, y, loss: stage_two(adv, y)
+
+
+def robal(p: RoBalParams, counts: Sequence[int] | None = None) -> Outer:
+    """RoBal (wutong16/Adversarial_Long-Tail, `MultiMarginLoss` + `add_reg_train`):
+    CE(s (adv - m_y [k = y]) + tau_b log pi, y) + beta mean_i KL(clean_i || adv_i), on the raw
+    cosine outputs, m_c = m + tau_m log(n_c / n_min) / s, KL of log(p_adv + 1e-12) as theirs."""
+    if counts is None:
+        raise ValueError("adversarial=robal needs the training counts per class")
+    n = torch.tensor([max(c, 1) for c in counts], dtype=torch.float64)
+    margin = (p.m + p.tau_m * torch.log(n / n.min()) / p.s).float()
+    prior = (p.tau_b * torch.log(n / n.sum())).float()
+
+    def outer(clean, adv, y, loss):
+        m, b = margin.to(adv.device), prior.to(adv.device)
+        shifted = p.s * (adv - F.one_hot(y, adv.shape[1]) * m[y, None]) + b
+        p_clean, p_adv = F.softmax(clean, 1), F.softmax(adv, 1)
+        kl = (torch.xlogy(p_clean, p_clean) - p_clean * torch.log(p_adv + 1e-12)).sum(1)
+        return F.cross_entropy(shifted, y) + p.beta * kl.mean()
+
+    return outer
+
+
+def tail_term(
+    features: torch.Tensor, y: torch.Tensor, tail: torch.Tensor, omega: torch.Tensor
+) -> torch.Tensor:
+    """REAT's TAIL term as their code computes it (loss_functions.py, `REAT`): for each anchor i
+    of a tail class, KL_i = the mean over the batch's rows j and feature dims d of
+    q_id (log q_id - log softmax(f_j)_d), q_i = softmax(f_i) detached (their KLDivLoss with
+    size_average='none' reduces to that mean); c_i = mean_j s_ij (omega_yi + omega_yj), s_ij = -1
+    for the same class, +1 otherwise; TAIL = sum_i KL_i c_i / (number of anchors), 0 without."""
+    anchors = torch.isin(y, tail).nonzero().squeeze(1)
+    if len(anchors) == 0:
+        return features.sum() * 0.0
+    logp = F.log_softmax(features, 1)
+    logq = F.log_softmax(features[anchors].detach(), 1)
+    q = logq.exp()
+    kl = (q[:, None, :] * (logq[:, None, :] - logp[None, :, :])).mean((1, 2))
+    sign = torch.where(y[anchors, None] == y[None, :], -1.0, 1.0)
+    weight = omega[y[anchors], None] + omega[y][None, :]
+    return (kl * (sign * weight).mean(1)).sum() / len(anchors)
+
+
+def reat(p: REATParams, counts: Sequence[int] | None = None) -> Outer:
+    """REAT (GuanlinLee/REAT): balanced softmax CE(adv + log n_c, y) + TAIL on the adversarial
+    example's penultimate features, omega_c = sqrt(N / n_c). Their attack ascends a CE whose
+    per-class weights come from last epoch's predictions: a positive per-row factor, so the
+    sign steps, and the examples, are plain CE's (test): imbadv attacks with plain CE."""
+    if counts is None:
+        raise ValueError("adversarial=reat needs the training counts per class")
+    ones = [max(c, 1) for c in counts]  # their code: an empty class counts 1
+    balanced = balanced_softmax(BalancedSoftmaxParams(tau=1.0), ones)
+    n = torch.tensor(ones, dtype=torch.float32)
+    omega, tail = torch.sqrt(n.sum() / n), torch.tensor(p.tail_classes(counts))
+
+    def outer(clean, adv, y, loss, features):
+        term = tail_term(features, y, tail.to(y.device), omega.to(features.device))
+        return balanced(adv, y) + term
+
+    return outer

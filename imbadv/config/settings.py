@@ -249,12 +249,14 @@ def from_config(cfg: DictConfig) -> Settings:
     recipe = recipe_settings(cfg, train, dataset)
     objective = component(cfg.objective, "objective", OBJECTIVES)
     check_objective(objective, adversarial)
+    model = component(cfg.model, "model", MODELS)
+    check_head(model, adversarial)
     check_logger(cfg.get("logger"))
     return Settings(
         target=target,
         dataset=dataset,
         imbalance=imbalance,
-        model=component(cfg.model, "model", MODELS),
+        model=model,
         objective=objective,
         train=train,
         recipe=recipe,
@@ -302,6 +304,14 @@ def check_objective(objective: Spec, adversarial: AdversarialSettings) -> None:
     if not adversarial.facts.uses_objective and objective.name != "ce":
         allowed = f"ce with adversarial={adversarial.mode} (the method brings its own loss)"
         raise ConfigError("objective", objective.name, allowed)
+
+
+def check_head(model: Spec, adversarial: AdversarialSettings) -> None:
+    """A method built on a cosine classifier (RoBal) trains a model with model.head=cosine."""
+    need = adversarial.facts.head
+    if need != "any" and getattr(model.params, "head", None) != need:
+        allowed = f"{need} with adversarial={adversarial.mode} (its loss is on cosine outputs)"
+        raise ConfigError("model.head", getattr(model.params, "head", None), allowed)
 
 
 def adversarial_settings(cfg: DictConfig) -> AdversarialSettings:

@@ -21,7 +21,20 @@ class ModelParams(Params):
 
 
 @dataclass(frozen=True)
-class VGGParams(ModelParams):
+class HeadParams(ModelParams):
+    """A trainable architecture's output layer: `linear`, or RoBal's `cosine` classifier
+    (normalized features and weights; imbadv.models.common.CosineHead)."""
+
+    head: str = "linear"
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if self.head not in ("linear", "cosine"):
+            raise ConfigError(f"{key}.head", self.head, "one of linear, cosine")
+
+
+@dataclass(frozen=True)
+class VGGParams(HeadParams):
     """The paper's adapted VGG; `width` scales every channel count and the FC size."""
 
     width: float = field(default=1.0, metadata=bounds(1e-3, 64.0))
@@ -29,14 +42,14 @@ class VGGParams(ModelParams):
 
 
 @dataclass(frozen=True)
-class ResNetParams(ModelParams):
+class ResNetParams(HeadParams):
     """ResNet-18 / PreActResNet-18; `width` scales every channel count (1.0 = published)."""
 
     width: float = field(default=1.0, metadata=bounds(1e-3, 64.0))
 
 
 @dataclass(frozen=True)
-class WRNParams(ModelParams):
+class WRNParams(HeadParams):
     """WideResNet-depth-widen (default WRN-28-10; RoBal uses 34); `width` scales every channel."""
 
     depth: int = field(default=28, metadata=bounds(10, 1000))

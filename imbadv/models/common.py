@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -75,3 +76,53 @@ class Normalizing(nn.Module):
                 drawn(m.weight, partial(nn.init.kaiming_uniform_, a=math.sqrt(5)), generator)
                 bound = 1 / math.sqrt(m.in_features)
                 drawn(m.bias, partial(nn.init.uniform_, a=-bound, b=bound), generator)
+            elif isinstance(m, CosineHead):
+                m.reset_parameters(generator)
+
+
+class CosineHead(nn.Module):
+    """RoBal's cosine classifier (Wu et al. 2021, `CosPlus_Classifier`): z_c = scale <f / ||f||,
+    w_c / (||w_c|| + gamma)> + bias_c, gamma = 1/32.
+
+    `scale` (1) and `bias` (0) are stored buffers, not trained: a method may set them after
+    training (RoBal-N's 10 z - 0.1 log pi), and the stored model then answers with them.
+    """
+
+    def __init__(self, in_features: int, out_features: int, gamma: float = 1 / 32) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.gamma = in_features, out_features, gamma
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("bias", torch.zeros(out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Rows drawn uniform in [-1, 1] and scaled to unit norm (their code's init)."""
+        drawn(self.weight, partial(nn.init.uniform_, a=-1.0, b=1.0), generator)
+        with torch.no_grad():
+            self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            self.scale.fill_(1.0)
+            self.bias.zero_()
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        w = self.weight / (self.weight.norm(dim=1, keepdim=True) + self.gamma)
+        return self.scale * F.linear(F.normalize(f, dim=1), w) + self.bias
+
+
+HEADS = ("linear", "cosine")
+
+
+def head(kind: str, in_features: int, out_features: int) -> nn.Module:
+    """The output layer: `linear` (nn.Linear) or `cosine` (CosineHead)."""
+    if kind == "cosine":
+        return CosineHead(in_features, out_features)
+    return nn.Linear(in_features, out_features)
+
+
+def output_layer(model: nn.Module) -> nn.Module:
+    """The model's output layer (its `head_name` attribute's module): the penultimate features
+    are this layer's input, and RoBal-N's adjustment lives in it."""
+    name = getattr(model, "head_name", None)
+    if name is None:
+        raise ValueError(f"{type(model).__name__} does not name its output layer (head_name)")
+    return model.get_submodule(name)

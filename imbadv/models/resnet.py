@@ -9,6 +9,7 @@ from torch import nn
 from imbadv.data.base import DataCard
 from imbadv.models import ResNetParams
 from imbadv.models.common import Normalizing, scaled
+from imbadv.models.common import head as output
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, stride of the first block)
 
@@ -63,6 +64,8 @@ class ResNet18(Normalizing):
     Parameters at width 1 and 10 classes: 11,173,962 (ResNet-18), 11,172,170 (PreActResNet-18).
     """
 
+    head_name = "linear"  # the output layer (its input: the penultimate features)
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -71,6 +74,7 @@ class ResNet18(Normalizing):
         preact: bool = False,
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
+        head: str = "linear",
     ) -> None:
         super().__init__(mean, std, in_channels)
         block = PreActBlock if preact else BasicBlock
@@ -85,7 +89,7 @@ class ResNet18(Normalizing):
         self.layers = nn.Sequential(*layers)
         self.final_bn = nn.BatchNorm2d(cin) if preact else None
         self.pool = nn.AdaptiveAvgPool2d(1)  # any image size: 32x32 gives 4x4 here, as published
-        self.linear = nn.Linear(cin, num_classes)
+        self.linear = output(head, cin, num_classes)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,9 +104,9 @@ class ResNet18(Normalizing):
 
 def build(card: DataCard, p: ResNetParams) -> ResNet18:
     """The registry's `resnet18`, sized and normalized for the card."""
-    return ResNet18(card.num_classes, card.channels, p.width, False, card.mean, card.std)
+    return ResNet18(card.num_classes, card.channels, p.width, False, card.mean, card.std, p.head)
 
 
 def build_preact(card: DataCard, p: ResNetParams) -> ResNet18:
     """The registry's `preact_resnet18`, sized and normalized for the card."""
-    return ResNet18(card.num_classes, card.channels, p.width, True, card.mean, card.std)
+    return ResNet18(card.num_classes, card.channels, p.width, True, card.mean, card.std, p.head)

@@ -10,7 +10,8 @@ from torch import nn
 from imbadv.data.base import DataCard
 from imbadv.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD  # the default without a data card
 from imbadv.models import VGGParams
-from imbadv.models.common import channel_stats, drawn
+from imbadv.models.common import CosineHead, channel_stats, drawn
+from imbadv.models.common import head as output
 
 # (channels, convs) per block, each block ending in a 2x2 max-pool (Sec. 3.1 of the paper).
 PAPER_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 3), (256, 3))
@@ -24,6 +25,8 @@ class VGG(nn.Module):
     parameters for 32x32 RGB and 10 classes); small widths make CPU presets feasible.
     """
 
+    head_name = "classifier.3"  # the output layer (its input: the penultimate features)
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -33,6 +36,7 @@ class VGG(nn.Module):
         fc: int = 512,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
+        head: str = "linear",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -50,7 +54,7 @@ class VGG(nn.Module):
             nn.Flatten(),
             nn.Linear(channels * side * side, hidden),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_classes),
+            output(head, hidden, num_classes),
         )
         stats = channel_stats(mean, std, in_channels)
         self.register_buffer("mean", stats[0], persistent=False)
@@ -63,6 +67,8 @@ class VGG(nn.Module):
             if isinstance(module, nn.Conv2d | nn.Linear):
                 drawn(module.weight, nn.init.xavier_uniform_, generator)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, CosineHead):
+                module.reset_parameters(generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features((x - self.mean) / self.std))
@@ -70,7 +76,9 @@ class VGG(nn.Module):
 
 def build(card: DataCard, p: VGGParams) -> VGG:
     """The registry's entry: a VGG sized for the card, normalizing with its mean and std."""
-    return VGG(card.num_classes, card.channels, card.image_size, p.width, p.fc, card.mean, card.std)
+    return VGG(
+        card.num_classes, card.channels, card.image_size, p.width, p.fc, card.mean, card.std, p.head
+    )
 
 
 def parameter_count(model: nn.Module) -> int:

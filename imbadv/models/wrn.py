@@ -9,6 +9,7 @@ from torch import nn
 from imbadv.data.base import DataCard
 from imbadv.models import WRNParams
 from imbadv.models.common import Normalizing, scaled
+from imbadv.models.common import head as output
 
 
 class WideBlock(nn.Module):
@@ -41,6 +42,8 @@ class WideResNet(Normalizing):
     36,479,194; WRN-34-10 46,160,474.
     """
 
+    head_name = "linear"  # the output layer (its input: the penultimate features)
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -51,6 +54,7 @@ class WideResNet(Normalizing):
         dropout: float = 0.0,
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
+        head: str = "linear",
     ) -> None:
         super().__init__(mean, std, in_channels)
         n = (depth - 4) // 6
@@ -65,7 +69,7 @@ class WideResNet(Normalizing):
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(cin)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.linear = nn.Linear(cin, num_classes)
+        self.linear = output(head, cin, num_classes)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,5 +80,13 @@ class WideResNet(Normalizing):
 def build(card: DataCard, p: WRNParams) -> WideResNet:
     """The registry's `wrn`, sized and normalized for the card."""
     return WideResNet(
-        card.num_classes, card.channels, p.depth, p.widen, p.width, p.dropout, card.mean, card.std
+        card.num_classes,
+        card.channels,
+        p.depth,
+        p.widen,
+        p.width,
+        p.dropout,
+        card.mean,
+        card.std,
+        p.head,
     )

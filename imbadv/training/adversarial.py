@@ -8,6 +8,7 @@ sees the model in training mode. Images are float in [0, 1]; eps and steps are p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 
 import torch
@@ -18,6 +19,7 @@ from imbadv.adversarial import ADVERSARIAL, AdversarialSettings
 from imbadv.adversarial.classwise import class_eps
 from imbadv.attacks import ATTACKS, Direction
 from imbadv.attacks.core import eval_mode
+from imbadv.models.common import output_layer
 from imbadv.training.awp import perturb_weights, shift
 from imbadv.training.objectives import Loss
 
@@ -101,6 +103,8 @@ class AdversarialStep:
         gen = self.generator(x.device)
         if self.facts.start == "normal":  # TRADES and MART start at x + 0.001 N(0, 1)
             return x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device)
+        if self.facts.start == "shifted":  # RoBal's one-sided start, x + eps U[0, 1)
+            return x + torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * eps
         uniform = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
         return x + uniform * eps
 
@@ -131,17 +135,36 @@ class AdversarialStep:
         x_adv = self.examples(model, x, y)
         if self.facts.perturbs_weights and self.epoch >= self.p.warmup:
             self.pending = perturb_weights(model, self.p.gamma, self.closure(x, x_adv, y, loss))
-        clean = model(x) if self.facts.clean_forward else None  # first: BatchNorm sees it first
-        return self.outer(clean, model(x_adv), y, loss)
+        return self.closure(x, x_adv, y, loss)(model)
 
     def closure(self, x, x_adv, y, loss) -> Callable[[nn.Module], torch.Tensor]:
         """The outer loss as a function of the model (AWP ascends it in the weights)."""
 
         def of(model: nn.Module) -> torch.Tensor:
-            clean = model(x) if self.facts.clean_forward else None
-            return self.outer(clean, model(x_adv), y, loss)
+            clean = model(x) if self.facts.clean_forward else None  # first: BatchNorm sees it first
+            if not self.facts.features:
+                return self.outer(clean, model(x_adv), y, loss)
+            with penultimate(model) as seen:
+                adv = model(x_adv)
+            return self.outer_loss(clean, adv, y, loss, features=seen[0])
 
         return of
+
+    def finish(self, model: nn.Module, state: dict | None = None) -> None:
+        """After training: the method's test-time output (RoBal-N's scale and bias) written into
+        the output layer's buffers, of `model` or of its state dict `state` (a sibling's)."""
+        adjust = None if self.counts is None else self.p.posthoc(self.counts)
+        if adjust is None:
+            return
+        scale, bias = adjust
+        if state is None:
+            layer = output_layer(model)
+            layer.scale.fill_(scale)
+            layer.bias.copy_(torch.tensor(bias))
+            return
+        name = model.head_name
+        state[f"{name}.scale"] = torch.full_like(state[f"{name}.scale"], scale)
+        state[f"{name}.bias"] = torch.tensor(bias).to(state[f"{name}.bias"])
 
     def after_step(self, model: nn.Module) -> None:
         """After the optimizer's step: take back the weight perturbation (AWP's restore)."""
@@ -154,6 +177,17 @@ class AdversarialStep:
     ) -> torch.Tensor:
         """The method's training loss from the logits (`clean` None unless it needs them)."""
         return self.outer_loss(clean, adv, y, loss)
+
+
+@contextmanager
+def penultimate(model: nn.Module):
+    """Collects the input of the model's output layer (its penultimate features) while open."""
+    seen: list[torch.Tensor] = []
+    hook = output_layer(model).register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    try:
+        yield seen
+    finally:
+        hook.remove()
 
 
 def inner_attack(settings: AdversarialSettings) -> tuple[Callable, object]:

@@ -274,6 +274,11 @@ def fit(
         raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
     model.load_state_dict(keep.state)
     model.eval()
+    if step is not None:  # the method's test-time output (RoBal-N), on every kept model
+        with torch.no_grad():
+            step.finish(model)
+        if keep.other["state"] is not None:
+            step.finish(model, keep.other["state"])
     facts = {**module.compiled.record(), **layout.record()}  # compiled or why not; the layout
     return training_record(trainer.current_epoch, settings.selection, keep, facts, sibling)
 

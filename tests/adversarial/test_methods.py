@@ -200,7 +200,7 @@ def test_a_method_whose_facts_contradict_its_params_is_refused_at_registration()
     with pytest.raises(RegistryError, match="adversarial mine: perturbs_weights needs"):
         ADVERSARIAL.add("mine", PGDParams, "my:outer", start="uniform", divergence="ce", perturbs_weights=True)  # fmt: skip
     with pytest.raises(
-        RegistryError, match="must derive from imbadv.adversarial.AdversarialParams"
+        RegistryError, match="must derive from imbadv.adversarial.params.AdversarialParams"
     ):
         from imbadv.training import CrossEntropyParams
 

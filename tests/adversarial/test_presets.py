@@ -10,6 +10,7 @@ from imbadv.config.settings import CONF_DIR, from_config
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 OWN_LOSS = {n for n, e in ADVERSARIAL.entries.items() if not e.facts.uses_objective}
+COSINE = {n for n, e in ADVERSARIAL.entries.items() if e.facts.head == "cosine"}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -18,6 +19,8 @@ def test_a_preset_takes_every_method(preset, tmp_path):
         overrides = [f"experiment={preset}", f"adversarial={mode}", f"paths.data_dir={tmp_path}"]
         if mode in OWN_LOSS:
             overrides.append("objective=ce")
+        if mode in COSINE:
+            overrides.append("model.head=cosine")
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
         s = from_config(cfg)
