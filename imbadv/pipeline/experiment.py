@@ -234,15 +234,18 @@ def versions() -> dict[str, str]:
     }
 
 
-def git_commit() -> str:
+def git_commit(where: Path | None = None) -> str:
+    """The short commit of the code that ran, `+dirty` when the package or the configs differ
+    from it (changed or new files: the code is then not that commit's); "unknown" outside git."""
+
+    def git(*args: str) -> str:
+        cwd = where or Path(__file__).parent
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or "unknown"
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = commit and git("status", "--porcelain", "--", ":(top)imbadv", ":(top)conf")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{commit}+dirty" if changed else commit or "unknown"

@@ -128,3 +128,22 @@ def test_posthoc_adjustment_wraps_the_model_only_when_asked(job):
 def test_classes_by_index_or_name(job):
     _, data, _ = job
     assert plan.resolve_class(1, data) == plan.resolve_class("class1", data) == 1
+
+
+def test_the_commit_says_dirty_when_the_code_differs_from_it(tmp_path):
+    import subprocess
+
+    from imbadv.pipeline.experiment import git_commit
+
+    assert git_commit(tmp_path) == "unknown"  # not a checkout
+    env = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    (tmp_path / "imbadv").mkdir()
+    (tmp_path / "imbadv" / "a.py").write_text("x = 1\n")
+    (tmp_path / "docs.md").write_text("notes\n")
+    for args in (["init", "-q"], ["add", "."], [*env, "commit", "-qm", "c"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (tmp_path / "docs.md").write_text("more notes\n")  # not code: still the commit
+    assert git_commit(tmp_path / "imbadv") == head
+    (tmp_path / "imbadv" / "b.py").write_text("y = 2\n")  # new code
+    assert git_commit(tmp_path / "imbadv") == f"{head}+dirty"
