@@ -22,7 +22,7 @@ from imbadv.adversarial import (
     TradesParams,
 )
 from imbadv.training import BalancedSoftmaxParams
-from imbadv.training.objectives import balanced_softmax
+from imbadv.training.objectives import Resident, balanced_softmax
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Outer = Callable[[torch.Tensor | None, torch.Tensor, torch.Tensor, Loss], torch.Tensor]
@@ -121,11 +121,11 @@ def robal(p: RoBalParams, counts: Sequence[int] | None = None) -> Outer:
     if counts is None:
         raise ValueError("adversarial=robal needs the training counts per class")
     n = torch.tensor([max(c, 1) for c in counts], dtype=torch.float64)
-    margin = (p.m + p.tau_m * torch.log(n / n.min()) / p.s).float()
-    prior = (p.tau_b * torch.log(n / n.sum())).float()
+    margin = Resident((p.m + p.tau_m * torch.log(n / n.min()) / p.s).float())
+    prior = Resident((p.tau_b * torch.log(n / n.sum())).float())
 
     def outer(clean, adv, y, loss):
-        m, b = margin.to(adv.device), prior.to(adv.device)
+        m, b = margin.on(adv), prior.on(adv)
         shifted = p.s * (adv - F.one_hot(y, adv.shape[1]) * m[y, None]) + b
         p_clean, p_adv = F.softmax(clean, 1), F.softmax(adv, 1)
         kl = (torch.xlogy(p_clean, p_clean) - p_clean * torch.log(p_adv + 1e-12)).sum(1)
@@ -164,10 +164,10 @@ def reat(p: REATParams, counts: Sequence[int] | None = None) -> Outer:
     ones = [max(c, 1) for c in counts]  # their code: an empty class counts 1
     balanced = balanced_softmax(BalancedSoftmaxParams(tau=1.0), ones)
     n = torch.tensor(ones, dtype=torch.float32)
-    omega, tail = torch.sqrt(n.sum() / n), torch.tensor(p.tail_classes(counts))
+    omega, tail = Resident(torch.sqrt(n.sum() / n)), Resident(torch.tensor(p.tail_classes(counts)))
 
     def outer(clean, adv, y, loss, features):
-        term = tail_term(features, y, tail.to(y.device), omega.to(features.device))
+        term = tail_term(features, y, tail.on(y), omega.on(features))
         return balanced(adv, y) + term
 
     return outer

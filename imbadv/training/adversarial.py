@@ -84,6 +84,7 @@ class AdversarialStep:
         self.generators: dict[str, torch.Generator] = {}
         self.inner = None if settings.attack is None else inner_attack(settings)
         self.pending: dict[str, torch.Tensor] | None = None  # AWP's perturbation, until restored
+        self.table: tuple | None = None  # class-wise eps of this epoch, on the batch's device
 
     def generator(self, device: torch.device) -> torch.Generator:
         """One generator per device, seeded once: the random starts repeat with the seed."""
@@ -95,8 +96,11 @@ class AdversarialStep:
         """The batch's eps: the method's, or each row's class eps (N, 1, 1, 1) when class-wise."""
         if not getattr(self.p, "classwise", False):
             return self.p.eps
-        table = class_eps(self.p, self.counts, self.epoch, self.max_epochs)
-        return torch.tensor(table, device=y.device)[y].view(-1, 1, 1, 1)
+        key = (self.epoch, self.max_epochs, y.device)  # the table changes once an epoch
+        if self.table is None or self.table[0] != key:
+            table = class_eps(self.p, self.counts, self.epoch, self.max_epochs)
+            self.table = key, torch.tensor(table, device=y.device)
+        return self.table[1][y].view(-1, 1, 1, 1)
 
     def start(self, x: torch.Tensor, eps: float) -> torch.Tensor:
         """The inner attack's random start for batch `x`, drawn from this step's own generator."""

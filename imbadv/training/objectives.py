@@ -13,6 +13,21 @@ from imbadv.training import BalancedSoftmaxParams, CrossEntropyParams, WeightedC
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class Resident:
+    """A small constant tensor (class weights, a log prior) copied to each device and dtype once:
+    a per-step `.to(device)` is a host-to-device copy every step, and a captured step cannot
+    hold one."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values, self.copies = values, {}
+
+    def on(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.device, like.dtype)
+        if key not in self.copies:
+            self.copies[key] = self.values.to(like.device, like.dtype)
+        return self.copies[key]
+
+
 def cross_entropy(p: CrossEntropyParams, counts: Sequence[int]) -> Loss:
     """Mean cross-entropy of the true labels; the class counts play no part."""
     return F.cross_entropy
@@ -35,10 +50,10 @@ def class_weights(counts: Sequence[int], kind: str, beta: float = 0.9999) -> tor
 
 def weighted_cross_entropy(p: WeightedCEParams, counts: Sequence[int]) -> Loss:
     """Cross-entropy with `class_weights`, averaged over the batch's weights (torch's convention)."""
-    weights = class_weights(counts, p.weights, p.beta)
+    weights = Resident(class_weights(counts, p.weights, p.beta))
 
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, weight=weights.to(logits.device, logits.dtype))
+        return F.cross_entropy(logits, y, weight=weights.on(logits))
 
     return loss
 
@@ -50,10 +65,10 @@ def log_prior(counts: Sequence[int]) -> torch.Tensor:
 
 def balanced_softmax(p: BalancedSoftmaxParams, counts: Sequence[int]) -> Loss:
     """Cross-entropy on logits + tau * log n_c: the model learns balanced logits (Ren et al. 2020)."""
-    shift = p.tau * log_prior(counts)
+    shift = Resident(p.tau * log_prior(counts))
 
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits + shift.to(logits.device, logits.dtype), y)
+        return F.cross_entropy(logits + shift.on(logits), y)
 
     return loss
 
