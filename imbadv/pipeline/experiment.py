@@ -228,7 +228,7 @@ def versions() -> dict[str, str]:
 
     return {
         "imbadv": __version__,
-        "git": git_commit(),
+        "git": CODE_COMMIT,
         "torch": torch.__version__,
         "lightning": lightning.__version__,
     }
@@ -249,3 +249,8 @@ def git_commit(where: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}+dirty" if changed else commit or "unknown"
+
+
+# Read once, when the code is imported: a sweep runs the code it loaded at its start, however
+# the checkout moves while it runs (a commit made mid-sweep is not the code of its later jobs).
+CODE_COMMIT = git_commit()

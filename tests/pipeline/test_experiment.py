@@ -147,3 +147,15 @@ def test_the_commit_says_dirty_when_the_code_differs_from_it(tmp_path):
     assert git_commit(tmp_path / "imbadv") == head
     (tmp_path / "imbadv" / "b.py").write_text("y = 2\n")  # new code
     assert git_commit(tmp_path / "imbadv") == f"{head}+dirty"
+
+
+def test_the_commit_is_read_when_the_code_is_loaded_not_when_a_job_ends(monkeypatch):
+    import subprocess
+
+    from imbadv.pipeline import experiment
+
+    def no_git(*args, **kwargs):
+        raise AssertionError("git was asked after the code was loaded")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert experiment.versions()["git"] == experiment.CODE_COMMIT
