@@ -60,7 +60,7 @@ longtail-defenses: ## The long-tail defenses on CPU: PGD-AT, MART, AT-BSL, AWP, 
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
 		adversarial=robal_n,robal_r model.head=cosine $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-robal $(EXTRA)
 	$(PY) -m imbadv.run -m experiment=longtail_quick dataset=folder dataset.root=$(DATA) seed=0,1,2 \
-		adversarial=reat $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-reat $(EXTRA)
+		adversarial=reat optimizer.lr=0.05,0.02 $(DEFENSE_ARGS) hydra.sweep.dir=multirun/lt-reat $(EXTRA)
 
 gpu-check: ## On a GPU, first: every GPU code path at toy size, PASS|FAIL|SKIP each, ~3 min (ARGS="--device cpu")
 	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
