@@ -75,7 +75,9 @@ def test_second_sweep_trains_nothing_and_reuses_results(smoke_sweep, tmp_path):
     assert second["trainings"] == 0 and second["attacks_seconds"] == 0.0
     assert second["results_reused"] == second["jobs"] == 6
     parts = ("data", "device_wait", "models", "clean_eval", "attacks", "overhead")
-    assert sum(first[f"{p}_seconds"] for p in parts) == pytest.approx(first["wall_seconds"])
+    assert sum(first[f"{p}_seconds"] for p in parts) == pytest.approx(
+        first["wall_seconds"], abs=1e-3
+    )
 
 
 @pytest.mark.slow
