@@ -12,9 +12,17 @@ import torch
 from filelock import FileLock, Timeout
 
 
-def slot_order(num_gpus: int, jobs_per_gpu: int) -> list[tuple[int, int]]:
-    """(gpu, slot) pairs in the order jobs take them: one job per GPU first, then the second, ..."""
-    return [(gpu, slot) for slot in range(jobs_per_gpu) for gpu in range(num_gpus)]
+def slot_order(
+    num_gpus: int, jobs_per_gpu: int, last: tuple[int, int] | None = None
+) -> list[tuple[int, int]]:
+    """(gpu, slot) pairs in the order jobs take them: the slot this process held last (a worker's
+    next job stays on its GPU: its CUDA context, compiled and captured steps are there), then one
+    job per GPU first, then the second, ..."""
+    order = [(gpu, slot) for slot in range(jobs_per_gpu) for gpu in range(num_gpus)]
+    return ([last] if last in order else []) + [pair for pair in order if pair != last]
+
+
+_last_slot: dict[str, tuple[int, int]] = {}  # lock folder -> the slot this process held last
 
 
 @contextmanager
@@ -29,12 +37,13 @@ def claim_gpu_slot(
     lock_dir = Path(lock_dir)
     lock_dir.mkdir(parents=True, exist_ok=True)
     while True:
-        for gpu, slot in slot_order(num_gpus, jobs_per_gpu):
+        for gpu, slot in slot_order(num_gpus, jobs_per_gpu, _last_slot.get(str(lock_dir))):
             lock = FileLock(lock_dir / f"gpu{gpu}-slot{slot}.lock")
             try:
                 lock.acquire(timeout=0)
             except Timeout:
                 continue
+            _last_slot[str(lock_dir)] = (gpu, slot)
             try:
                 yield gpu
             finally:

@@ -81,6 +81,18 @@ class Store:
     def lock(self, key: str) -> FileLock:
         return FileLock(self.root / "locks" / f"{key}.lock")
 
+    def busy(self, key: str) -> bool:
+        """Whether another process holds the lock `key` now (it is training that model)."""
+        try:
+            with self.lock(key).acquire(timeout=0):
+                return False
+        except Timeout:
+            return True
+
+    def recorded(self, key: str) -> bool:
+        """Whether model `key` has a record (written after its weights)."""
+        return (self.root / "models" / f"{key}.json").exists()
+
     @contextmanager
     def held(self, key: str) -> Iterator[None]:
         """The lock `key`, held; the time spent waiting for it adds to `lock_wait_seconds`."""

@@ -19,8 +19,19 @@ def test_slot_order_spreads_over_gpus_first():
 def test_nested_claims_get_distinct_slots_and_release(tmp_path):
     with claim_gpu_slot(tmp_path, 2, 1) as a, claim_gpu_slot(tmp_path, 2, 1) as b:
         assert {a, b} == {0, 1}
-    with claim_gpu_slot(tmp_path, 2, 1) as c:
-        assert c == 0  # released slots are free again
+    with claim_gpu_slot(tmp_path, 2, 1) as c, claim_gpu_slot(tmp_path, 2, 1) as d:
+        assert {c, d} == {0, 1}  # released slots are free again
+
+
+def test_a_worker_keeps_its_gpu_between_jobs(tmp_path):
+    with claim_gpu_slot(tmp_path, 3, 1) as first, claim_gpu_slot(tmp_path, 3, 1) as second:
+        assert (first, second) == (0, 1)
+    with claim_gpu_slot(tmp_path, 3, 1) as again:  # GPU 0 is free, but this process was on 1
+        assert again == 1
+    with claim_gpu_slot(tmp_path / "other", 3, 1) as elsewhere:  # another store's slots
+        assert elsewhere == 0
+    assert slot_order(2, 2, last=(1, 1)) == [(1, 1), (0, 0), (1, 0), (0, 1)]
+    assert slot_order(2, 2, last=(5, 0)) == slot_order(2, 2)  # a slot this machine lacks
 
 
 def _hold(lock_dir, n_gpus, per_gpu, seconds, queue):

@@ -105,9 +105,10 @@ PARTS = ("data", "device_wait", "models", "clean_eval", "attacks")  # meta.stage
 def sweep_totals(root: Path) -> dict:
     """Where a finished sweep's time went, from its results.json files.
 
-    Sums over jobs: wall, training (models trained in the job), the stages each job times
-    (`meta.stage_seconds`: data loading, waiting for a GPU slot, obtaining models (training
-    included), clean evaluation, attacks; lock waits inside them), and overhead = wall - stages.
+    Sums over jobs: wall, training (models trained in the job, its own and, in `helping`, other
+    jobs' while its own was busy), the stages each job times (`meta.stage_seconds`: data loading,
+    waiting for a GPU slot, obtaining models (training included), clean evaluation, attacks; lock
+    waits and helping inside them), and overhead = wall - stages.
     `elapsed` is the sweep's first start to last finish; `concurrency` = wall / elapsed. Jobs
     written before stages were timed count in `jobs_without_stages` and only in wall/training.
     """
@@ -115,7 +116,7 @@ def sweep_totals(root: Path) -> dict:
     if not files:
         raise FileNotFoundError(f"no results.json under {root}")
     totals = {"jobs": len(files), "trainings": 0, "wall_seconds": 0.0, "train_seconds": 0.0}
-    parts = dict.fromkeys(PARTS, 0.0) | {"lock_wait": 0.0, "overhead": 0.0}
+    parts = dict.fromkeys(PARTS, 0.0) | {"lock_wait": 0.0, "helping": 0.0, "overhead": 0.0}
     spans, unsplit, reused = [], 0, 0
     for path in files:
         full = json.loads(path.read_text())  # meta and training seconds: any format since 1
@@ -126,10 +127,12 @@ def sweep_totals(root: Path) -> dict:
                 totals["trainings"] += 1
                 totals["train_seconds"] += full["models"][role]["train_seconds"]
         stages = meta.get("stage_seconds")
+        totals["trainings"] += len(meta.get("helped", []))  # other jobs' models, trained here
+        totals["train_seconds"] += (stages or {}).get("helping", 0.0)
         if stages is None:
             unsplit += 1
             continue
-        for part in (*PARTS, "lock_wait"):
+        for part in (*PARTS, "lock_wait", "helping"):
             parts[part] += stages.get(part, 0.0)
         parts["overhead"] += meta["wall_seconds"] - sum(stages.get(p, 0.0) for p in PARTS)
         reused += stages.get("attacks", 0.0) == 0.0 and stages.get("clean_eval", 0.0) == 0.0
@@ -193,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="add the compile_vs_eager row: trainer.compile=on against off (compiling takes minutes)",
+        help="add the compile_vs_eager row: trainer.compile=on against off, and with --group the grouped compiled side (compiling takes minutes)",
     )
     p.add_argument(
         "--no-processes",
@@ -326,7 +329,7 @@ def optional_rows(
     if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
         out["grouped"] = bench_grouped(
             model, s, args.group, args.warmup, args.steps, args.group_repeats, device,
-            processes=not args.no_processes,
+            processes=not args.no_processes, compiled=args.compile,
         )  # fmt: skip
     if args.compile:  # trainer.compile=on vs off (docs/training.md); before attacks set eval mode
         out["compiled"] = bench_compile(

@@ -113,16 +113,21 @@ def sweep(check: Check, name: str, group: str) -> str:
 
 def sweep_on_vs_off(check: Check) -> str:
     """trainer.group=on gives the models group=off gives: same keys, weights within rounding."""
+    return same_models(check, STORES)
+
+
+def same_models(check: Check, stores: tuple[str, str]) -> str:
+    """The second store's grouped models are the first's: same keys, weights within rounding."""
     from safetensors.torch import load_file
 
-    off, on = records(check.out / "sweep-off-store"), records(check.out / "sweep-on-store")
+    off, on = (records(check.out / store) for store in stores)
     if set(off) != set(on):
         raise CheckFailed(f"other store keys grouped: {sorted(set(off) ^ set(on))}")
     if not any(r.get("grouped") for r in on.values()):
         raise CheckFailed("no model was trained grouped with trainer.group=on")
     worst = (0.0, 0.0, 0.0)  # (bulk, largest, bound) of the model with the largest bulk
     for key, record in on.items():
-        a, b = (load_file(check.out / s / "models" / f"{key}.safetensors") for s in STORES)
+        a, b = (load_file(check.out / s / "models" / f"{key}.safetensors") for s in stores)
         steps = record["epochs"] * -(-sum(record["train_counts"]) // 64)  # smoke: batch 64
         bound = 0.01 * steps * GRADIENT_RTOL[check.device] * 10 / (1 - 0.9)
         bulk, largest = weight_gap(a, b)
@@ -174,6 +179,20 @@ def compiled(check: Check) -> str:
     if not record.get("compiled"):
         raise CheckFailed(f"fell back to eager: {record.get('compile_fallback')}")
     return "trainer.compile=on: compiled"
+
+
+def compiled_grouped(check: Check) -> str:
+    """trainer.compile=on with trainer.group=on: the static-shape compiled step (captured on
+    CUDA), its models the first sweep's within rounding."""
+    if check.device == "cpu":
+        raise Skipped("inductor on a CPU: tests/grouped/test_grouped_compiled.py runs it")
+    args = [*TOY, *SGD, *GRID, "trainer.group=on", "trainer.compile=on"]
+    check.job("compile-grouped", args, multirun=True)
+    models = records(check.out / "compile-grouped-store").values()
+    fallen = [r.get("compile_fallback") for r in models if r.get("grouped") and not r["compiled"]]
+    if fallen:
+        raise CheckFailed(f"grouped training fell back to eager: {fallen[0]}")
+    return "compiled: " + same_models(check, ("sweep-off-store", "compile-grouped-store"))
 
 
 def longtail(check: Check, preset: str) -> str:
@@ -270,6 +289,7 @@ PATHS: dict[str, tuple[str, tuple[str, ...], Callable[[Check], str]]] = {
     "group-on-vs-off": ("grouped = alone", ("sweep-off", "sweep-on"), sweep_on_vs_off),
     "grouped-at": ("grouped adversarial training", (), grouped_at),
     "compile": ("trainer.compile=on", (), compiled),
+    "compile-grouped": ("trainer.compile=on, grouped", ("sweep-off",), compiled_grouped),
     "longtail": ("experiment=longtail, 1 epoch", (), lambda c: longtail(c, "longtail")),
     "longtail_quick": ("experiment=longtail_quick", (), lambda c: longtail(c, "longtail_quick")),
     "matrix-stack-off": ("transfer matrix job", ("sweep-off",), lambda c: matrix(c, "off")),

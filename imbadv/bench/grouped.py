@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imbadv.bench.attacks import alternated
+from imbadv.bench.busy import WHAT, BusyClock
 from imbadv.bench.processes import processes_train, threads_per_process
 from imbadv.bench.training import StepClock, imbadv_train, make_data, torch_flags_kept
 from imbadv.grouped.train import GroupedClassifier, Zipped, unstack_into
@@ -25,11 +28,16 @@ def grouped_train(
     s: TrainSettings,
     warmup: int,
     device: torch.device,
+    compiled: bool = False,
+    clock: StepClock | None = None,
 ) -> float:
     """Seconds for the steps after `warmup` of grouped training's path (member i seeded i), as
-    `fit_group` builds it, without its validation (as `imbadv_train` leaves out fit's)."""
-    clock = StepClock(warmup, device)
+    `fit_group` builds it, without its validation (as `imbadv_train` leaves out fit's);
+    `compiled`: its trainer.compile=on step (compiling falls in the warm-up steps)."""
+    clock = clock or StepClock(warmup, device)
     module = GroupedClassifier(models, s, [F.cross_entropy] * len(models))
+    if compiled:
+        module.compile(device)
     with torch_flags_kept():
         trainer = make_trainer(s, device, [clock])
         streams = [train_batches((x, y), s, Recipe(), seed) for seed in range(len(models))]
@@ -65,15 +73,19 @@ def bench_grouped(
     repeats: int,
     device: torch.device,
     processes: bool = True,
+    compiled: bool = False,
 ) -> dict:
-    """Images/s per member of K grouped against the same K in sequence and (with `processes`)
-    K processes at once, alternated, from the same initial weights (member i: `model`
-    re-initialized from seed i) and batches."""
+    """Images/s per member of K grouped against the same K in sequence, (with `processes`) K
+    processes at once and (with `compiled`) K grouped through trainer.compile=on's step,
+    alternated, from the same initial weights (member i: `model` re-initialized from seed i) and
+    batches."""
     x, y = make_data((warmup + steps) * s.batch_size, device)
     layout = choose_layout(model, device, s.channels_last).format
     x = x.contiguous(memory_format=layout)
     start = members(model, k, device, layout)
     sides = {"sequence": sequence_train, "grouped": grouped_train}
+    if compiled:
+        sides["compiled"] = partial(grouped_train, compiled=True)
     threads = threads_per_process(torch.get_num_threads(), k)
     if processes:
         template = copy.deepcopy(model)
@@ -82,11 +94,14 @@ def bench_grouped(
         )
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     final, peaks = {}, {}
+    walls: dict[str, list[float]] = {side: [] for side in sides}
     for side in alternated(list(sides), repeats):
         final[side] = [copy.deepcopy(m) for m in start]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        began = time.perf_counter()
         took = sides[side](final[side], x, y, s, warmup, device)
+        walls[side].append(time.perf_counter() - began)  # set-up and warm-up (compiling) in
         if side == "processes":  # each process's own peak; the largest is reported
             took, each = took
             peaks[side] = None if None in each else max(each)
@@ -107,11 +122,41 @@ def bench_grouped(
         "peak_memory_mib_per_member": peaks,
         "weights_max_abs_diff": weights_diff(final["sequence"], final["grouped"]),
     }
+    if compiled:  # the compiled step against the eager grouped one, and its weights; each run's
+        # whole wall: the first compiles, a later one in this process reuses the graphs (or not)
+        row |= paired(per_member, "compiled", "grouped", "compiled_vs_grouped", "compiled_ratios")
+        row |= {"compiled_run_seconds": walls["compiled"], "grouped_run_seconds": walls["grouped"]}
+        row["compiled_weights_max_abs_diff"] = weights_diff(final["grouped"], final["compiled"])
+    row |= busy(start, x, y, s, warmup, device, compiled)
     if processes:  # K processes run the same code as the sequence: rounding apart, the same weights
         row |= paired(per_member, "grouped", "processes", "vs_processes", "vs_processes_ratios")
         row["threads_per_process"] = threads
         row["processes_weights_max_abs_diff"] = weights_diff(final["sequence"], final["processes"])
     return row
+
+
+def busy(
+    start: list[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: TrainSettings,
+    warmup: int,
+    device: torch.device,
+    compiled: bool,
+) -> dict:
+    """How busy the device was in the timed steps of one more, profiled, run of each side: one
+    member alone (`fit`'s path), the group, and the compiled group (the profiler slows the host,
+    so these runs are not in the images/s)."""
+    shares = {}
+    for side in ("alone", "grouped", *(["compiled"] if compiled else [])):
+        clock = BusyClock(warmup, device)
+        if side == "alone":
+            imbadv_train(copy.deepcopy(start[0]), x, y, s, warmup, device, clock=clock)
+        else:
+            ms = [copy.deepcopy(m) for m in start]
+            grouped_train(ms, x, y, s, warmup, device, side == "compiled", clock)
+        shares[side] = clock.share
+    return {"busy_share": shares, "busy_what": WHAT[device.type]}
 
 
 def members(

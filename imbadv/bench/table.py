@@ -19,7 +19,7 @@ def grouped_rates(grouped: dict, rate: float, flop: float) -> dict:
     """The grouped row's report entries, with each side's achieved GFLOP/s (all K members) beside
     the machine's matmul `rate` measured in the same run."""
     k = grouped["members"]
-    for side in ("grouped", "sequence", "processes"):
+    for side in ("grouped", "sequence", "processes", "compiled"):
         if f"{side}_images_per_s_per_member" in grouped:  # processes: unless --no-processes
             gflops = k * grouped[f"{side}_images_per_s_per_member"] * flop / 1e9
             grouped[f"{side}_gflops"] = gflops
@@ -27,6 +27,8 @@ def grouped_rates(grouped: dict, rate: float, flop: float) -> dict:
     out = {"grouped_vs_sequence": grouped["ratio"], "grouped": grouped}
     if "vs_processes" in grouped:
         out["grouped_vs_processes"] = grouped["vs_processes"]
+    if "compiled_vs_grouped" in grouped:
+        out["grouped_compiled_vs_grouped"] = grouped["compiled_vs_grouped"]
     return out
 
 
@@ -83,7 +85,8 @@ def optional_lines(r: dict) -> list[str]:
             f"per member, {g['members']} grouped vs in sequence (weights max diff "
             f"{g['weights_max_abs_diff']:.2g}); {g['grouped_gflops']:.1f} vs "
             f"{g['sequence_gflops']:.1f} GFLOP/s, {100 * g['grouped_of_matmul_rate']:.0f} % vs "
-            f"{100 * g['sequence_of_matmul_rate']:.0f} % of the matmul rate"
+            f"{100 * g['sequence_of_matmul_rate']:.0f} % of the matmul rate; device busy "
+            + ", ".join(f"{side} {100 * v:.0f} %" for side, v in g["busy_share"].items())
         )
     if "stacked" in r:
         g = r["stacked"]
@@ -101,6 +104,20 @@ def optional_lines(r: dict) -> list[str]:
             f"{'':<28}  per member, {g['members']} grouped vs {g['members']} processes at once, "
             f"{g['threads_per_process']} thread(s) each (weights max diff vs sequence "
             f"{g['processes_weights_max_abs_diff']:.2g}); {g['processes_gflops']:.1f} GFLOP/s"
+        )
+    if "grouped_compiled_vs_grouped" in r:
+        g = r["grouped"]
+        lines.append(
+            f"  grouped  {g['compiled_images_per_s_per_member']:>9.1f} "
+            f"{g['grouped_images_per_s_per_member']:>9.1f} {g['compiled_vs_grouped']:>6.3f}  "
+            f"{'':<28}  per member, {g['members']} grouped compiled vs eager (weights max diff "
+            f"{g['compiled_weights_max_abs_diff']:.2g}); {g['compiled_gflops']:.1f} GFLOP/s; "
+            "whole runs "
+            + ", ".join(f"{t:.1f}" for t in g["compiled_run_seconds"])
+            + " s vs "
+            + ", ".join(f"{t:.1f}" for t in g["grouped_run_seconds"])
+            + " s eager (the first "
+            "compiles)"
         )
     if "compile" in r:
         c = r["compile"]

@@ -35,6 +35,7 @@ def identity(s: Settings) -> str:
             "model": s.model.key(),
             "objective": s.objective.key(),
             "train": params_key(s.train),
+            "recipe": {axis: part.key() for axis, part in vars(s.recipe).items()},
             "adversarial": params_key(s.adversarial),
             "val_fraction": s.val_fraction,
         }
@@ -79,11 +80,12 @@ def may_group(s: Settings) -> bool:
     return s.train.group == "on" or s.device != "cpu"
 
 
-def plan(jobs: list[Settings]) -> dict[tuple[Path, str], list[Member]]:
-    """(store folder, group id) -> the distinct members the sweep needs, in first-asked order."""
+def plan(jobs: list[Settings], grouping: bool = True) -> dict[tuple[Path, str], list[Member]]:
+    """(store folder, group id) -> the distinct members the sweep needs, in first-asked order;
+    `grouping`: only of jobs that may train grouped, else of every job that trains models."""
     groups: dict[tuple[Path, str], list[Member]] = {}
     for s in jobs:
-        if not may_group(s):
+        if not may_group(s) if grouping else s.model.name == CHECKPOINT:
             continue
         for ss, m in requests(s):
             found = groups.setdefault((Path(s.store_dir), identity(ss)), [])
@@ -93,25 +95,34 @@ def plan(jobs: list[Settings]) -> dict[tuple[Path, str], list[Member]]:
 
 
 def write_plan(jobs: list[Settings]) -> int:
-    """Write each group of two or more members to its store; returns how many groups."""
+    """Write each group of two or more members to its store (`groups/`), and every set of models
+    that could group (`sweeps/`: what a job trains while its own model is another job's,
+    imbadv.pipeline.obtain); returns how many groups."""
+    for (root, gid), members in plan(jobs, grouping=False).items():
+        write_members(plan_path(root, gid, "sweeps"), gid, members)
     groups = plan(jobs)
     for (root, gid), members in groups.items():
-        path = plan_path(root, gid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"group": gid, "members": members}, f, indent=1, default=str)
-        os.replace(tmp, path)  # a job never reads half a plan
+        write_members(plan_path(root, gid), gid, members)
     return len(groups)
 
 
-def plan_path(root: Path, gid: str) -> Path:
-    return Path(root) / "groups" / f"{gid}.json"
+def write_members(path: Path, gid: str, members: list[Member]) -> None:
+    """One plan file, written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"group": gid, "members": members}, f, indent=1, default=str)
+    os.replace(tmp, path)  # a job never reads half a plan
 
 
-def read_plan(root: Path, gid: str) -> list[Member]:
-    """The members a sweep planned for group `gid` (none when no sweep planned one)."""
-    path = plan_path(root, gid)
+def plan_path(root: Path, gid: str, kind: str = "groups") -> Path:
+    return Path(root) / kind / f"{gid}.json"
+
+
+def read_plan(root: Path, gid: str, kind: str = "groups") -> list[Member]:
+    """The members a sweep planned for group `gid` (none when no sweep planned one); `kind`
+    "sweeps": every model of the sweep with that identity, grouped or not."""
+    path = plan_path(root, gid, kind)
     try:
         return list(json.loads(path.read_text())["members"])
     except (OSError, ValueError, KeyError):

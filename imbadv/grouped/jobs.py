@@ -88,6 +88,16 @@ def planned(data: Dataset, s: Settings, plan: Planned) -> list[Resolved]:
     return list(found.values()) if listed else [Resolved(s, plan)]
 
 
+def sweep_models(data: Dataset, s: Settings) -> Iterator[Resolved]:
+    """Every model the sweep planned with this job's identity (grouped or not), in first-asked
+    order, made as its own job would make it."""
+    for request in read_plan(s.store_dir, identity(s), "sweeps"):
+        try:
+            yield resolve(data, s, request)
+        except ImbadvError:  # a member another data set asked for
+            continue
+
+
 def resolve(data: Dataset, s: Settings, request: Member) -> Resolved:
     """A planned member's settings and plan, made as its own job would make them."""
     imbalance = request["imbalance"]

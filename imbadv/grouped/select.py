@@ -11,7 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from imbadv.core.errors import TrainingError
 from imbadv.models.layout import CHANNELS_LAST, Layout
+from imbadv.training import TrainSettings
 from imbadv.training.loop import KeepBest
 
 # The grouped module (imbadv.grouped.train.GroupedClassifier) is typed by what is read here,
@@ -90,3 +92,21 @@ def unstack_into(model: nn.Module, params: dict, buffers: dict) -> None:
             t.copy_(params[name])
         for name, t in model.named_buffers():
             t.copy_(buffers[name])
+
+
+def member_record(run: MemberRun, epochs: int, settings: TrainSettings, compiled: dict) -> dict:
+    """The member's `fit` record (`compiled`: what trainer.compile did, shared by the group); its
+    model gets the chosen weights, in eval mode."""
+    if run.keep.state is None:
+        raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
+    run.model.load_state_dict(run.keep.state)
+    run.model.eval()
+    return {
+        "epochs": epochs if run.stopped_at is None else run.stopped_at + 1,
+        "selection_rule": settings.selection,
+        "best_epoch": run.keep.best_epoch,
+        "best_val_loss": run.keep.best_loss,
+        "history": run.keep.history,
+        **compiled,
+        **run.layout.record(),
+    }

@@ -24,9 +24,11 @@ from imbadv.grouped.select import (  # re-exported: grouped training's API
     MemberRun,
     Patience,
     freeze,
+    member_record,
     unstack_into,
 )
 from imbadv.training import Recipe, TrainSettings
+from imbadv.training.compiled import CompiledForward, wanted
 from imbadv.training.loop import (
     channels_last,
     make_trainer,
@@ -39,7 +41,7 @@ from imbadv.training.objectives import Loss
 
 __all__ = ["GroupedClassifier", "GroupSelection", "Member", "MemberRun", "Patience", "Zipped"]
 __all__ += ["fit_group", "freeze", "ungroupable", "unstack_into"]
-GROUPED_EAGER = "grouped training runs eager: its vmapped call is not compiled yet"
+ADVERSARIAL_EAGER = "grouped adversarial training runs eager: its inner attack is not compiled yet"
 
 
 @dataclass
@@ -97,6 +99,7 @@ class GroupedClassifier(L.LightningModule):
         losses: list[Loss],
         recipe: Recipe | None = None,
         adversary: GroupAdversary | None = None,
+        compiled: CompiledForward | None = None,
     ):
         super().__init__()
         self.settings, self.losses, self.k = settings, losses, len(models)
@@ -113,6 +116,19 @@ class GroupedClassifier(L.LightningModule):
         self.runs: list[MemberRun] = []
         self.active = list(range(self.k))
         self.loss_sum, self.seen = torch.zeros(self.k), 0
+        # trainer.compile=on: every member's forward as one static-shape compiled call
+        self.compiled = compiled
+
+    def compile(self, device: torch.device) -> CompiledForward:
+        """The stacked forward of all K members compiled (one graph per batch shape; on CUDA
+        captured): used by standard training's steps from here on, recorded in each member's record."""
+        self.compiled = CompiledForward(self.all_logits, True, device)
+        return self.compiled
+
+    def all_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits (K, B, classes) for its inputs `x` (K, B, C, H, W), train mode."""
+        params, buffers = self.tensors()
+        return vmap(self._call)(params, buffers, x)
 
     def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Stacked parameters and buffers by the model's own names."""
@@ -135,6 +151,8 @@ class GroupedClassifier(L.LightningModule):
             self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch: tuple, _: int) -> torch.Tensor:
+        if self.compiled is not None and self.adversary is None:
+            return self.static_step(batch)
         params, buffers = self.live_tensors()
         x = to_unit(torch.stack([batch[k][0] for k in self.active]))  # (live K, B, C, H, W)
         ys = [batch[k][1] for k in self.active]
@@ -155,6 +173,18 @@ class GroupedClassifier(L.LightningModule):
             with torch.no_grad():
                 for name, t in self.tensors()[1].items():
                     t.index_copy_(0, self.index, buffers[name])
+        n = len(batch[0][1])
+        self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
+        self.seen += n
+        return losses.sum()
+
+    def static_step(self, batch: tuple) -> torch.Tensor:
+        """The compiled step: all K members every step (static shapes: a stopped member does not
+        change the graph), the stopped ones' losses left out of the sum, so their gradient is
+        exactly zero; `on_train_batch_end` puts back what momentum and BatchNorm moved."""
+        self.template[0].train()
+        logits = self.compiled(to_unit(torch.stack([b[0] for b in batch])))
+        losses = torch.stack([self.losses[k](logits[k], batch[k][1]) for k in self.active])
         n = len(batch[0][1])
         self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
         self.seen += n
@@ -248,28 +278,21 @@ def fit_group(
     adversary = GroupAdversary(adversarial, seeds, counts) if adversarial.on else None
     module = GroupedClassifier(models, settings, [m.loss for m in members], recipe, adversary)
     module.runs, module.steps_per_epoch = runs, len(trains[0])
+    if wanted(settings.compile) and adversary is None:
+        module.compile(device)
     trainer = make_trainer(settings, device, [GroupSelection(), *callbacks], logger)
     trainer.fit(module, train_dataloaders=Zipped(trains), val_dataloaders=vals)
-    return [record(run, trainer.current_epoch, settings) for run in runs]
+    facts = compile_facts(module, settings)
+    return [member_record(run, trainer.current_epoch, settings, facts) for run in runs]
 
 
-def record(run: MemberRun, epochs: int, settings: TrainSettings) -> dict:
-    """The member's `fit` record; its model gets the chosen weights, in eval mode."""
-    if run.keep.state is None:
-        raise TrainingError("training ended before any validation epoch; check trainer.max_epochs")
-    run.model.load_state_dict(run.keep.state)
-    run.model.eval()
-    return {
-        "epochs": epochs if run.stopped_at is None else run.stopped_at + 1,
-        "selection_rule": settings.selection,
-        "best_epoch": run.keep.best_epoch,
-        "best_val_loss": run.keep.best_loss,
-        "history": run.keep.history,
-        # trainer.compile: the vmapped call is not compiled (yet); `on` says so in the record
-        "compiled": False,
-        **({"compile_fallback": GROUPED_EAGER} if settings.compile == "on" else {}),
-        **run.layout.record(),
-    }
+def compile_facts(module: GroupedClassifier, settings: TrainSettings) -> dict:
+    """What each member's record says of trainer.compile: compiled, or why not when asked."""
+    if module.compiled is not None:
+        return module.compiled.record()
+    if wanted(settings.compile):  # asked, but adversarial: the inner attack runs eager
+        return {"compiled": False, "compile_fallback": ADVERSARIAL_EAGER}
+    return {"compiled": False}
 
 
 def check_members(

@@ -181,6 +181,7 @@ def _run_checked(
     meta = job_meta(data, s, target, device) | {
         "threads": threads,
         "trained_here": trained,
+        "helped": job.helped,  # other jobs' models trained here while this job's was busy
         "wall_seconds": time.perf_counter() - started,
         "stage_seconds": {k: round(v, 4) for k, v in seconds.items()},
         "started_at": begun,

@@ -32,6 +32,7 @@ class Job:
     store: Store
     watch: Watch = field(default=None)  # type: ignore[assignment]
     seconds: dict[str, float] = field(default_factory=dict)  # per stage; shared by `using`
+    helped: list[str] = field(default_factory=list)  # models trained for other jobs (their keys)
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:

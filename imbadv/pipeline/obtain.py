@@ -17,11 +17,13 @@ from imbadv.models import CHECKPOINT
 from imbadv.pipeline.job import Job
 from imbadv.pipeline.plan import (
     Planned,
+    balanced_profile,
     build_model,
     data_identity,
     model_facts,
     plan_model,
     posthoc,
+    resolve_class,
     sibling_plan,
     training_inputs,
 )
@@ -31,10 +33,11 @@ from imbadv.training.loop import fit
 
 
 def obtain_model(
-    job: Job, profile: Spec, target: int, role: str | None = None
+    job: Job, profile: Spec, target: int, role: str | None = None, helps: bool = True
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model for (profile, target) under `job.settings` from the store, trained here first
-    if no job has yet."""
+    if no job has yet; while another job trains it, this one trains (`helps`) the sweep's other
+    models that nobody has started, then waits for it."""
     s, data = job.settings, job.data
     if s.model.name == CHECKPOINT:  # it stands in for the job's own model; others train with arch
         from imbadv.models import checkpoint
@@ -46,6 +49,8 @@ def obtain_model(
     plan = plan_model(data, s, profile, target, role)
     model = build_model(data, s)
     sibling = sibling_plan(data, s, profile, target, role)
+    if helps:
+        help_while_busy(job, plan.key)
 
     def alone(m: torch.nn.Module) -> dict[str, Any]:
         record = train_model(job, m, plan, sibling)
@@ -57,6 +62,26 @@ def obtain_model(
     record, trained = grouping.obtain(job, plan, model, alone)
     model = posthoc(model.to(job.device).eval(), record, s, job.device)
     return model, {**record, "trained_here": trained}
+
+
+def help_while_busy(job: Job, key: str) -> None:
+    """While another job trains model `key`, obtain the sweep's planned models of the same
+    identity that are neither stored nor being trained, each as its own job would (the same
+    function, its own settings): models first, so no job waits on a lock while one is left."""
+    store = job.store
+    if store.recorded(key) or not store.busy(key):
+        return
+    for ms, mp in grouping.sweep_models(job.data, job.settings):
+        if store.recorded(key) or not store.busy(key):
+            return
+        if mp.key == key or store.recorded(mp.key) or store.busy(mp.key):
+            continue
+        profile = balanced_profile(ms, job.data.train_counts()) if mp.role == "balanced" else None
+        target = 0 if ms.target is None else resolve_class(ms.target, job.data)
+        with job.timed("helping"):  # inside `models`, as lock_wait is
+            _, record = obtain_model(job.using(ms), profile or ms.imbalance, target, helps=False)
+        if record["trained_here"]:
+            job.helped.append(mp.key)
 
 
 def train_model(

@@ -25,16 +25,25 @@ def wanted(setting: str) -> bool:
 
 
 class CompiledForward:
-    """`model`'s forward through torch.compile when `enabled`; if compiling or running it raises
-    (compilation is lazy: the first call compiles; inductor needs a C compiler on CPU, triton on
-    GPU), the rest of the run is eager, with one warning and the reason kept in `fallback`."""
+    """`model`'s forward (a module, or a method of one) through torch.compile when `enabled`; if
+    compiling or running it raises (compilation is lazy: the first call compiles; inductor needs a
+    C compiler on CPU, triton on GPU), the rest of the run is eager, with one warning and the
+    reason kept in `fallback`.
 
-    def __init__(self, model: nn.Module, enabled: bool, device: torch.device) -> None:
+    Static shapes (`dynamic=False`): each batch shape gets its own graph, so an epoch's last
+    partial batch runs its own exact graph (two per epoch, never padded: padding would enter
+    BatchNorm's batch statistics), and on CUDA each graph is captured at its own shape.
+    """
+
+    def __init__(
+        self, model: nn.Module | Callable[..., torch.Tensor], enabled: bool, device: torch.device
+    ) -> None:
         self.eager: Callable[..., torch.Tensor] = model
         self.asked = enabled
         # A plain attribute, not a submodule: the compiled wrapper shares the model's parameters
         # and must not add `_orig_mod.*` keys to any state_dict.
-        self.call = torch.compile(model, mode=compile_mode(device)) if enabled else model
+        mode = compile_mode(device)
+        self.call = torch.compile(model, mode=mode, dynamic=False) if enabled else model
         self.fallback: str | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

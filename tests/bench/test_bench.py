@@ -293,6 +293,16 @@ def test_sweep_totals_split_each_jobs_stages(tmp_path):
     assert t["overhead_seconds"] == pytest.approx((10.0 - 9.5) + (4.0 - 7.5))
     assert t["results_reused"] == 1 and t["elapsed_seconds"] == 10.0 and t["concurrency"] == 1.4
     assert "jobs_without_stages" not in t
+    assert t["trainings"] == 1 and t["train_seconds"] == 5.0 and t["helping_seconds"] == 0.0
+    # job b trained another job's model while its own was busy: a training, in its models stage
+    path = tmp_path / "b" / "results.json"
+    full = json.loads(path.read_text())
+    full["meta"]["helped"] = ["k2"]
+    full["meta"]["stage_seconds"]["helping"] = 3.0
+    path.write_text(json.dumps(full))
+    t = bench.sweep_totals(tmp_path)
+    assert t["trainings"] == 2 and t["train_seconds"] == 8.0 and t["helping_seconds"] == 3.0
+    assert t["models_seconds"] == 12.0  # helping is inside `models`, as lock waits are
 
 
 def test_sweep_totals_count_only_models_trained_in_the_job(tmp_path):
@@ -388,3 +398,44 @@ def test_attacks_none_measures_the_rest_without_torchattacks(monkeypatch, tmp_pa
     assert report["attack"] == {} and positive(report["train_vs_raw"])
     assert math.isnan(report["attack_vs_torchattacks"])
     assert report["machine"]["torchattacks"] is None
+
+
+def test_the_grouped_compiled_side_is_reported_beside_the_eager_group(monkeypatch):
+    from imbadv.bench.grouped import bench_grouped
+    from imbadv.bench.table import grouped_rates, optional_lines
+    from imbadv.training import compiled
+
+    def broken(model, **_):
+        def raises(x):
+            raise RuntimeError("inductor: no compiler")
+
+        return raises
+
+    monkeypatch.setattr(compiled.torch, "compile", broken)  # eager: the same steps, bit for bit
+    s = TrainSettings(batch_size=8, max_epochs=1)
+    cpu = torch.device("cpu")
+    row = bench_grouped(VGG(width=0.0625), s, 2, 1, 2, 1, cpu, processes=False, compiled=True)
+    assert row["compiled_weights_max_abs_diff"] == 0.0
+    assert positive(row["compiled_images_per_s_per_member"]) and positive(
+        row["compiled_vs_grouped"]
+    )
+    report = grouped_rates(row, 100.0, 1e6)
+    assert report["grouped_compiled_vs_grouped"] == row["compiled_vs_grouped"]
+    assert positive(row["compiled_gflops"])
+    assert len(row["compiled_run_seconds"]) == len(row["grouped_run_seconds"]) == 1
+    # the profiled runs: the share of the timed steps spent inside torch operators on this CPU
+    assert set(row["busy_share"]) == {"alone", "grouped", "compiled"}
+    assert all(0.0 < v <= 1.0 for v in row["busy_share"].values()), row["busy_share"]
+    assert "torch operators on the CPU" in row["busy_what"]
+    assert "device busy alone" in next(x for x in optional_lines(report) if "in sequence" in x)
+    (line,) = [x for x in optional_lines(report) if "compiled vs eager" in x]
+    assert "2 grouped compiled vs eager" in line
+
+
+def test_busy_time_counts_overlapping_work_once():
+    from imbadv.bench.busy import union_seconds
+
+    assert union_seconds([]) == 0.0
+    # nested (an operator inside another), overlapping (two streams), disjoint: in microseconds
+    spans = [(0.0, 10.0), (2.0, 3.0), (8.0, 15.0), (20.0, 21.0)]
+    assert union_seconds(spans) == pytest.approx(16e-6)

@@ -1,0 +1,94 @@
+"""trainer.compile=on in grouped training: one static-shape compiled call for all members trains
+each member as it trains alone (eager), stopped members and the last partial batch included."""
+
+import logging
+
+import pytest
+import torch
+from test_grouped import SGD, TinyBN, alone_and_grouped, atol, members, toy
+from torch import nn
+from torch._dynamo.utils import counters
+
+from imbadv.adversarial import AdversarialSettings
+from imbadv.grouped.train import ADVERSARIAL_EAGER, Member, fit_group
+from imbadv.training import TrainSettings
+from imbadv.training import compiled as compiled_module
+
+CPU = torch.device("cpu")
+
+
+def tiny(seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # test-only model: its init is not the feature under test
+    return TinyBN()
+
+
+@pytest.mark.slow
+def test_compiled_group_trains_each_member_as_alone_with_a_partial_batch_and_a_stop():
+    # 96 images at batch 40: steps of 40, 40 and 16 (the partial batch runs its own graph);
+    # member 0 validates on flipped labels and stops first, the others go on in the same graph
+    torch._dynamo.reset()
+    counters.clear()
+    eager = TrainSettings(batch_size=40, max_epochs=3, patience=1, channels_last=False)
+    compiled = TrainSettings(**{**eager.__dict__, "compile": "on"})
+    alone, _, _ = alone_and_grouped(tiny, eager, members(flip_first=True))
+    group = members(flip_first=True)
+    models = [tiny(m.seed) for m in group]
+    records = fit_group(models, group, compiled, CPU, recipe=SGD)
+    assert records[0]["epochs"] < records[1]["epochs"] == 3  # a member stopped mid-run
+    assert counters["stats"]["unique_graphs"] == 2  # batch 40 and 16; the stop made no new one
+    for (model, rec), grouped, grec in zip(alone, models, records, strict=True):
+        assert grec["compiled"] is True, grec.get("compile_fallback")
+        assert grec["epochs"] == rec["epochs"] and grec["best_epoch"] == rec["best_epoch"]
+        sa, sb = model.state_dict(), grouped.state_dict()
+        for name in sa:  # weights and BatchNorm statistics, the stopped member's included
+            diff = float((sa[name].float() - sb[name].float()).abs().max())
+            assert diff < atol(9), name
+    # the next group in this process (a worker's next job) reuses both graphs: nothing compiles
+    again = members()
+    fit_group([tiny(m.seed) for m in again], again, compiled, CPU, recipe=SGD)
+    assert counters["stats"]["unique_graphs"] == 2
+
+
+def test_a_failed_grouped_compile_trains_eager_and_says_why(monkeypatch, caplog):
+    def broken_compile(fn, **_):
+        def raises(*_):
+            raise RuntimeError("no C compiler found\nmore")
+
+        return raises
+
+    monkeypatch.setattr(compiled_module.torch, "compile", broken_compile)
+    s = TrainSettings(batch_size=32, max_epochs=2, early_stopping=False, channels_last=False)
+    group = members()[:2]
+    eager = [tiny(m.seed) for m in group]
+    fit_group(eager, group, s, CPU, recipe=SGD)
+    fallen = [tiny(m.seed) for m in group]
+    with caplog.at_level(logging.WARNING, logger="imbadv.training.compiled"):
+        records = fit_group(
+            fallen, group, TrainSettings(**{**s.__dict__, "compile": "on"}), CPU, recipe=SGD
+        )
+    for a, b, rec in zip(eager, fallen, records, strict=True):
+        assert rec["compiled"] is False
+        assert rec["compile_fallback"] == "RuntimeError: no C compiler found"
+        # eager over all members (the static step) equals the sliced eager step
+        for name, t in a.state_dict().items():
+            assert float((t.float() - b.state_dict()[name].float()).abs().max()) < atol(6)
+    assert sum("no C compiler found" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_grouped_adversarial_training_says_it_ran_eager_when_compile_is_asked():
+    s = TrainSettings(batch_size=32, max_epochs=1, early_stopping=False, compile="on")
+    adversarial = AdversarialSettings.of("fast_fgsm", eps=8 / 255)
+    group = [Member(toy(32, 10 + k), toy(16, 20 + k), seed=k) for k in range(2)]
+    records = fit_group(
+        [tiny(m.seed) for m in group], group, s, CPU, recipe=SGD, adversarial=adversarial
+    )
+    assert all(r["compiled"] is False for r in records)
+    assert all(r["compile_fallback"] == ADVERSARIAL_EAGER for r in records)
+    off = fit_group(
+        [tiny(m.seed) for m in group],
+        group,
+        TrainSettings(batch_size=32, max_epochs=1, early_stopping=False),
+        CPU,
+        recipe=SGD,
+    )
+    assert all(r["compiled"] is False and "compile_fallback" not in r for r in off)
