@@ -83,15 +83,8 @@ def bench_grouped(
     layout = choose_layout(model, device, s.channels_last).format
     x = x.contiguous(memory_format=layout)
     start = members(model, k, device, layout)
-    sides = {"sequence": sequence_train, "grouped": grouped_train}
-    if compiled:
-        sides["compiled"] = partial(grouped_train, compiled=True)
     threads = threads_per_process(torch.get_num_threads(), k)
-    if processes:
-        template = copy.deepcopy(model)
-        sides["processes"] = lambda ms, *_: processes_train(
-            template, ms, len(y), s, warmup, device, threads
-        )
+    sides = make_sides(model, len(y), s, warmup, device, threads if processes else 0, compiled)
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     final, peaks = {}, {}
     walls: dict[str, list[float]] = {side: [] for side in sides}
@@ -122,16 +115,43 @@ def bench_grouped(
         "peak_memory_mib_per_member": peaks,
         "weights_max_abs_diff": weights_diff(final["sequence"], final["grouped"]),
     }
-    if compiled:  # the compiled step against the eager grouped one, and its weights; each run's
-        # whole wall: the first compiles, a later one in this process reuses the graphs (or not)
-        row |= paired(per_member, "compiled", "grouped", "compiled_vs_grouped", "compiled_ratios")
-        row |= {"compiled_run_seconds": walls["compiled"], "grouped_run_seconds": walls["grouped"]}
-        row["compiled_weights_max_abs_diff"] = weights_diff(final["grouped"], final["compiled"])
+    if compiled:
+        row |= compiled_side(per_member, walls, final)
     row |= busy(start, x, y, s, warmup, device, compiled)
     if processes:  # K processes run the same code as the sequence: rounding apart, the same weights
         row |= paired(per_member, "grouped", "processes", "vs_processes", "vs_processes_ratios")
         row["threads_per_process"] = threads
         row["processes_weights_max_abs_diff"] = weights_diff(final["sequence"], final["processes"])
+    return row
+
+
+def make_sides(
+    model: nn.Module,
+    n: int,
+    s: TrainSettings,
+    warmup: int,
+    device: torch.device,
+    threads: int,
+    compiled: bool,
+) -> dict:
+    """The row's sides: sequence, grouped, (`compiled`) compiled, (`threads` > 0) processes."""
+    sides = {"sequence": sequence_train, "grouped": grouped_train}
+    if compiled:
+        sides["compiled"] = partial(grouped_train, compiled=True)
+    if threads:
+        template = copy.deepcopy(model)
+        sides["processes"] = lambda ms, *_: processes_train(
+            template, ms, n, s, warmup, device, threads
+        )
+    return sides
+
+
+def compiled_side(per_member: dict, walls: dict, final: dict) -> dict:
+    """The compiled step against the eager grouped one, and its weights; each run's whole wall:
+    the first compiles, a later one in this process reuses the graphs (or not)."""
+    row = paired(per_member, "compiled", "grouped", "compiled_vs_grouped", "compiled_ratios")
+    row |= {"compiled_run_seconds": walls["compiled"], "grouped_run_seconds": walls["grouped"]}
+    row["compiled_weights_max_abs_diff"] = weights_diff(final["grouped"], final["compiled"])
     return row
 
 
