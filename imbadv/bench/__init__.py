@@ -29,6 +29,7 @@ from imbadv.bench.attacks import (
     differing,
     timed,
 )
+from imbadv.bench.formats import bench_formats, save_formats
 from imbadv.bench.grouped import bench_grouped
 from imbadv.bench.stacked import bench_stacked
 from imbadv.bench.table import TARGETS, format_table, grouped_rates
@@ -212,7 +213,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--with-quick-job", action="store_true", help="peak RSS of one quick job")
     p.add_argument("--data", default=None, help="class-folder .tar.gz for that job (else smoke)")
     p.add_argument("--sweep", type=Path, default=None, help="a finished sweep: its wall-time split")
+    p.add_argument(
+        "--formats",
+        action="store_true",
+        help="add the formats row (fp32/bf16 x NHWC/NCHW training steps) and save its choice for "
+        "trainer.precision=auto and channels_last=auto to STORE/formats.json",
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        default=Path(os.environ.get("IMBADV_STORE_DIR", "store")),
+        help="the store whose formats.json --formats writes (default: $IMBADV_STORE_DIR or store)",
+    )
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --formats saves it was run with
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for flag, _, cpu, gpu, _ in OPTIONS:
         key = flag[2:].replace("-", "_")
@@ -325,7 +339,11 @@ def optional_rows(
     args: argparse.Namespace, model: torch.nn.Module, s: TrainSettings, device: torch.device
 ) -> dict:
     """The measurements a flag asks for (None when not asked), and the attacks' images."""
-    out: dict = {"grouped": None, "compiled": None, "stacked": None}
+    out: dict = {"grouped": None, "compiled": None, "stacked": None, "formats": None}
+    if args.formats:  # the format `auto` trains in on this device (docs/training.md)
+        row = bench_formats(copy.deepcopy(model), s, args.warmup, args.steps, args.repeats, device)
+        where = save_formats(row, args, device)
+        out["formats"] = row | where
     if args.group > 0:  # K members as one computation vs the same K in sequence (docs/grouped.md)
         out["grouped"] = bench_grouped(
             model, s, args.group, args.warmup, args.steps, args.group_repeats, device,
@@ -355,6 +373,8 @@ def optional_report(
         report |= {"stacked_vs_sequence": stacked["ratio"], "stacked": stacked}
     if compiled is not None:
         report |= {"compile_vs_eager": compiled["ratio"], "compile": compiled}
+    if optional["formats"] is not None:
+        report["formats"] = optional["formats"]
     if args.with_quick_job:
         report["quick_job"] = quick_job(args.data, device, args.threads)
     if args.sweep is not None:

@@ -16,183 +16,27 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-TOY = [
-    "experiment=smoke",
-    "dataset.train_per_class=60",
-    "dataset.test_per_class=20",
-    "counts.majority=60",
-    "counts.minority=12",
-    "trainer.max_epochs=2",
-    "logger=none",
-]
-# SGD for the grouped-vs-alone comparison: rounding stays rounding (RMSprop turns it into steps)
-SGD = ["optimizer=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.9", "optimizer.weight_decay=0"]
-# 4 jobs, 6 models in 3 same-size groups (balanced, under-0 and over-0 of seeds 0 and 1)
-GRID = ["class=0", "imbalance=under,over", "seed=0,1"]
-# float32 gradients in another summation order differ by ~1e-6 of the largest; TF32 convolutions
-# (cuDNN's default on Ampere and later) by ~1e-3: the bound below scales with it
-GRADIENT_RTOL = {"cpu": 1e-5, "cuda": 1e-3}
+from imbadv.bench.checks import SGD, TOY, Check, CheckFailed, Skipped, records, results
+from imbadv.bench.gpugroup import (  # re-exported: the check's API
+    FLIP_FACTOR,
+    compiled,
+    compiled_grouped,
+    compiled_grouped_at,
+    grouped_at,
+    sweep,
+    sweep_on_vs_off,
+    weight_gap,
+)
 
-
-class CheckFailed(Exception):
-    """A path ran but did not do what it must; the message says what."""
-
-
-class Skipped(Exception):
-    """A path that this device does not run; the message says why and what covers it."""
-
-
-@dataclass
-class Check:
-    """One run of the check: where it writes, on what device, with which interpreter."""
-
-    device: str
-    out: Path
-    python: str = sys.executable
-    timeout: float = 300.0
-    results: dict[str, dict] = field(default_factory=dict)
-
-    def run(self, name: str, module: str, args: list[str]) -> subprocess.CompletedProcess:
-        """`python -m module args` in `out`, its output in `out/name.log`; CheckFailed if it fails."""
-        log = self.out / f"{name}.log"
-        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-        with open(log, "a") as f:
-            f.write(f"$ {self.python} -m {module} {' '.join(args)}\n")
-            f.flush()
-            proc = subprocess.run(
-                [self.python, "-m", module, *args],
-                cwd=self.out,
-                env=env,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                timeout=self.timeout,
-            )
-        if proc.returncode != 0:
-            tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-            raise CheckFailed(f"exit {proc.returncode}: {tail[0][:300]} (see {log.name})")
-        return proc
-
-    def job(self, name: str, args: list[str], multirun: bool = False) -> Path:
-        """An imbadv.run job or sweep under `out/name` with its own store; returns its folder."""
-        where = self.out / name
-        dirs = [f"hydra.sweep.dir={where}"] if multirun else [f"hydra.run.dir={where}"]
-        device = ["launcher=gpus"] if multirun else [f"device={self.device}"]
-        threads = ["threads=1"] if self.device == "cpu" else []
-        flags = ["-m"] if multirun else []
-        store = [f"paths.store_dir={self.out / (name + '-store')}"]
-        self.run(name, "imbadv.run", [*flags, *args, *store, *dirs, *device, *threads])
-        return where
-
-
-def results(folder: Path) -> list[dict]:
-    """Every results.json under a job or sweep folder."""
-    return [json.loads(p.read_text()) for p in sorted(folder.rglob("results.json"))]
-
-
-def records(store: Path) -> dict[str, dict]:
-    """The model records of a store, by key."""
-    return {p.stem: json.loads(p.read_text()) for p in (store / "models").glob("*.json")}
-
-
-def sweep(check: Check, name: str, group: str) -> str:
-    check.job(name, [*TOY, *SGD, *GRID, f"trainer.group={group}"], multirun=True)
-    models = records(check.out / f"{name}-store")
-    grouped = sum(bool(r.get("grouped")) for r in models.values())
-    return f"4 jobs, {len(models)} models ({grouped} grouped), trainer.group={group}"
-
-
-def sweep_on_vs_off(check: Check) -> str:
-    """trainer.group=on gives the models group=off gives: same keys, weights within rounding."""
-    return same_models(check, STORES)
-
-
-def same_models(check: Check, stores: tuple[str, str]) -> str:
-    """The second store's grouped models are the first's: same keys, weights within rounding."""
-    from safetensors.torch import load_file
-
-    off, on = (records(check.out / store) for store in stores)
-    if set(off) != set(on):
-        raise CheckFailed(f"other store keys grouped: {sorted(set(off) ^ set(on))}")
-    if not any(r.get("grouped") for r in on.values()):
-        raise CheckFailed("no model was trained grouped with trainer.group=on")
-    worst = (0.0, 0.0, 0.0)  # (bulk, largest, bound) of the model with the largest bulk
-    for key, record in on.items():
-        a, b = (load_file(check.out / s / "models" / f"{key}.safetensors") for s in stores)
-        steps = record["epochs"] * -(-sum(record["train_counts"]) // 64)  # smoke: batch 64
-        bound = 0.01 * steps * GRADIENT_RTOL[check.device] * 10 / (1 - 0.9)
-        bulk, largest = weight_gap(a, b)
-        if bulk > bound or largest > FLIP_FACTOR * bound:
-            raise CheckFailed(
-                f"grouped weights differ from alone: 99.9% within {bulk:.3g}, largest "
-                f"{largest:.3g} (allowed {bound:.3g} and {FLIP_FACTOR * bound:.3g})"
-            )
-        worst = max(worst, (bulk, largest, bound))
-    return f"{len(on)} models: same keys, 99.9% of weights within {worst[0]:.2g} (bound {worst[2]:.2g}), largest {worst[1]:.2g}"  # fmt: skip
-
-
-# Rounding can flip a ReLU whose input is within rounding of 0: that unit's few weights then move
-# by one sample's share of a step (measured: 4 of 63,234 weights by 1.4 bounds, threads=1 against
-# threads=2 alone, the same as grouped against alone). A real divergence (a missed step, another
-# batch) moves all weights by lr x a gradient: so the bound holds for 99.9% of the weights, and
-# the few flipped ones may reach FLIP_FACTOR times it.
-FLIP_FACTOR = 10.0
-
-
-def weight_gap(a: dict, b: dict) -> tuple[float, float]:
-    """The 99.9th percentile and the largest |a - b| over all weights of two state dicts."""
-    import torch
-
-    gap = torch.cat([(a[n].float() - b[n].float()).abs().flatten() for n in a])
-    k = max(1, int(round(0.999 * gap.numel())))
-    return float(gap.kthvalue(k).values), float(gap.max())
-
-
-STORES = ("sweep-off-store", "sweep-on-store")
-
-
-def grouped_at(check: Check) -> str:
-    args = [*TOY, "class=0..1", "imbalance=under", "attack.sources=[same]"]
-    check.job("grouped-at", [*args, "adversarial=pgd_at", "adversarial.steps=2", "trainer.group=on"], True)  # fmt: skip
-    models = records(check.out / "grouped-at-store")
-    if not any(r.get("grouped") for r in models.values()):
-        raise CheckFailed("pgd_at members were not trained grouped")
-    return f"pgd_at, {len(models)} members trained as one group"
-
-
-def compiled(check: Check) -> str:
-    if check.device == "cpu":
-        raise Skipped(
-            "inductor compiles for minutes on a CPU; tests/training/test_compiled.py runs it"
-        )
-    check.job("compile", [*TOY, "class=0", "imbalance=balanced", "attack.sources=[same]", "trainer.compile=on"])  # fmt: skip
-    (record,) = records(check.out / "compile-store").values()
-    if not record.get("compiled"):
-        raise CheckFailed(f"fell back to eager: {record.get('compile_fallback')}")
-    return "trainer.compile=on: compiled"
-
-
-def compiled_grouped(check: Check) -> str:
-    """trainer.compile=on with trainer.group=on: the static-shape compiled step (captured on
-    CUDA), its models the first sweep's within rounding."""
-    if check.device == "cpu":
-        raise Skipped("inductor on a CPU: tests/grouped/test_grouped_compiled.py runs it")
-    args = [*TOY, *SGD, *GRID, "trainer.group=on", "trainer.compile=on"]
-    check.job("compile-grouped", args, multirun=True)
-    models = records(check.out / "compile-grouped-store").values()
-    fallen = [r.get("compile_fallback") for r in models if r.get("grouped") and not r["compiled"]]
-    if fallen:
-        raise CheckFailed(f"grouped training fell back to eager: {fallen[0]}")
-    return "compiled: " + same_models(check, ("sweep-off-store", "compile-grouped-store"))
+__all__ = ["FLIP_FACTOR", "Check", "CheckFailed", "Skipped", "main", "records", "results"]
+__all__ += ["weight_gap"]
 
 
 def longtail(check: Check, preset: str) -> str:
@@ -272,6 +116,26 @@ def bench(check: Check) -> str:
     return f"every row, identical images; grouped {rate:.2f}x{left_out}"
 
 
+def measured_formats(check: Check) -> str:
+    """bench --formats on this device for the smoke model, then a smoke job with `auto` formats
+    on that store: it trains in the measured format and its record says so."""
+    store = check.out / "formats-store"
+    args = ["--device", check.device, "--width", "0.125", "--batch-size", "64", "--steps", "4"]
+    args += ["--warmup", "2", "--repeats", "1", "--group", "0", "--stack", "0", "--attacks", "none"]
+    check.run("formats", "imbadv.bench", [*args, "--formats", "--store", str(store)])
+    table = json.loads((store / "formats.json").read_text())
+    (entry,) = (e for device in table.values() for e in device.values())
+    check.job("formats", [*TOY, "attack.methods=[fgsm]"])
+    (record,) = records(store).values()
+    got = record["formats"]
+    if (got["precision"], got["channels_last"]) != (entry["precision"], entry["channels_last"]):
+        raise CheckFailed(f"the job trained in {got}, the bench chose {entry}")
+    if not got["chosen"].startswith("measured"):
+        raise CheckFailed(f"the job's format was not the measured one: {got['chosen']}")
+    sides = ", ".join(f"{k} {v:.0f}" for k, v in entry["images_per_s"].items())
+    return f"chose {entry['precision']} channels_last {entry['channels_last']} ({sides} images/s)"
+
+
 def report(check: Check) -> str:
     check.run("report", "imbadv.report", [str(check.out / "sweep-off"), "--out", "report"])
     check.run("report", "imbadv.status", [str(check.out / "sweep-off")])
@@ -288,6 +152,7 @@ PATHS: dict[str, tuple[str, tuple[str, ...], Callable[[Check], str]]] = {
     "sweep-on": ("smoke sweep, launcher=gpus, group on", (), lambda c: sweep(c, "sweep-on", "on")),
     "group-on-vs-off": ("grouped = alone", ("sweep-off", "sweep-on"), sweep_on_vs_off),
     "grouped-at": ("grouped adversarial training", (), grouped_at),
+    "compile-grouped-at": ("trainer.compile=on, grouped AT", ("grouped-at",), compiled_grouped_at),
     "compile": ("trainer.compile=on", (), compiled),
     "compile-grouped": ("trainer.compile=on, grouped", ("sweep-off",), compiled_grouped),
     "longtail": ("experiment=longtail, 1 epoch", (), lambda c: longtail(c, "longtail")),
@@ -302,6 +167,7 @@ PATHS: dict[str, tuple[str, tuple[str, ...], Callable[[Check], str]]] = {
     "checkpoint": ("model=checkpoint of a stored model", ("sweep-off",), checkpoint),
     "report": ("imbadv.report, imbadv.status", ("sweep-off",), report),
     "bench": ("every bench row, --strict", (), bench),
+    "formats": ("bench --formats, then auto trains in it", (), measured_formats),
 }
 
 

@@ -127,4 +127,12 @@ def optional_lines(r: dict) -> list[str]:
             f"{c['compile_seconds']:.1f} s; "
             + ("compiled" if c["compiled"] else f"fell back: {c['compile_fallback']}")
         )
+    if "formats" in r:
+        f, c = r["formats"], r["formats"]["choice"]
+        lines.append(
+            "  formats  "
+            + ", ".join(f"{n} {v:.1f}" for n, v in f["images_per_s"].items())
+            + f" images/s; chosen {c['precision']}, channels_last {c['channels_last']} "
+            f"({c['speedup']:.3f}x the default), saved to {f['file']} for {f['device']}, {f['key']}"
+        )
     return lines

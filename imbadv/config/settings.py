@@ -37,7 +37,7 @@ from imbadv.imbalance import PROFILES
 from imbadv.models import MODELS
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
-from imbadv.training import OBJECTIVES, Recipe, TrainSettings
+from imbadv.training import OBJECTIVES, Recipe, TrainSettings, formats
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,8 @@ class Settings:
     # names of the margin-loss PGD settings added to `specs` for the gradient-masking check
     # (masking_twins): the job logs them once
     masking_twins: tuple[str, ...] = ()
+    # trainer.precision/channels_last as asked and as trained, and who chose (training/formats.py)
+    formats: dict = field(default_factory=dict)
 
 
 def _as_list(value: Any) -> list:
@@ -252,6 +254,9 @@ def from_config(cfg: DictConfig) -> Settings:
     model = component(cfg.model, "model", MODELS)
     check_head(model, adversarial)
     check_logger(cfg.get("logger"))
+    device = _device(cfg.device)
+    store_dir = check_folder("paths.store_dir", cfg.paths.store_dir)
+    train, formats = train_formats(train, model, device, store_dir, "cluster" in cfg)
     return Settings(
         target=target,
         dataset=dataset,
@@ -266,16 +271,32 @@ def from_config(cfg: DictConfig) -> Settings:
         sources=sources,
         named_sources=named,
         attack_batch_size=_number("attack.batch_size", cfg.attack.batch_size, 1, integer=True),
-        device=_device(cfg.device),
+        device=device,
         jobs_per_gpu=_number("jobs_per_gpu", cfg.jobs_per_gpu, 1, integer=True),
         threads=_number("threads", cfg.threads, 0, integer=True),
         cache_dir=check_folder("paths.cache_dir", cfg.paths.cache_dir),
-        store_dir=check_folder("paths.store_dir", cfg.paths.store_dir),
+        store_dir=store_dir,
+        formats=formats,
         adversarial=adversarial,
         **attack_images(cfg.attack),
         attack_stack=_one_of("attack.stack", cfg.attack.get("stack", "auto"), STACK_MODES),
         progress=_one_of("progress", cfg.get("progress", "lines"), PROGRESS_MODES),
     )
+
+
+def train_formats(
+    train: TrainSettings, model: Spec, device: str, store: Path, cluster: bool
+) -> tuple[TrainSettings, dict]:
+    """trainer.precision and channels_last with `auto` replaced by the bench's measured choice
+    (imbadv.training.formats), and the model record's note of it. A cluster launch composes its
+    jobs away from their devices, so there `auto` is the default, the same on both sides."""
+    key = formats.entry_key(model.name, getattr(model.params, "width", None), train.batch_size)
+    if cluster:
+        why = "a cluster launch is composed away from its GPUs; set the measured values explicitly"
+        return formats.resolve(train, key, None, {}, why)
+    auto = "auto" in (train.precision, train.channels_last)
+    table = formats.read_table(store / formats.FILE) if auto else {}
+    return formats.resolve(train, key, formats.device_name(device) if table else None, table)
 
 
 def recipe_settings(cfg: DictConfig, train: TrainSettings, dataset: Spec) -> Recipe:

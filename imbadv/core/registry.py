@@ -245,6 +245,9 @@ def params_key(params: Params) -> dict[str, Any]:
 
 # field metadata: where or how, not what a thing is (a data root, trainer.group)
 UNKEYED = {"unkeyed": True}
+# field metadata: a config may say `auto`, resolved before any key is made; the default is what
+# `auto` gives when nothing decides otherwise (trainer.precision: imbadv/training/formats.py)
+AUTO_DEFAULT = {"auto_default": True}
 
 
 def make_facts(cls: type[Facts], where: str, given: dict[str, Any]) -> Facts:

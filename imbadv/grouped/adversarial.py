@@ -72,8 +72,11 @@ class GroupAdversary:
 
 
 def stacked_view(
-    params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], template: nn.Module
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    template: nn.Module,
+    call: Callable[..., torch.Tensor] | None = None,
 ) -> Stacked:
     """The live members as one module for the inner attack: detached weights, shared buffers
-    (eval mode never writes them)."""
-    return Stacked({n: p.detach() for n, p in params.items()}, buffers, template)
+    (eval mode never writes them); `call` the stacked forward (default: vmap, eager)."""
+    return Stacked({n: p.detach() for n, p in params.items()}, buffers, template, call)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,12 +21,19 @@ class Stacked(nn.Module):
     """
 
     def __init__(
-        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], template: nn.Module
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        template: nn.Module,
+        call: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.params, self.stacked_buffers = params, buffers
         self.template = (template,)  # in a tuple: not a submodule, its meta tensors never move
         self.k = len(next(iter(params.values())))
+        # (params, buffers, x (K, B, ...)) -> (K, B, classes): vmap of one member's call, or a
+        # compiled equivalent (grouped training's compiled adversarial step passes one)
+        self.call = call or vmap(self._call)
 
     @classmethod
     def of(cls, models: Sequence[nn.Module]) -> Stacked:
@@ -45,7 +52,7 @@ class Stacked(nn.Module):
         if len(x) % self.k:
             raise ValueError(f"{len(x)} rows do not split into {self.k} members")
         xs = x.reshape(self.k, len(x) // self.k, *x.shape[1:])
-        out = vmap(self._call)(self.params, self.stacked_buffers, xs)
+        out = self.call(self.params, self.stacked_buffers, xs)
         return out.reshape(len(x), *out.shape[2:])
 
 

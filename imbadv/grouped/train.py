@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 
 import lightning as L
@@ -17,8 +16,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from imbadv.adversarial import AdversarialSettings
 from imbadv.core.errors import TrainingError
-from imbadv.data.tensors import TensorBatches, to_unit
+from imbadv.data.tensors import to_unit
 from imbadv.grouped.adversarial import GroupAdversary, stacked_view
+from imbadv.grouped.members import Member, Zipped, check_members, ungroupable
 from imbadv.grouped.select import (  # re-exported: grouped training's API
     GroupSelection,
     MemberRun,
@@ -41,48 +41,6 @@ from imbadv.training.objectives import Loss
 
 __all__ = ["GroupedClassifier", "GroupSelection", "Member", "MemberRun", "Patience", "Zipped"]
 __all__ += ["fit_group", "freeze", "ungroupable", "unstack_into"]
-ADVERSARIAL_EAGER = "grouped adversarial training runs eager: its inner attack is not compiled yet"
-
-
-@dataclass
-class Member:
-    """One member's own split, seed and objective: what `fit` would be given for it alone."""
-
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    seed: int
-    loss: Loss = F.cross_entropy
-    counts: tuple[int, ...] | None = None  # training images per class (count-aware methods)
-
-
-def ungroupable(
-    model: nn.Module, settings: TrainSettings, adversarial: AdversarialSettings | None = None
-) -> str | None:
-    """Why members like `model` cannot train grouped exactly as alone, or None if they can."""
-    if adversarial is not None and adversarial.grouping() is not None:
-        return adversarial.grouping()
-    if settings.precision in ("16-mixed", "16-true"):
-        # one GradScaler over the stack: one member's overflow would skip every member's step
-        return f"precision {settings.precision} (one loss scaler would couple the members)"
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
-            return "dropout (its masks come from the global RNG, drawn once for the group)"
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None:
-            return "BatchNorm with cumulative averages (momentum None)"
-    return None
-
-
-class Zipped:
-    """The K members' own batch streams, one tuple of K batches per step."""
-
-    def __init__(self, streams: Sequence[TensorBatches]) -> None:
-        self.streams = list(streams)
-
-    def __len__(self) -> int:
-        return len(self.streams[0])
-
-    def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
-        return zip(*self.streams, strict=True)
 
 
 class GroupedClassifier(L.LightningModule):
@@ -116,18 +74,26 @@ class GroupedClassifier(L.LightningModule):
         self.runs: list[MemberRun] = []
         self.active = list(range(self.k))
         self.loss_sum, self.seen = torch.zeros(self.k), 0
-        # trainer.compile=on: every member's forward as one static-shape compiled call
-        self.compiled = compiled
+        # trainer.compile=on: every member's forward as one static-shape compiled call, and
+        # under adversarial training the inner attack's eval-mode forward as another
+        self.compiled, self.inner = compiled, None
 
     def compile(self, device: torch.device) -> CompiledForward:
-        """The stacked forward of all K members compiled (one graph per batch shape; on CUDA
-        captured): used by standard training's steps from here on, recorded in each member's record."""
+        """The stacked forward of all K members compiled (one graph per batch shape and mode; on
+        CUDA captured), with adversarial training the inner attack's too: used by every step
+        from here on, recorded in each member's record."""
         self.compiled = CompiledForward(self.all_logits, True, device)
+        if self.adversary is not None:
+            self.inner = CompiledForward(self.stacked_logits, True, device)
         return self.compiled
 
     def all_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's logits (K, B, classes) for its inputs `x` (K, B, C, H, W), train mode."""
-        params, buffers = self.tensors()
+        return self.stacked_logits(*self.tensors(), x)
+
+    def stacked_logits(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, classes) logits of stacked `params` and `buffers` for `x` (K, B, C, H, W), in
+        the template's mode."""
         return vmap(self._call)(params, buffers, x)
 
     def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -151,7 +117,7 @@ class GroupedClassifier(L.LightningModule):
             self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch: tuple, _: int) -> torch.Tensor:
-        if self.compiled is not None and self.adversary is None:
+        if self.compiled is not None:
             return self.static_step(batch)
         params, buffers = self.live_tensors()
         x = to_unit(torch.stack([batch[k][0] for k in self.active]))  # (live K, B, C, H, W)
@@ -182,13 +148,28 @@ class GroupedClassifier(L.LightningModule):
         """The compiled step: all K members every step (static shapes: a stopped member does not
         change the graph), the stopped ones' losses left out of the sum, so their gradient is
         exactly zero; `on_train_batch_end` puts back what momentum and BatchNorm moved."""
-        self.template[0].train()
-        logits = self.compiled(to_unit(torch.stack([b[0] for b in batch])))
-        losses = torch.stack([self.losses[k](logits[k], batch[k][1]) for k in self.active])
+        x, ys = to_unit(torch.stack([b[0] for b in batch])), [b[1] for b in batch]
+        if self.adversary is None:
+            self.template[0].train()
+            logits = self.compiled(x)
+            losses = torch.stack([self.losses[k](logits[k], ys[k]) for k in self.active])
+        else:
+            losses = torch.stack(self.static_adversarial(x, ys))
         n = len(batch[0][1])
         self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
         self.seen += n
         return losses.sum()
+
+    def static_adversarial(self, x: torch.Tensor, ys: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The active members' outer losses: every member's inner attack through the compiled
+        eval-mode forward (each from its own seeded start, as alone), then the compiled training
+        forward of all K; a stopped member's examples and loss are computed and left out."""
+        every = list(range(self.k))
+        view = stacked_view(*self.tensors(), self.template[0], self.inner)
+        x_adv = self.adversary.examples(view, x, ys, every)
+        self.template[0].train()  # the attack ran in eval mode; the outer loss trains
+        out = self.adversary.losses(self.compiled, x, x_adv, ys, self.losses, every)
+        return [out[k] for k in self.active]
 
     def live_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The members still training: all stacked tensors, or (once some stopped) a slice, so
@@ -278,36 +259,18 @@ def fit_group(
     adversary = GroupAdversary(adversarial, seeds, counts) if adversarial.on else None
     module = GroupedClassifier(models, settings, [m.loss for m in members], recipe, adversary)
     module.runs, module.steps_per_epoch = runs, len(trains[0])
-    if wanted(settings.compile) and adversary is None:
+    if wanted(settings.compile):
         module.compile(device)
     trainer = make_trainer(settings, device, [GroupSelection(), *callbacks], logger)
     trainer.fit(module, train_dataloaders=Zipped(trains), val_dataloaders=vals)
-    facts = compile_facts(module, settings)
+    facts = compile_facts(module)
     return [member_record(run, trainer.current_epoch, settings, facts) for run in runs]
 
 
-def compile_facts(module: GroupedClassifier, settings: TrainSettings) -> dict:
-    """What each member's record says of trainer.compile: compiled, or why not when asked."""
-    if module.compiled is not None:
-        return module.compiled.record()
-    if wanted(settings.compile):  # asked, but adversarial: the inner attack runs eager
-        return {"compiled": False, "compile_fallback": ADVERSARIAL_EAGER}
-    return {"compiled": False}
-
-
-def check_members(
-    models: Sequence[nn.Module],
-    members: Sequence[Member],
-    settings: TrainSettings,
-    adversarial: AdversarialSettings,
-) -> None:
-    """Refuse a group that could not be exact: mixed shapes, sizes, or an ungroupable recipe."""
-    if not models or len(models) != len(members):
-        raise ValueError(f"{len(models)} models for {len(members)} members")
-    reason = ungroupable(models[0], settings, adversarial)
-    if reason is not None:
-        raise ValueError(f"these models cannot train grouped: {reason}")
-    shapes = {tuple((n, tuple(p.shape)) for n, p in m.state_dict().items()) for m in models}
-    sizes = {len(m.train[1]) for m in members}
-    if len(shapes) != 1 or len(sizes) != 1:
-        raise ValueError("grouped members need one architecture and one training-set size")
+def compile_facts(module: GroupedClassifier) -> dict:
+    """What each member's record says of trainer.compile: compiled (every compiled forward of
+    the step), or why not when asked."""
+    parts = [c.record() for c in (module.compiled, module.inner) if c is not None]
+    reasons = [p["compile_fallback"] for p in parts if "compile_fallback" in p]
+    out = {"compiled": bool(parts) and all(p["compiled"] for p in parts)}
+    return out | ({"compile_fallback": reasons[0]} if reasons else {})

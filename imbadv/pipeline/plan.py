@@ -166,6 +166,7 @@ def model_facts(
         ),
         "recipe": {part.axis: part.key() for part in vars(s.recipe).values()},
         "posthoc_tau": s.train.posthoc_tau,
+        "formats": s.formats,  # precision and layout as asked, as trained, and who chose them
         "train_seconds": seconds,
     }
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from imbadv.augment import AUGMENTS
-from imbadv.core.registry import UNKEYED, Params, Registry, Spec, bounds
+from imbadv.core.registry import AUTO_DEFAULT, UNKEYED, Params, Registry, Spec, bounds
 from imbadv.optimizers import OPTIMIZERS
 from imbadv.schedules import SCHEDULES
 
@@ -29,11 +29,13 @@ class TrainSettings(Params):
     max_epochs: int = field(default=100, metadata=bounds(1))
     patience: int = field(default=5, metadata=bounds(0))
     early_stopping: bool = True  # false: always max_epochs (step/cosine schedules need it)
-    # Lightning's precisions that need no extra package; checked here, not after the data loads
-    precision: Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"] = (
-        "32-true"
-    )
-    channels_last: bool = True
+    # Lightning's precisions that need no extra package; checked here, not after the data loads.
+    # auto (both): the bench's measured choice for the device, model and batch, fp32 and NHWC
+    # without one (imbadv/training/formats.py); replaced before any key is made.
+    precision: Literal[
+        "auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"
+    ] = field(default="32-true", metadata=AUTO_DEFAULT)
+    channels_last: Literal[True, False, "auto"] = field(default=True, metadata=AUTO_DEFAULT)
     # Long-tail options; their defaults keep the paper's behaviour and the stored keys.
     sampler: Literal["uniform", "class_balanced"] = "uniform"  # class_balanced: p(i) ~ 1/n_{y_i}
     selection: Literal["val_loss", "robust_val_acc", "last"] = "val_loss"

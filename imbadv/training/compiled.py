@@ -46,16 +46,16 @@ class CompiledForward:
         self.call = torch.compile(model, mode=mode, dynamic=False) if enabled else model
         self.fallback: str | None = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args: torch.Tensor | dict) -> torch.Tensor:
         if self.call is self.eager:
-            return self.eager(x)
+            return self.eager(*args)
         try:
-            return self.call(x)
+            return self.call(*args)
         except Exception as error:  # noqa: BLE001 - any failure of compiled code: eager from here on
             first = (str(error).strip().splitlines() or [""])[0]
             self.fallback, self.call = f"{type(error).__name__}: {first}"[:300], self.eager
             log.warning("trainer.compile=on: compiling failed, training eager (%s)", self.fallback)
-            return self.eager(x)
+            return self.eager(*args)
 
     def record(self) -> dict:
         """What the model record says: whether training ran compiled, and why not if asked."""

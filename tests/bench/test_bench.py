@@ -439,3 +439,21 @@ def test_busy_time_counts_overlapping_work_once():
     # nested (an operator inside another), overlapping (two streams), disjoint: in microseconds
     spans = [(0.0, 10.0), (2.0, 3.0), (8.0, 15.0), (20.0, 21.0)]
     assert union_seconds(spans) == pytest.approx(16e-6)
+
+
+def test_formats_row_saves_the_choice_that_auto_reads(tmp_path, capsys):
+    from imbadv.training import formats
+
+    args = ["--group", "0", "--stack", "0", "--attacks", "none", "--formats"]
+    report = bench.main([*TINY_BENCH, *args, "--store", str(tmp_path)])
+    row = report["formats"]
+    assert {"32-true/nhwc", "32-true/nchw"} <= set(row["images_per_s"])
+    assert all(positive(v) for v in row["images_per_s"].values())
+    table = formats.read_table(tmp_path / formats.FILE)
+    entry = table[formats.cpu_name()][formats.entry_key("vgg", 0.0625, 8)]
+    assert entry["precision"] == row["choice"]["precision"] and "--formats" in entry["command"]
+    auto = TrainSettings(batch_size=8, precision="auto", channels_last="auto")
+    key = formats.entry_key("vgg", 0.0625, 8)
+    train, note = formats.resolve(auto, key, formats.cpu_name(), table)
+    assert (train.precision, train.channels_last) == (entry["precision"], entry["channels_last"])
+    assert "formats" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from imbadv.core.errors import ConfigError
 from imbadv.core.registry import build_params
 from imbadv.training import TrainSettings
 
-PRECISIONS = "32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true"
+PRECISIONS = "auto, 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true"
 REFUSED = [
     (
         ["trainer.precision=banana"],

@@ -205,6 +205,8 @@ def literal_defaults(path, params: type[Params]) -> list[tuple[str, object, obje
             continue
         assert key in declared, f"{path.name}: {key} is not a parameter of {params.__name__}"
         default = declared[key].default
+        if value == "auto" and declared[key].metadata.get("auto_default"):
+            continue  # resolved before keying; the default is what `auto` gives unmeasured
         if (tuple(value) if isinstance(value, list) else value) != default:
             differ.append((key, value, default))
     return differ

@@ -2,17 +2,20 @@
 each member as it trains alone (eager), stopped members and the last partial batch included."""
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
-from test_grouped import SGD, TinyBN, alone_and_grouped, atol, members, toy
+from test_grouped import SGD, TinyBN, alone_and_grouped, atol, max_diff, members
+from test_grouped_at import FIT_ATOL
 from torch import nn
 from torch._dynamo.utils import counters
 
 from imbadv.adversarial import AdversarialSettings
-from imbadv.grouped.train import ADVERSARIAL_EAGER, Member, fit_group
+from imbadv.grouped.train import fit_group
 from imbadv.training import TrainSettings
 from imbadv.training import compiled as compiled_module
+from imbadv.training.loop import fit
 
 CPU = torch.device("cpu")
 
@@ -75,20 +78,28 @@ def test_a_failed_grouped_compile_trains_eager_and_says_why(monkeypatch, caplog)
     assert sum("no C compiler found" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_grouped_adversarial_training_says_it_ran_eager_when_compile_is_asked():
-    s = TrainSettings(batch_size=32, max_epochs=1, early_stopping=False, compile="on")
-    adversarial = AdversarialSettings.of("fast_fgsm", eps=8 / 255)
-    group = [Member(toy(32, 10 + k), toy(16, 20 + k), seed=k) for k in range(2)]
-    records = fit_group(
-        [tiny(m.seed) for m in group], group, s, CPU, recipe=SGD, adversarial=adversarial
-    )
-    assert all(r["compiled"] is False for r in records)
-    assert all(r["compile_fallback"] == ADVERSARIAL_EAGER for r in records)
-    off = fit_group(
-        [tiny(m.seed) for m in group],
-        group,
-        TrainSettings(batch_size=32, max_epochs=1, early_stopping=False),
-        CPU,
-        recipe=SGD,
-    )
-    assert all(r["compiled"] is False and "compile_fallback" not in r for r in off)
+@pytest.mark.slow
+def test_compiled_adversarial_group_trains_each_member_as_alone():
+    # PGD-AT (2 inner steps, eps 1/255, SGD: test_grouped_at's setting and bound) on BatchNorm
+    # members: the inner attack's forward compiled in eval mode (running statistics read, never
+    # written), the outer one in train mode; member 0 stops first; batch 40 of 96 (40/40/16)
+    torch._dynamo.reset()
+    counters.clear()
+    s = TrainSettings(batch_size=40, max_epochs=3, patience=1, robust_val_steps=2)
+    s = replace(s, channels_last=False)
+    group, adv = members(flip_first=True), AdversarialSettings.of("pgd_at", eps=1 / 255, steps=2)
+    alone = []
+    for m in group:
+        model = tiny(m.seed)
+        rec = fit(model, m.train, m.val, s, CPU, m.seed, recipe=SGD, adversarial=adv)
+        alone.append((model, rec))
+    models = [tiny(m.seed) for m in group]
+    on = replace(s, compile="on")
+    records = fit_group(models, group, on, CPU, recipe=SGD, adversarial=adv)
+    assert records[0]["epochs"] < records[1]["epochs"] == 3  # a member stopped mid-run
+    # eval-mode inner and train-mode outer forward, each at batch 40 and 16
+    assert counters["stats"]["unique_graphs"] == 4
+    for (model, rec), grouped, grec in zip(alone, models, records, strict=True):
+        assert grec["compiled"] is True, grec.get("compile_fallback")
+        assert grec["epochs"] == rec["epochs"] and grec["best_epoch"] == rec["best_epoch"]
+        assert max_diff(model, grouped) < FIT_ATOL  # weights and BatchNorm statistics
