@@ -128,11 +128,16 @@ def optional_lines(r: dict) -> list[str]:
             + ("compiled" if c["compiled"] else f"fell back: {c['compile_fallback']}")
         )
     if "formats" in r:
-        f, c = r["formats"], r["formats"]["choice"]
-        lines.append(
-            "  formats  "
-            + ", ".join(f"{n} {v:.1f}" for n, v in f["images_per_s"].items())
-            + f" images/s; chosen {c['precision']}, channels_last {c['channels_last']} "
-            f"({c['speedup']:.3f}x the default), saved to {f['file']} for {f['device']}, {f['key']}"
-        )
+        lines.append(formats_line(r["formats"]))
     return lines
+
+
+def formats_line(f: dict) -> str:
+    """The formats row: each side's images/s, the choice and where it was saved."""
+    c = f["choice"]
+    return (
+        "  formats  "
+        + ", ".join(f"{n} {v:.1f}" for n, v in f["images_per_s"].items())
+        + f" images/s; chosen {c['precision']}, channels_last {c['channels_last']} "
+        f"({c['speedup']:.3f}x the default), saved to {f['file']} for {f['device']}, {f['key']}"
+    )

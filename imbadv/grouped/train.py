@@ -30,6 +30,7 @@ from imbadv.grouped.select import (  # re-exported: grouped training's API
 from imbadv.training import Recipe, TrainSettings
 from imbadv.training.compiled import CompiledForward, wanted
 from imbadv.training.loop import (
+    Recalls,
     channels_last,
     make_trainer,
     optimization,
@@ -77,6 +78,7 @@ class GroupedClassifier(L.LightningModule):
         # trainer.compile=on: every member's forward as one static-shape compiled call, and
         # under adversarial training the inner attack's eval-mode forward as another
         self.compiled, self.inner = compiled, None
+        self.recalls = [Recalls() for _ in range(self.k)]  # m{k}/val/balanced_acc
 
     def compile(self, device: torch.device) -> CompiledForward:
         """The stacked forward of all K members compiled (one graph per batch shape and mode; on
@@ -199,12 +201,15 @@ class GroupedClassifier(L.LightningModule):
         logits = self._call(*self.member(k), to_unit(x))
         self.log(f"m{k}/val/loss", F.cross_entropy(logits, y), batch_size=len(y), **LOG)
         self.log(f"m{k}/val/acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y), **LOG)
+        self.recalls[k].add(logits, y)
 
     def on_validation_epoch_end(self) -> None:
+        balanced = [r.balanced() for r in self.recalls]
         if self.trainer.sanity_checking or not self.seen:
             return
         means = (self.loss_sum / self.seen).tolist()
         for k in self.active:
+            self.log(f"m{k}/val/balanced_acc", balanced[k], **LOG)
             if not math.isfinite(means[k]):
                 raise TrainingError(
                     f"training diverged: member {k} mean loss={means[k]} in epoch "

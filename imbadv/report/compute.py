@@ -44,6 +44,7 @@ class Report:
     raw: list[Any] = field(default_factory=list)  # the findings before any adjustment
     plan: Any = None  # the analysis plan the verdicts follow (report.plan.Plan), if any
     section: str | None = None
+    learned_rules: str = ""  # the never-learned rule(s) the sweep's records were judged by
 
 
 def compute(
@@ -92,6 +93,7 @@ def compute(
         command,
         learning.unlearned_models(sweep, rows, collapse),
         raw,
+        learned_rules=learning.rules_used(sweep),
     )
 
 

@@ -294,7 +294,7 @@ def write_report(rep: Any) -> Path:
         *([("p", f"Made by `{rep.command}`.")] if rep.command else []),
         *(plan_blocks(rep.plan, rep.section) if rep.plan is not None else []),
         *setup_blocks(sweep, rep.rows),
-        *learning.blocks(rep.unlearned, rep.rows, rep.sel),
+        *learning.blocks(rep.unlearned, rep.rows, rep.sel, rep.learned_rules),
         *table,
         ("h", 3, "Missing"),
         ("ul", missing) if missing else ("p", "Nothing: every cell has results."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imbadv.report.loading import Selection, Sweep, collapse_reason, group_of, pick
-from imbadv.results import RULE, describe, never_learned
+from imbadv.results import RULE, describe, never_learned, with_flag
 
 Block = tuple
 
@@ -34,18 +34,31 @@ def unlearned_models(
     return list(out.values())
 
 
-def blocks(models: list[str], rows: list[dict[str, Any]], sel: Selection) -> list[Block]:
+def rules_used(sweep: Sweep) -> str:
+    """The never-learned rule(s) the sweep's model records were judged by, in the order met:
+    balanced accuracy for models trained since it is logged, accuracy for older records."""
+    rules: dict[str, None] = {}
+    for result in sweep.results:
+        for entry in result["models"].values():
+            rules[with_flag(entry)["learned_check"].get("rule", RULE)] = None
+    return "; for records trained before balanced accuracy was logged: ".join(rules) or RULE
+
+
+def blocks(
+    models: list[str], rows: list[dict[str, Any]], sel: Selection, rule: str = RULE
+) -> list[Block]:
     """The section: the rule, and the models that fail it with the rows it takes out of findings."""
+    rule = rule or RULE
     if not models:
         return [
-            ("p", f"Every model learned ({RULE}), and none collapsed (when a plan sets the rule).")
+            ("p", f"Every model learned ({rule}), and none collapsed (when a plan sets the rule).")
         ]
     left = sum(not r.get("learned", True) for r in pick(rows, sel))
     return [
         ("h", 2, "Models that never learned"),
         (
             "p",
-            f"{len(models)} model(s) never learned ({RULE}) or, under an analysis plan, "
+            f"{len(models)} model(s) never learned ({rule}) or, under an analysis plan, "
             "collapsed onto few classes (its `collapse` rule). Their rows stay in the tables "
             f"(‡ in Table 1) and are left out of every finding, each finding counting them: {left} "
             f"{sel.method.upper()} eps {sel.eps:g} row(s), transfer rows whose images came from "

@@ -78,6 +78,29 @@ def channels_last(
     return [(x.contiguous(memory_format=layout.format), y) for x, y in data], layout
 
 
+class Recalls:
+    """One validation pass's hits and images per class, summed on the device: its balanced
+    accuracy (the mean recall over the classes present) is read once, at the epoch's end."""
+
+    def __init__(self) -> None:
+        self.tally: torch.Tensor | None = None  # (2, classes): hits, images
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self.tally is None:
+            self.tally = torch.zeros(2, logits.shape[1], device=logits.device)
+        self.tally[0].index_add_(0, y, (logits.argmax(1) == y).float())
+        self.tally[1].index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
+
+    def balanced(self) -> float:
+        """The pass's balanced accuracy (nan without images); starts the next pass."""
+        if self.tally is None:
+            return math.nan
+        hits, images = self.tally
+        self.tally = None
+        present = images > 0
+        return float((hits[present] / images[present]).mean())
+
+
 class Classifier(L.LightningModule):
     """Trains a classifier with the recipe's optimizer and schedule; logs `train/*`, `val/*`."""
 
@@ -96,6 +119,7 @@ class Classifier(L.LightningModule):
         self.recipe, self.steps_per_epoch = recipe or Recipe(), steps_per_epoch
         self.loss_sum, self.seen = torch.zeros(()), 0
         self.compiled = CompiledForward(model, False, torch.device("cpu"))  # set at fit start
+        self.recalls = Recalls()  # val/balanced_acc: the never-learned rule reads it
 
     def on_fit_start(self) -> None:
         # Here, not in __init__: the mode depends on the device Lightning has moved the model to.
@@ -131,8 +155,10 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # Runs after the epoch's last training batch and before KeepBest reads the metrics.
+        balanced = self.recalls.balanced()
         if self.trainer.sanity_checking or not self.seen:
             return
+        self.log("val/balanced_acc", balanced)
         loss = float(self.loss_sum) / self.seen
         if not math.isfinite(loss):
             raise TrainingError(
@@ -147,6 +173,7 @@ class Classifier(L.LightningModule):
         logits = self(x)
         self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(y))
         self.log("val/acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y))
+        self.recalls.add(logits, y)
 
     def configure_optimizers(self) -> dict:
         named = list(self.model.named_parameters())

@@ -13,7 +13,16 @@ from conftest import TINY, run_cli
 
 from imbadv.report import cli
 from imbadv.report.loading import attack_rows, load_sweep
-from imbadv.results import bar, format_table, judge, never_learned, with_flag
+from imbadv.results import (
+    BALANCED_RULE,
+    balanced_bar,
+    bar,
+    describe,
+    format_table,
+    judge,
+    never_learned,
+    with_flag,
+)
 from imbadv.status import sweep as status
 
 # The balanced source model of `experiment=smoke adversarial=pgd_at` at the suite's TINY sizes,
@@ -40,6 +49,38 @@ def test_chance_on_a_long_tailed_split_is_the_head_class_share():
     head_only = [{"epoch": 0, "val/acc": 100 / sum(tail)}]
     assert judge(head_only, tail)["learned"] is False
     assert judge(head_only, BALANCED_VAL)["learned"] is True  # 0.356 is far above 1/10 + 3 sd
+
+
+def test_balanced_accuracy_judges_where_the_history_has_it():
+    tail = [100, 60, 36, 22, 13, 10, 10, 10, 10, 10]
+    chance, needed = balanced_bar(tail)
+    sd = math.sqrt(sum(0.1 * 0.9 / n for n in tail)) / 10
+    assert chance == pytest.approx(0.1) and needed == pytest.approx(0.1 + 3 * sd)
+    # answering the head class only: accuracy 100/281, balanced accuracy exactly 1/10
+    head_only = [{"epoch": 0, "val/acc": 100 / sum(tail), "val/balanced_acc": 0.1}]
+    check = judge(head_only, tail)
+    assert check["learned"] is False and check["learned_check"]["rule"] == BALANCED_RULE
+    # an over-sampled split (the quick preset's over-3 flagged by the accuracy rule at 0.432):
+    # accuracy under the head share's bar, and a balanced accuracy that says it learned
+    over = [20] * 9 + [100]  # 280 validation images, the target class 100 of them
+    traded = [{"epoch": 0, "val/acc": 0.432, "val/balanced_acc": 0.41}]
+    assert judge([{"epoch": 0, "val/acc": 0.432}], over)["learned"] is False  # the old rule
+    assert judge(traded, over)["learned"] is True
+    entry = {"history": head_only, "val_counts": tail}
+    assert "best balanced validation accuracy 0.100" in describe(entry)
+
+
+def test_recalls_average_the_classes_present():
+    torch = pytest.importorskip("torch")
+    from imbadv.training.loop import Recalls
+
+    recalls, y = Recalls(), torch.tensor([0, 0, 0, 1, 2, 2])
+    guess = torch.tensor([0, 1, 1, 1, 0, 2])  # recalls 1/3, 1, 1/2; class 3 absent
+    logits = torch.nn.functional.one_hot(guess, 4).float()
+    recalls.add(logits[:4], y[:4])
+    recalls.add(logits[4:], y[4:])  # summed over the pass's batches
+    assert recalls.balanced() == pytest.approx((1 / 3 + 1 + 1 / 2) / 3)
+    assert math.isnan(recalls.balanced())  # read once: the next pass starts empty
 
 
 def test_old_records_get_the_flag_from_their_history_and_the_table_names_it():
@@ -134,6 +175,10 @@ def test_a_job_whose_model_stays_at_chance_says_so_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     entry = json.loads((out / "results.json").read_text())["models"]["target"]
     assert entry["learned"] is False and entry["learned_check"]["n_val"] == 120
+    # judged on the balanced accuracy its training logged, equal to its per-class recalls' mean
+    assert entry["learned_check"]["rule"] == BALANCED_RULE
+    (epoch,) = entry["history"]
+    assert entry["learned_check"]["best_balanced_acc"] == epoch["val/balanced_acc"] <= 0.2
     stored = json.loads((tmp_path / "store" / "models" / f"{entry['key']}.json").read_text())
     assert stored["learned"] is False and "learned" not in stored["spec"]  # keys unchanged
-    assert "** never learned: best validation accuracy" in proc.stdout
+    assert "** never learned: best balanced validation accuracy" in proc.stdout
