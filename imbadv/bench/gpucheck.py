@@ -152,7 +152,7 @@ PATHS: dict[str, tuple[str, tuple[str, ...], Callable[[Check], str]]] = {
     "sweep-on": ("smoke sweep, launcher=gpus, group on", (), lambda c: sweep(c, "sweep-on", "on")),
     "group-on-vs-off": ("grouped = alone", ("sweep-off", "sweep-on"), sweep_on_vs_off),
     "grouped-at": ("grouped adversarial training", (), grouped_at),
-    "compile-grouped-at": ("trainer.compile=on, grouped AT", ("grouped-at",), compiled_grouped_at),
+    "compile-grouped-at": ("trainer.compile=on, grouped TRADES", (), compiled_grouped_at),
     "compile": ("trainer.compile=on", (), compiled),
     "compile-grouped": ("trainer.compile=on, grouped", ("sweep-off",), compiled_grouped),
     "longtail": ("experiment=longtail, 1 epoch", (), lambda c: longtail(c, "longtail")),

@@ -167,11 +167,17 @@ class GroupedClassifier(L.LightningModule):
         eval-mode forward (each from its own seeded start, as alone), then the compiled training
         forward of all K; a stopped member's examples and loss are computed and left out."""
         every = list(range(self.k))
-        view = stacked_view(*self.tensors(), self.template[0], self.inner)
+        view = stacked_view(*self.tensors(), self.template[0], self.inner_logits)
         x_adv = self.adversary.examples(view, x, ys, every)
         self.template[0].train()  # the attack ran in eval mode; the outer loss trains
         out = self.adversary.losses(self.compiled, x, x_adv, ys, self.losses, every)
         return [out[k] for k in self.active]
+
+    def inner_logits(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        """The compiled eval-mode stacked forward, its output copied out: on CUDA a graph's
+        outputs live in its memory pool until a later replay reuses it, and TRADES holds the
+        clean logits over all the ascent steps."""
+        return self.inner(params, buffers, x).clone()
 
     def live_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The members still training: all stacked tensors, or (once some stopped) a slice, so
