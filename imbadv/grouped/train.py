@@ -78,6 +78,7 @@ class GroupedClassifier(L.LightningModule):
         # trainer.compile=on: every member's forward as one static-shape compiled call, and
         # under adversarial training the inner attack's eval-mode forward as another
         self.compiled, self.inner = compiled, None
+        self.pad = False  # the compiled step pads the last partial batch (no BatchNorm, no AT)
         self.recalls = [Recalls() for _ in range(self.k)]  # m{k}/val/balanced_acc
 
     def compile(self, device: torch.device) -> CompiledForward:
@@ -85,6 +86,7 @@ class GroupedClassifier(L.LightningModule):
         CUDA captured), with adversarial training the inner attack's too: used by every step
         from here on, recorded in each member's record."""
         self.compiled = CompiledForward(self.all_logits, True, device)
+        self.pad = self.adversary is None and not mixes_rows(self.template[0])
         if self.adversary is not None:
             self.inner = CompiledForward(self.stacked_logits, True, device)
         return self.compiled
@@ -151,16 +153,27 @@ class GroupedClassifier(L.LightningModule):
         change the graph), the stopped ones' losses left out of the sum, so their gradient is
         exactly zero; `on_train_batch_end` puts back what momentum and BatchNorm moved."""
         x, ys = to_unit(torch.stack([b[0] for b in batch])), [b[1] for b in batch]
+        n = len(ys[0])
         if self.adversary is None:
             self.template[0].train()
-            logits = self.compiled(x)
+            logits = self.compiled(self.padded(x))[:, :n]  # the loss sees the real rows only
             losses = torch.stack([self.losses[k](logits[k], ys[k]) for k in self.active])
         else:
             losses = torch.stack(self.static_adversarial(x, ys))
-        n = len(batch[0][1])
         self.loss_sum.index_add_(0, self.index, losses.detach() * n)  # checked once an epoch
         self.seen += n
         return losses.sum()
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` (K, n, ...) with zero rows up to the full batch where the step pads, so the last
+        partial batch replays the full batch's graph. Exact without BatchNorm: no layer mixes
+        rows, so the real rows' logits are the unpadded batch's, and the padded rows, cut off
+        before the loss, get no gradient. With BatchNorm they would enter the batch statistics:
+        there the partial batch has its own graph."""
+        full = self.settings.batch_size
+        if not self.pad or x.shape[1] >= full:
+            return x
+        return torch.cat([x, x.new_zeros((x.shape[0], full - x.shape[1], *x.shape[2:]))], 1)
 
     def static_adversarial(self, x: torch.Tensor, ys: list[torch.Tensor]) -> list[torch.Tensor]:
         """The active members' outer losses: every member's inner attack through the compiled
@@ -235,6 +248,11 @@ class GroupedClassifier(L.LightningModule):
 LOG = {"add_dataloader_idx": False}
 
 
+def mixes_rows(model: nn.Module) -> bool:
+    """Whether a layer computes across a batch's rows (BatchNorm's batch statistics in training)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def fit_group(
     models: Sequence[nn.Module],
     members: Sequence[Member],
@@ -284,4 +302,6 @@ def compile_facts(module: GroupedClassifier) -> dict:
     parts = [c.record() for c in (module.compiled, module.inner) if c is not None]
     reasons = [p["compile_fallback"] for p in parts if "compile_fallback" in p]
     out = {"compiled": bool(parts) and all(p["compiled"] for p in parts)}
+    if module.compiled is not None:  # how the last partial batch ran (GroupedClassifier.padded)
+        out["last_batch"] = "padded" if module.pad else "own graph"
     return out | ({"compile_fallback": reasons[0]} if reasons else {})

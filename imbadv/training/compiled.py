@@ -31,8 +31,9 @@ class CompiledForward:
     reason kept in `fallback`.
 
     Static shapes (`dynamic=False`): each batch shape gets its own graph, so an epoch's last
-    partial batch runs its own exact graph (two per epoch, never padded: padding would enter
-    BatchNorm's batch statistics), and on CUDA each graph is captured at its own shape.
+    partial batch runs its own exact graph (a single model never pads it: padding would enter
+    BatchNorm's batch statistics; the grouped step pads where no layer mixes rows), and on CUDA
+    each graph is captured at its own shape.
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from imbadv.adversarial import AdversarialSettings
-from imbadv.grouped.train import fit_group
+from imbadv.grouped.train import GroupedClassifier, fit_group, mixes_rows
 from imbadv.training import TrainSettings
 from imbadv.training import compiled as compiled_module
 from imbadv.training.loop import fit
@@ -103,3 +103,63 @@ def test_compiled_adversarial_group_trains_each_member_as_alone():
         assert grec["compiled"] is True, grec.get("compile_fallback")
         assert grec["epochs"] == rec["epochs"] and grec["best_epoch"] == rec["best_epoch"]
         assert max_diff(model, grouped) < FIT_ATOL  # weights and BatchNorm statistics
+
+
+class TinyRows(nn.Module):
+    """TinyBN without the BatchNorm: no layer mixes a batch's rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.Flatten())
+        self.fc = nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x))
+
+
+def rows(seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # test-only model
+    return TinyRows()
+
+
+def one_partial_step(make, pad: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The static step's loss and stacked gradients for a last batch of 16 at batch size 40."""
+    group = members()
+    settings = TrainSettings(batch_size=40, channels_last=False)
+    module = GroupedClassifier([make(m.seed) for m in group], settings, [m.loss for m in group])
+    module.compiled = compiled_module.CompiledForward(module.all_logits, False, CPU)  # eager
+    module.pad = pad
+    module.on_train_epoch_start()
+    batch = tuple((m.train[0][80:], m.train[1][80:]) for m in group)
+    loss = module.static_step(batch)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in module.stacked]
+
+
+def test_a_padded_and_cut_last_batch_gives_the_unpadded_loss_and_gradients():
+    loss, grads = one_partial_step(rows, pad=True)
+    loss0, grads0 = one_partial_step(rows, pad=False)
+    assert float(loss) == pytest.approx(float(loss0), rel=1e-6)
+    for g, g0 in zip(grads, grads0, strict=True):
+        assert float((g - g0).abs().max()) <= 1e-6 * float(g0.abs().max())
+    # with BatchNorm the zero rows would enter the batch statistics: not the same step at all
+    bn_loss, _ = one_partial_step(tiny, pad=True)
+    assert abs(float(bn_loss) - float(one_partial_step(tiny, pad=False)[0])) > 1e-3
+    assert mixes_rows(TinyBN()) and not mixes_rows(TinyRows())
+
+
+@pytest.mark.slow
+def test_compiled_group_without_batchnorm_replays_one_graph_for_every_batch():
+    # 96 images at batch 40: steps of 40, 40 and 16, the last padded to 40: one graph
+    torch._dynamo.reset()
+    counters.clear()
+    eager = TrainSettings(batch_size=40, max_epochs=3, patience=1, channels_last=False)
+    alone, _, _ = alone_and_grouped(rows, eager, members(flip_first=True))
+    group = members(flip_first=True)
+    models = [rows(m.seed) for m in group]
+    records = fit_group(models, group, replace(eager, compile="on"), CPU, recipe=SGD)
+    assert counters["stats"]["unique_graphs"] == 1
+    for (model, rec), grouped, grec in zip(alone, models, records, strict=True):
+        assert grec["compiled"] is True and grec["last_batch"] == "padded"
+        assert grec["epochs"] == rec["epochs"] and grec["best_epoch"] == rec["best_epoch"]
+        assert max_diff(model, grouped) < atol(9)
